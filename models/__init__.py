@@ -1,0 +1,1 @@
+"""Torch modules only: backbones, integral pose heads, the refinement unit."""
