@@ -1,0 +1,56 @@
+"""Skeleton drawing shared by every figure: 2D on images (OpenCV) and 3D (matplotlib)."""
+from __future__ import annotations
+
+import cv2
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .joints import BONES, side  # noqa: E402
+
+# BGR for OpenCV, and matplotlib names: left blue, right red, centre green
+COLORS_BGR = {"l": (255, 128, 0), "r": (0, 0, 255), "c": (0, 200, 0)}
+COLORS_MPL = {"l": "tab:blue", "r": "tab:red", "c": "tab:green"}
+
+
+def draw_skeleton_2d(img: np.ndarray, kp: np.ndarray, thickness: int = 2, radius: int = 3) -> np.ndarray:
+    """Draw kp [J,2|3] (pixels of img; NaN skipped) on a copy of img [H,W,3] (RGB or BGR uint8)."""
+    out = np.ascontiguousarray(img).copy()
+    ok = np.all(np.isfinite(kp[:, :2]), axis=1)
+    for j, p in BONES:
+        if ok[j] and ok[p]:
+            a = tuple(int(round(v)) for v in kp[j, :2])
+            b = tuple(int(round(v)) for v in kp[p, :2])
+            cv2.line(out, a, b, COLORS_BGR[side(j)], thickness, cv2.LINE_AA)
+    for j in np.flatnonzero(ok):
+        cv2.circle(out, tuple(int(round(v)) for v in kp[j, :2]), radius, COLORS_BGR[side(j)], -1, cv2.LINE_AA)
+    return out
+
+
+def plot_skeleton_3d(ax, pose: np.ndarray, color: str | None = None, alpha: float = 1.0,
+                     label: str | None = None, camera_frame: bool = True) -> None:
+    """Draw pose [J,3] on a matplotlib 3D axis. camera_frame: OpenCV axes (y down, z forward),
+    shown with z as depth and -y as up so the figure stands upright."""
+    P = np.asarray(pose, dtype=float)
+    if camera_frame:
+        P = np.stack([P[:, 0], P[:, 2], -P[:, 1]], axis=1)
+    for i, (j, p) in enumerate(BONES):
+        if np.all(np.isfinite(P[[j, p]])):
+            ax.plot(*P[[j, p]].T, color=color or COLORS_MPL[side(j)], alpha=alpha,
+                    label=label if i == 0 else None, lw=2)
+    ok = np.all(np.isfinite(P), axis=1)
+    if ok.any():
+        c = P[ok].mean(0)
+        r = max(np.abs(P[ok] - c).max(), 1e-6)
+        ax.set_xlim(c[0] - r, c[0] + r)
+        ax.set_ylim(c[1] - r, c[1] + r)
+        ax.set_zlim(c[2] - r, c[2] + r)
+
+
+def figure_3d(n: int, size: float = 3.0):
+    """A row of n 3D axes."""
+    fig = plt.figure(figsize=(size * n, size))
+    axes = [fig.add_subplot(1, n, i + 1, projection="3d") for i in range(n)]
+    return fig, axes
