@@ -1,0 +1,177 @@
+"""Relative pose of a camera pair from joint correspondences.
+
+Robust estimation by OpenCV (USAC_MAGSAC by default): either the essential matrix directly
+on normalised coordinates (pooled rig mode: measured far more accurate, DESIGN.md), or the
+paper's route, the fundamental matrix on pixels then E = K₂ᵀ F K₁. Then our own choice
+among the four decompositions of E by the cheirality check, so that an ambiguous choice is
+reported instead of silently taken. Every failure carries a code from FAILURES.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from . import triangulate as tri
+
+# failure codes shared with pipeline.labels (stored as int8 per frame)
+OK = 0
+NO_JOINTS = 1
+TOO_FEW_POINTS = 2
+DEGENERATE = 3
+TOO_FEW_INLIERS = 4
+CHEIRALITY = 5
+TRIANGULATION = 6
+IMPLAUSIBLE = 7
+NO_PAIR = 8
+INCONSISTENT = 9
+
+FAILURES: dict[int, str] = {
+    OK: "ok",
+    NO_JOINTS: "no valid joints in the frame",
+    TOO_FEW_POINTS: "fewer than 8 correspondences visible in both views",
+    DEGENERATE: "degenerate configuration (collinear or coplanar joints, or no model found)",
+    TOO_FEW_INLIERS: "too few RANSAC inliers",
+    CHEIRALITY: "cheirality ambiguous (no decomposition of E puts the joints clearly in front of both cameras)",
+    TRIANGULATION: "triangulation failed (root or too few joints reconstructed)",
+    IMPLAUSIBLE: "implausible skeleton (left/right bone lengths disagree)",
+    NO_PAIR: "no usable camera pair",
+    INCONSISTENT: "relative rotations disagree around camera triplets (loop closure)",
+}
+
+MIN_POINTS = 8
+
+
+@dataclass
+class PairEstimate:
+    """Result of one relative-pose estimate. R [3,3], t [3] (unit norm; X₂ = R X₁ + t),
+    inliers [N] bool, failure code (0 = ok), and diagnostics."""
+
+    R: np.ndarray
+    t: np.ndarray
+    inliers: np.ndarray
+    failure: int = OK
+    n_points: int = 0
+    n_inliers: int = 0
+    n_front: int = 0
+    reproj_px: float = np.nan
+    info: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.failure == OK
+
+    @property
+    def rot_deg(self) -> float:
+        if not np.all(np.isfinite(self.R)):
+            return np.nan
+        return float(np.degrees(np.arccos(np.clip((np.trace(self.R) - 1) / 2, -1, 1))))
+
+
+def _fail(code: int, n: int, n_inl: int = 0, **info) -> PairEstimate:
+    return PairEstimate(np.full((3, 3), np.nan), np.full(3, np.nan), np.zeros(n, bool), code, n, n_inl,
+                        info=info)
+
+
+def decompose_essential(E: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The four (R, t) of an essential matrix (cv2.decomposeEssentialMat):
+    R [4,3,3], t [4,3] (unit), in the order (R1,t), (R1,-t), (R2,t), (R2,-t)."""
+    R1, R2, t = cv2.decomposeEssentialMat(np.asarray(E, dtype=np.float64))
+    t = t.ravel()
+    return np.stack([R1, R1, R2, R2]), np.stack([t, -t, t, -t])
+
+
+def cheirality_counts(Rs: np.ndarray, ts: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
+    """Number of points triangulated in front of both cameras for each candidate pose.
+    Rs [K,3,3], ts [K,3], x1, x2 [N,2] normalised. -> [K] int."""
+    _, z1, z2 = tri.triangulate_two_view(x1[None], x2[None], Rs[:, None], ts[:, None])
+    return np.sum((z1 > 0) & (z2 > 0) & np.isfinite(z1), axis=1)
+
+
+def choose_decomposition(E, x1, x2, min_front: float = 0.5, max_second: float = 0.5):
+    """Pick the decomposition of E with the most points in front of both cameras.
+
+    Returns (R, t, n_front, counts [4], ambiguous): ambiguous when the best keeps fewer than
+    min_front of the points in front, or the runner-up reaches max_second of the best.
+    """
+    Rs, ts = decompose_essential(E)
+    counts = cheirality_counts(Rs, ts, x1, x2)
+    order = np.argsort(-counts, kind="stable")
+    best, second = counts[order[0]], counts[order[1]]
+    ambiguous = bool(best < min_front * len(x1) or second >= max_second * max(best, 1))
+    return Rs[order[0]], ts[order[0]], int(best), counts, ambiguous
+
+
+def is_degenerate(x1: np.ndarray, x2: np.ndarray, thr1: float, thr2: float,
+                  planar_ratio: float = 0.95) -> bool:
+    """True when the correspondences cannot fix a relative pose: the points are collinear in
+    either image (a tiny second principal spread), or one homography explains nearly all of
+    them (coplanar scene or no parallax: F is then not unique). x [N,2], thresholds in the
+    points' units (the RANSAC threshold)."""
+    for x, thr in ((x1, thr1), (x2, thr2)):
+        s = np.linalg.svd(x - x.mean(0), compute_uv=False)
+        if s[1] <= max(thr, 1e-9 * s[0]) * np.sqrt(len(x)) * 0.5:
+            return True
+    H, mask = cv2.findHomography(x1, x2, 0)  # least squares on all points: no RANSAC needed here
+    if H is None or not np.all(np.isfinite(H)):
+        return True
+    proj = cv2.perspectiveTransform(x1.reshape(-1, 1, 2), H).reshape(-1, 2)
+    resid = np.linalg.norm(proj - x2, axis=1)
+    return bool(np.mean(resid < thr2) >= planar_ratio)
+
+
+def estimate_pair(x1n: np.ndarray, x2n: np.ndarray, K1: np.ndarray, K2: np.ndarray,
+                  method: str = "essential", robust: int = cv2.USAC_MAGSAC, threshold_px: float = 3.0,
+                  prob: float = 0.999, min_inliers: int = 8, min_inlier_ratio: float = 0.5,
+                  seed: int = 0, check_degenerate: bool = True) -> PairEstimate:
+    """Relative pose of camera 2 w.r.t. camera 1 from correspondences.
+
+    x1n, x2n [N,2] undistorted normalised points (NaN rows are dropped). K1, K2 [3,3] give
+    pixel scales (the RANSAC threshold is in pixels). method "essential": E by
+    cv2.findEssentialMat on normalised coordinates (threshold_px / mean focal);
+    "fundamental": F by cv2.findFundamentalMat on undistorted pixels, E = K₂ᵀ F K₁ (the
+    paper). Then the cheirality check over the four decompositions (inliers only).
+    Returns a PairEstimate: t has unit norm (the baseline's scale is unobservable).
+    """
+    x1n = np.asarray(x1n, dtype=np.float64).reshape(-1, 2)
+    x2n = np.asarray(x2n, dtype=np.float64).reshape(-1, 2)
+    if x1n.shape != x2n.shape:
+        raise ValueError(f"estimate_pair: point sets differ in shape {x1n.shape} vs {x2n.shape}")
+    N0 = len(x1n)
+    keep = np.all(np.isfinite(x1n), 1) & np.all(np.isfinite(x2n), 1)
+    idx = np.flatnonzero(keep)
+    x1, x2 = x1n[keep], x2n[keep]
+    N = len(x1)
+    if N < MIN_POINTS:
+        return _fail(TOO_FEW_POINTS if N > 0 else NO_JOINTS, N0)
+    f1 = 0.5 * (K1[0, 0] + K1[1, 1])
+    f2 = 0.5 * (K2[0, 0] + K2[1, 1])
+    if check_degenerate and is_degenerate(x1 * f1, x2 * f2, threshold_px, threshold_px):
+        return _fail(DEGENERATE, N0)
+    cv2.setRNGSeed(int(seed))
+    if method == "essential":
+        thr = threshold_px / (0.5 * (f1 + f2))
+        E, mask = cv2.findEssentialMat(x1, x2, np.eye(3), method=robust, prob=prob, threshold=thr)
+    elif method == "fundamental":
+        p1 = x1 @ K1[:2, :2].T + K1[:2, 2]
+        p2 = x2 @ K2[:2, :2].T + K2[:2, 2]
+        Fm, mask = cv2.findFundamentalMat(p1, p2, robust, threshold_px, prob)
+        E = None if Fm is None or Fm.shape != (3, 3) else K2.T @ Fm @ K1
+    else:
+        raise ValueError(f"estimate_pair: unknown method {method!r} (essential | fundamental)")
+    if E is None or mask is None or E.shape[0] < 3 or not np.all(np.isfinite(E)):
+        return _fail(DEGENERATE, N0)
+    E = E[:3]
+    inl = mask.ravel().astype(bool)
+    n_inl = int(inl.sum())
+    if n_inl < max(min_inliers, 5) or n_inl < min_inlier_ratio * N:
+        return _fail(TOO_FEW_INLIERS, N0, n_inl)
+    R, t, n_front, counts, ambiguous = choose_decomposition(E, x1[inl], x2[inl])
+    if ambiguous:
+        return _fail(CHEIRALITY, N0, n_inl, counts=counts.tolist())
+    _, err, ok = tri.triangulate_pair(x1[inl], x2[inl], R, t, f1, f2)
+    inliers = np.zeros(N0, bool)
+    inliers[idx[inl]] = True
+    return PairEstimate(R, t / np.linalg.norm(t), inliers, OK, N0, n_inl, n_front,
+                        float(np.mean(err[ok])) if ok.any() else np.nan, {"counts": counts.tolist()})

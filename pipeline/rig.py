@@ -1,0 +1,248 @@
+"""Static-rig calibration from body joints alone: pool correspondences over frames, estimate
+every camera pair once, chain the pairs into one rig, refine it by bundle adjustment.
+
+The rig's frame is camera 0's (R₀ = I, t₀ = 0) and its scale is fixed by |C₁ - C₀| = 1:
+without known extrinsics the metric scale is unobservable. Intrinsics are given.
+"""
+from __future__ import annotations
+
+import itertools
+
+import cv2
+import numpy as np
+from scipy.optimize import least_squares
+from scipy.sparse import lil_matrix
+from scipy.spatial.transform import Rotation
+
+from . import epipolar
+from . import triangulate as tri
+
+
+def all_pairs(V: int) -> np.ndarray:
+    """All camera pairs (i < j) in a fixed order. -> [V(V-1)/2, 2] int."""
+    return np.array(list(itertools.combinations(range(V), 2)), dtype=np.int64).reshape(-1, 2)
+
+
+def pool_pair(xn: np.ndarray, w: np.ndarray, i: int, j: int, max_points: int = 20000, seed: int = 0):
+    """Correspondences of views i, j pooled over frames and joints.
+
+    xn [F,V,J,2] normalised points, w [F,V,J] usable weight (> 0 = usable). Returns x1, x2
+    [N,2] and their (frame, joint) indices [N,2]; at most max_points, a deterministic
+    evenly-spread subsample.
+    """
+    ok = (w[:, i] > 0) & (w[:, j] > 0)
+    f, jj = np.nonzero(ok)
+    if len(f) > max_points:
+        sel = np.random.default_rng(seed).choice(len(f), max_points, replace=False)
+        sel.sort()
+        f, jj = f[sel], jj[sel]
+    return xn[f, i, jj], xn[f, j, jj], np.stack([f, jj], 1)
+
+
+def chain_pairs(V: int, pairs: np.ndarray, ests: list, xn: np.ndarray, w: np.ndarray,
+                focal: np.ndarray):
+    """Chain relative poses into one rig along a maximum spanning tree (weight: inliers).
+
+    Camera 0 is the origin; the first edge fixes the unit baseline; each later camera k,
+    reached from a placed camera m, gets R_k = R_mk R_m and t_k = R_mk t_m + s t_mk with the
+    scale s from the joints already triangulated by the placed cameras (median of per-point
+    least-squares scales). Returns R [V,3,3], t [V,3] (NaN for unreachable cameras), order.
+    """
+    R = np.full((V, 3, 3), np.nan)
+    t = np.full((V, 3), np.nan)
+    placed = {0}
+    R[0], t[0] = np.eye(3), np.zeros(3)
+    order = [0]
+    edges = {(int(a), int(b)): e for (a, b), e in zip(pairs, ests) if e.ok}
+    while len(placed) < V:
+        cand = [(e.n_inliers, a, b) for (a, b), e in edges.items() if (a in placed) != (b in placed)]
+        if not cand:
+            break
+        _, a, b = max(cand)
+        e = edges[(a, b)]
+        # pose of b relative to a: X_b = R_ab X_a + t_ab
+        if a in placed:
+            m, k, Rmk, tmk = a, b, e.R, e.t
+        else:  # invert the edge
+            m, k, Rmk, tmk = b, a, e.R.T, -e.R.T @ e.t
+        Rk = Rmk @ R[m]
+        if len(placed) == 1:
+            s = 1.0
+        else:
+            s = _chain_scale(Rk, Rmk @ t[m], tmk, sorted(placed), R, t, k, xn, w, focal)
+        R[k], t[k] = Rk, Rmk @ t[m] + s * tmk
+        placed.add(k)
+        order.append(k)
+    return R, t, order
+
+
+def _dlt(xn, w, R, t):
+    """triangulate_dlt for xn [F,V,J,2], w [F,V,J] -> X [F,J,3], ok [F,J]."""
+    return tri.triangulate_dlt(xn.transpose(0, 2, 1, 3), w.transpose(0, 2, 1), R, t)
+
+
+def _chain_scale(Rk, a, b, placed, R, t, k, xn, w, focal):
+    """Scale s of camera k's translation a + s b from joints triangulated by placed cameras."""
+    Pv = np.array(placed)
+    X, ok = _dlt(xn[:, Pv], w[:, Pv], R[Pv], t[Pv])  # [F,J,3]
+    ok = ok & (w[:, k] > 0)
+    X, x = X[ok], xn[:, k][ok]
+    if len(X) < 3:
+        raise ValueError("rig: cannot chain camera %d: too few joints seen with the placed cameras" % k)
+    r = np.concatenate([x, np.ones((len(x), 1))], 1)
+    A = X @ Rk.T + a
+    c = np.cross(r, A)
+    d = np.cross(r, np.broadcast_to(b, r.shape))
+    s = -(c * d).sum(1) / np.maximum((d * d).sum(1), 1e-300)
+    return float(np.median(s))
+
+
+def _select_frames(w: np.ndarray, max_frames: int) -> np.ndarray:
+    """Frames for bundle adjustment: evenly spread over those seen best. w [F,V,J] -> indices."""
+    score = ((w > 0).sum(1) >= 2).sum(1)
+    good = np.flatnonzero(score >= max(3, 0.5 * score.max())) if score.size else np.array([], int)
+    if len(good) > max_frames:
+        good = good[np.linspace(0, len(good) - 1, max_frames).round().astype(int)]
+    return good
+
+
+def _residuals(p, opt, ocam, obs, foc, npt, ncam, gauge_w):
+    """Reprojection residuals (pixels) [2*nobs] and the scale-gauge residual."""
+    cams = p[:6 * ncam].reshape(ncam, 6)
+    Rc = np.concatenate([np.eye(3)[None], Rotation.from_rotvec(cams[:, :3]).as_matrix()])
+    tc = np.concatenate([np.zeros((1, 3)), cams[:, 3:]])
+    Xp = p[6 * ncam:].reshape(npt, 3)[opt]
+    Xc = np.einsum("nab,nb->na", Rc[ocam], Xp) + tc[ocam]
+    res = (Xc[:, :2] / Xc[:, 2:3] - obs) * foc[:, None]
+    gauge = gauge_w * (np.linalg.norm(cams[0, 3:]) - 1.0)  # |C1| = |t1| as C0 = 0
+    return np.concatenate([res.ravel(), [gauge]])
+
+
+def _sparsity(opt, ocam, npt, ncam):
+    nobs = len(opt)
+    S = lil_matrix((2 * nobs + 1, 6 * ncam + 3 * npt), dtype=np.int8)
+    rows = np.arange(nobs)
+    for k in range(3):
+        S[2 * rows, 6 * ncam + 3 * opt + k] = 1
+        S[2 * rows + 1, 6 * ncam + 3 * opt + k] = 1
+    moving = np.flatnonzero(ocam > 0)
+    for k in range(6):
+        col = 6 * (ocam[moving] - 1) + k
+        S[2 * moving, col] = 1
+        S[2 * moving + 1, col] = 1
+    S[2 * nobs, 3:6] = 1
+    return S.tocsr()
+
+
+def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray,
+                  max_frames: int = 400, loss: str = "linear", f_scale_px: float = 3.0,
+                  max_nfev: int = 50, trim_px: float = 12.0, verbose: int = 0):
+    """Refine every camera (all but camera 0, the frame) and the joints jointly.
+
+    Reprojection residuals in pixels (normalised residual x focal) over at most max_frames
+    frames; scipy.optimize.least_squares (trf) with a sparse Jacobian pattern (jac_sparsity).
+    One more residual keeps |C₁ - C₀| = 1 (the gauge of scale). Robustness: observations
+    whose residual exceeds max(trim_px, 3 x the robust σ) are dropped, and the solve repeated
+    once from the refined rig (measured: a robust loss in trf converges far more slowly,
+    0.17° vs 0.03° rotation error after 100 evaluations on 1,000 frames at σ = 2 px);
+    `loss` ("huber", "soft_l1", ...) with f_scale_px adds a robust loss on top.
+    xn [F,V,J,2], w [F,V,J], K [V,3,3], R [V,3,3], t [V,3].
+    Returns R, t, info (observations kept, residual RMS before/after, evaluations).
+    """
+    V = len(R)
+    fr = _select_frames(w, max_frames)
+    if len(fr) == 0:
+        raise ValueError("bundle_adjust: no frame sees a joint in two views")
+    X0, okX = _dlt(xn[fr], w[fr], R, t)  # [f,J,3]
+    fi, ji = np.nonzero(okX)
+    npt = len(fi)
+    obs_pt, obs_cam = [], []
+    for v in range(V):
+        seen = w[fr[fi], v, ji] > 0
+        obs_pt.append(np.flatnonzero(seen))
+        obs_cam.append(np.full(seen.sum(), v))
+    opt_all = np.concatenate(obs_pt)
+    ocam_all = np.concatenate(obs_cam)
+    obs_all = xn[fr[fi[opt_all]], ocam_all, ji[opt_all]]
+    foc_all = 0.5 * (K[ocam_all, 0, 0] + K[ocam_all, 1, 1])
+    ncam = V - 1
+    rv0 = Rotation.from_matrix(R[1:]).as_rotvec()
+    p = np.concatenate([np.concatenate([rv0, t[1:]], 1).ravel(), X0[fi, ji].ravel()])
+    gauge_w = np.sqrt(len(opt_all))
+    args_all = (opt_all, ocam_all, obs_all, foc_all, npt, ncam, gauge_w)
+    r_first = _residuals(p, *args_all)[:-1]
+    nfev = 0
+    keep = np.ones(len(opt_all), bool)
+    for _ in range(2):
+        r = np.linalg.norm(_residuals(p, *args_all)[:-1].reshape(-1, 2), axis=1)
+        sigma = 1.4826 * np.median(r) / np.sqrt(np.log(4.0))  # Rayleigh median -> per-axis σ
+        keep = r <= max(trim_px, 3.0 * 2.0 * sigma)
+        sub = (opt_all[keep], ocam_all[keep], obs_all[keep], foc_all[keep], npt, ncam, gauge_w)
+        sol = least_squares(_residuals, p, jac_sparsity=_sparsity(sub[0], sub[1], npt, ncam), method="trf",
+                            loss=loss, f_scale=f_scale_px, x_scale="jac", max_nfev=max_nfev, verbose=verbose,
+                            args=sub)
+        p = sol.x
+        nfev += sol.nfev
+    cams = p[:6 * ncam].reshape(ncam, 6)
+    Rn = np.concatenate([np.eye(3)[None], Rotation.from_rotvec(cams[:, :3]).as_matrix()])
+    tn = np.concatenate([np.zeros((1, 3)), cams[:, 3:]])
+    tn = tn / np.linalg.norm(tn[1])  # exact unit baseline
+    r_last = _residuals(p, *args_all)[:-1].reshape(-1, 2)[keep].ravel()
+    info = {"ba_frames": int(len(fr)), "ba_points": int(npt), "ba_observations": int(len(opt_all)),
+            "ba_kept": int(keep.sum()),
+            "ba_rms_px_before": float(np.sqrt(np.mean(r_first ** 2))),
+            "ba_rms_px_after": float(np.sqrt(np.mean(r_last ** 2))),
+            "ba_median_px_after": float(np.median(np.abs(r_last))),
+            "ba_nfev": int(nfev), "ba_status": int(sol.status)}
+    return Rn, tn, info
+
+
+def calibrate_rig(xn: np.ndarray, w: np.ndarray, K: np.ndarray, method: str = "essential",
+                  threshold_px: float = 2.0, max_points: int = 20000, seed: int = 0,
+                  ba: bool = True, ba_frames: int = 400, ba_loss: str = "linear", ba_f_scale_px: float = 3.0,
+                  ba_max_nfev: int = 50, min_inlier_ratio: float = 0.5, robust: int | None = None):
+    """Calibrate a static rig from normalised joints xn [F,V,J,2] with weights w [F,V,J].
+
+    Returns R [V,3,3], t [V,3] (camera 0 = world, unit baseline 0-1) and a dict of
+    diagnostics: pairs [P,2], pair_inliers, pair_points, pair_rot_deg, pair_reproj_px,
+    pair_failure [P], chaining order, bundle-adjustment figures.
+    """
+    V = xn.shape[1]
+    if V < 2:
+        raise ValueError(f"rig calibration needs at least 2 cameras, got {V}")
+    pairs = all_pairs(V)
+    ests = []
+    for p, (i, j) in enumerate(pairs):
+        x1, x2, _ = pool_pair(xn, w, i, j, max_points, seed + p)
+        # the detector's noise level is unknown: widen the inlier threshold until most
+        # pooled correspondences agree (3, 6, 12, 24 px by default)
+        for k in range(4):
+            e = epipolar.estimate_pair(x1, x2, K[i], K[j], method=method, threshold_px=threshold_px * 2 ** k,
+                                       robust=cv2.USAC_MAGSAC if robust is None else robust,
+                                       seed=seed + p, min_inlier_ratio=min_inlier_ratio, check_degenerate=True)
+            e.info["threshold_px"] = threshold_px * 2 ** k
+            if e.failure != epipolar.TOO_FEW_INLIERS:
+                break
+        ests.append(e)
+    info = {"pairs": pairs,
+            "pair_points": np.array([e.n_points for e in ests]),
+            "pair_inliers": np.array([e.n_inliers for e in ests]),
+            "pair_rot_deg": np.array([e.rot_deg for e in ests]),
+            "pair_reproj_px": np.array([e.reproj_px for e in ests]),
+            "pair_failure": np.array([e.failure for e in ests], dtype=np.int8),
+            "pair_threshold_px": np.array([e.info.get("threshold_px", np.nan) for e in ests])}
+    if not any(e.ok for e in ests):
+        codes = sorted({epipolar.FAILURES[e.failure] for e in ests})
+        raise ValueError(f"rig calibration: no camera pair could be estimated ({'; '.join(codes)})")
+    focal = 0.5 * (K[:, 0, 0] + K[:, 1, 1])
+    R, t, order = chain_pairs(V, pairs, ests, xn, w, focal)
+    if not np.all(np.isfinite(R)):
+        missing = [v for v in range(V) if not np.all(np.isfinite(R[v]))]
+        raise ValueError(f"rig calibration: cameras {missing} share no estimable pair with the others")
+    info["chain_order"] = np.array(order)
+    if V > 1:  # the gauge: |C1 - C0| = 1, whichever pair the chain began with
+        t = t / np.linalg.norm(t[1])
+    if ba:
+        R, t, bainfo = bundle_adjust(xn, w, K, R, t, ba_frames, ba_loss, ba_f_scale_px, ba_max_nfev)
+        info.update(bainfo)
+    return R, t, info

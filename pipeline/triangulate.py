@@ -1,0 +1,260 @@
+"""Triangulation, vectorised over any leading batch (frames x joints): optimal two-view
+correction, two-view and confidence-weighted N-view linear triangulation, and the
+Weiszfeld vector median that fuses pairwise reconstructions.
+
+Coordinates: "normalised" points are undistorted K⁻¹-coordinates (x/z, y/z); camera poses
+follow pipeline/camera.py (X_cam = R X + t). Everything is float64.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def skew(v: np.ndarray) -> np.ndarray:
+    """[...,3] -> cross-product matrices [...,3,3]."""
+    v = np.asarray(v, dtype=np.float64)
+    z = np.zeros(v.shape[:-1])
+    return np.stack([np.stack([z, -v[..., 2], v[..., 1]], -1),
+                     np.stack([v[..., 2], z, -v[..., 0]], -1),
+                     np.stack([-v[..., 1], v[..., 0], z], -1)], -2)
+
+
+def relative_pose(Ri, ti, Rj, tj):
+    """Pose of camera j relative to camera i: X_j = R X_i + t. [...,3,3],[...,3] -> R, t."""
+    R = Rj @ np.swapaxes(Ri, -1, -2)
+    return R, tj - np.einsum("...ab,...b->...a", R, ti)
+
+
+def essential_from_pose(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """E = [t]x R, so that x2ᵀ E x1 = 0 for normalised points. [...,3,3],[...,3] -> [...,3,3]."""
+    return skew(t) @ R
+
+
+def correct_matches(F: np.ndarray, x1: np.ndarray, x2: np.ndarray, n_iter: int = 3):
+    """Optimal (Hartley–Sturm) correction of correspondences, Lindstrom's iterative form.
+
+    Finds x̂1, x̂2 minimising |x̂1 - x1|² + |x̂2 - x2|² subject to x̂2ᵀ F x̂1 = 0 (homogeneous
+    coordinates; OpenCV's convention for cv2.correctMatches(F, x1, x2)). Each iteration
+    solves the constraint's quadratic in the Lagrange multiplier exactly, so the output
+    satisfies the epipolar constraint; the iteration converges quadratically to the
+    Hartley–Sturm optimum (P. Lindstrom, "Triangulation made easy", CVPR 2010).
+    F [...,3,3] broadcasts against x1, x2 [...,2]. Returns x̂1, x̂2 [...,2].
+    Work in well-conditioned coordinates (e.g. focal-scaled normalised points): the tests
+    check this against cv2.correctMatches to 1e-6.
+    """
+    F = np.asarray(F, dtype=np.float64)
+    x1 = np.asarray(x1, dtype=np.float64)
+    x2 = np.asarray(x2, dtype=np.float64)
+    f = lambda a, b: F[..., a, b]  # noqa: E731  (broadcast views, no copies)
+    # F x1 and Fᵀ x2 for homogeneous points, written out so that F broadcasts cheaply
+    def Fx(p):
+        return (f(0, 0) * p[..., 0] + f(0, 1) * p[..., 1] + f(0, 2),
+                f(1, 0) * p[..., 0] + f(1, 1) * p[..., 1] + f(1, 2),
+                f(2, 0) * p[..., 0] + f(2, 1) * p[..., 1] + f(2, 2))
+
+    def FTx(p):
+        return (f(0, 0) * p[..., 0] + f(1, 0) * p[..., 1] + f(2, 0),
+                f(0, 1) * p[..., 0] + f(1, 1) * p[..., 1] + f(2, 1),
+                f(0, 2) * p[..., 0] + f(1, 2) * p[..., 1] + f(2, 2))
+
+    a0, a1, a2 = Fx(x1)                       # F x1
+    c = x2[..., 0] * a0 + x2[..., 1] * a1 + a2  # x2ᵀ F x1, fixed through the iterations
+    n2x, n2y = a0, a1                          # ∂c/∂x2 at the current x̂1
+    b0, b1, _ = FTx(x2)
+    n1x, n1y = b0, b1                          # ∂c/∂x1 at the current x̂2
+    Fx1_0, Fx1_1 = a0, a1
+    FTx2_0, FTx2_1 = b0, b1
+    lam = np.zeros_like(c)
+    for _ in range(max(int(n_iter), 1)):
+        # (x2 - λ n2)ᵀ F (x1 - λ n1) = c - 2 b λ + a λ² with the top-left 2x2 block of F
+        a = (n2x * (f(0, 0) * n1x + f(0, 1) * n1y) + n2y * (f(1, 0) * n1x + f(1, 1) * n1y))
+        b = 0.5 * (n2x * Fx1_0 + n2y * Fx1_1 + n1x * FTx2_0 + n1y * FTx2_1)
+        disc = np.sqrt(np.maximum(b * b - a * c, 0.0))
+        den = b + np.copysign(disc, b)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            lam = np.where(den != 0, c / den, 0.0)
+        h1x, h1y = x1[..., 0] - lam * n1x, x1[..., 1] - lam * n1y
+        h2x, h2y = x2[..., 0] - lam * n2x, x2[..., 1] - lam * n2y
+        # new normals at the corrected points
+        n2x = f(0, 0) * h1x + f(0, 1) * h1y + f(0, 2)
+        n2y = f(1, 0) * h1x + f(1, 1) * h1y + f(1, 2)
+        n1x = f(0, 0) * h2x + f(1, 0) * h2y + f(2, 0)
+        n1y = f(0, 1) * h2x + f(1, 1) * h2y + f(2, 1)
+    return np.stack([h1x, h1y], -1), np.stack([h2x, h2y], -1)
+
+
+def triangulate_two_view(x1: np.ndarray, x2: np.ndarray, R: np.ndarray, t: np.ndarray):
+    """Linear two-view triangulation in camera 1's frame (P1 = [I|0], P2 = [R|t]).
+
+    x1, x2 [...,2] normalised points (exact for epipolar-consistent points, e.g. after
+    correct_matches; otherwise the least-squares depth along ray 1). R [...,3,3], t [...,3].
+    Returns X [...,3] in camera 1's frame and the depths z1, z2 [...].
+    """
+    r1 = np.concatenate([x1, np.ones(x1.shape[:-1] + (1,))], -1)
+    r2 = np.concatenate([x2, np.ones(x2.shape[:-1] + (1,))], -1)
+    Rr1 = np.einsum("...ab,...b->...a", R, r1)
+    # z2 r2 = z1 R r1 + t  ->  0 = z1 (r2 x R r1) + r2 x t
+    u = np.cross(r2, Rr1)
+    w = np.cross(r2, t)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z1 = -np.einsum("...a,...a->...", u, w) / np.einsum("...a,...a->...", u, u)
+    X = z1[..., None] * r1
+    z2 = (z1[..., None] * Rr1 + t)[..., 2]
+    return X, z1, z2
+
+
+def triangulate_pair(x1: np.ndarray, x2: np.ndarray, R: np.ndarray, t: np.ndarray,
+                     f1=1.0, f2=1.0, n_iter: int = 3):
+    """Optimal two-view triangulation (correction, then linear). Camera 1's frame.
+
+    x1, x2 [...,2] normalised points of cameras 1 and 2; X_2 = R X_1 + t. The correction
+    minimises the error in pixels: coordinates are scaled by the focal lengths f1, f2
+    (scalars or broadcastable) before correct_matches, which also keeps F well
+    conditioned (no principal-point offsets). Returns X [...,3], the mean reprojection
+    error in pixels [...] (half the correction length per view, as |Δ1|+|Δ2| over 2) and
+    an ok mask [...] (finite, in front of both cameras).
+    """
+    f1 = np.asarray(f1, dtype=np.float64)
+    f2 = np.asarray(f2, dtype=np.float64)
+    E = essential_from_pose(R, t)
+    # F in focal-scaled coordinates u = f x: F = diag(1/f2,1/f2,1) E diag(1/f1,1/f1,1)
+    s1 = np.stack([1 / f1, 1 / f1, np.ones_like(f1)], -1)
+    s2 = np.stack([1 / f2, 1 / f2, np.ones_like(f2)], -1)
+    Fm = s2[..., :, None] * E * s1[..., None, :]
+    Fm = Fm / np.linalg.norm(Fm, axis=(-2, -1), keepdims=True)
+    u1 = x1 * f1[..., None]
+    u2 = x2 * f2[..., None]
+    h1, h2 = correct_matches(Fm, u1, u2, n_iter=n_iter)
+    err = 0.5 * (np.linalg.norm(h1 - u1, axis=-1) + np.linalg.norm(h2 - u2, axis=-1))
+    X, z1, z2 = triangulate_two_view(h1 / f1[..., None], h2 / f2[..., None], R, t)
+    ok = np.isfinite(z1) & (z1 > 0) & (z2 > 0) & np.isfinite(err)
+    return X, err, ok
+
+
+def triangulate_dlt(x: np.ndarray, w: np.ndarray, R: np.ndarray, t: np.ndarray, min_views: int = 2):
+    """Confidence-weighted N-view linear triangulation (DLT, inhomogeneous least squares).
+
+    x [...,V,2] normalised points, w [...,V] weights (confidence; 0 or NaN = unused, NaN
+    points are unused too), R [V,3,3], t [V,3] (or broadcastable [...,V,...]).
+    Each view contributes rows w·(x P₃ - P₁), w·(y P₃ - P₂) of P = [R|t]; solved by the
+    3x3 normal equations. Returns X [...,3] world and ok [...] (>= min_views views, solvable,
+    in front of every used camera).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    w = np.where(np.all(np.isfinite(x), -1) & np.isfinite(w), w, 0.0)
+    w = np.maximum(w, 0.0)
+    xs = np.where(np.isfinite(x), x, 0.0)
+    P = np.concatenate([R, t[..., None]], -1)  # [V,3,4]
+    A0 = xs[..., 0, None] * P[..., 2, :] - P[..., 0, :]  # [...,V,4]
+    A1 = xs[..., 1, None] * P[..., 2, :] - P[..., 1, :]
+    w2 = (w * w)[..., None, None]
+    M = (w2 * (A0[..., :, None] * A0[..., None, :] + A1[..., :, None] * A1[..., None, :])).sum(-3)
+    A = M[..., :3, :3]
+    b = -M[..., :3, 3]
+    nviews = (w > 0).sum(-1)
+    det = np.linalg.det(A)
+    scale = np.trace(A, axis1=-2, axis2=-1) ** 3
+    good = (nviews >= min_views) & (np.abs(det) > 1e-12 * np.maximum(scale, 1e-300))
+    A = np.where(good[..., None, None], A, np.eye(3))
+    X = np.linalg.solve(A, np.where(good[..., None], b, 0.0)[..., None])[..., 0]
+    depth = np.einsum("...vab,...b->...va", np.broadcast_to(R, x.shape[:-1] + (3, 3)), X)[..., 2] \
+        + np.broadcast_to(t[..., 2], x.shape[:-1])
+    front = np.all((depth > 0) | (w == 0), -1)
+    ok = good & front
+    return np.where(ok[..., None], X, np.nan), ok
+
+
+def vector_median(X: np.ndarray, ok: np.ndarray, n_iter: int = 25, tol: float = 1e-4):
+    """Geometric (vector) median of candidates (the paper's fusion of pairwise reconstructions), batched.
+
+    X [...,P,3] candidates, ok [...,P] which are usable. Returns [...,3] (NaN where none)
+    and the count of candidates used [...]. One or two candidates give their mean (every
+    point of a segment is a median; the midpoint is returned). With three or more: first
+    the exact optimality test at each candidate (the median is often one of them, where
+    Weiszfeld's iteration crawls), else over-relaxed Weiszfeld steps from the mean, per point
+    until the step is below tol times the candidates' spread (or n_iter).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    ok = np.asarray(ok, bool) & np.all(np.isfinite(X), -1)
+    batch = X.shape[:-2]
+    P = X.shape[-2]
+    Xf = np.where(ok[..., None], X, 0.0).reshape(-1, P, 3)
+    wf = ok.reshape(-1, P).astype(np.float64)
+    n = wf.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y = (wf[..., None] * Xf).sum(-2) / n[:, None]
+    act = np.flatnonzero(n >= 3)
+    if act.size:  # identical candidates (no spread) are their own median
+        sp0 = (np.abs(Xf[act] - y[act, None]) * wf[act, :, None]).max((-1, -2))
+        act = act[sp0 > 0]
+    if act.size:
+        # one contiguous 1-D array per (candidate, axis): numpy reduces a short last axis
+        # slowly, elementwise sums over P arrays are several times faster
+        C = [[np.ascontiguousarray(Xf[act, p, k]) for k in range(3)] for p in range(P)]
+        W = [np.ascontiguousarray(wf[act, p]) for p in range(P)]
+        spread = np.sqrt(sum(W[p] * sum((C[p][k] - y[act, k]) ** 2 for k in range(3)) for p in range(P)) / n[act])
+        floor = 1e-12 * np.maximum(spread, 1e-9)
+        # the median sits on candidate p exactly when the unit pulls of the others do not
+        # outweigh it (|Σ_q w_q u_qp| <= w_p): Weiszfeld crawls there, so test it directly
+        at_vertex = np.zeros(act.size, bool)
+        for p in range(P):
+            pull = [0.0, 0.0, 0.0]
+            here = W[p].copy()  # weight sitting on this point (coincident candidates add up)
+            for q in range(P):
+                if q == p:
+                    continue
+                d = [C[q][k] - C[p][k] for k in range(3)]
+                nrm = np.sqrt(d[0] ** 2 + d[1] ** 2 + d[2] ** 2)
+                same = nrm <= floor
+                here += np.where(same, W[q], 0.0)
+                u = W[q] / np.where(same, np.inf, nrm)
+                pull = [pull[k] + u * d[k] for k in range(3)]
+            hit = (W[p] > 0) & ~at_vertex & (np.sqrt(sum(v * v for v in pull)) <= here)
+            for k in range(3):
+                y[act[hit], k] = C[p][k][hit]
+            at_vertex |= hit
+        rows = act[~at_vertex]
+        if rows.size:
+            y[rows] = _median_weiszfeld(Xf[rows], wf[rows], y[rows], spread[~at_vertex], n_iter, tol)
+    y = np.where((n > 0)[:, None], y, np.nan)
+    return y.reshape(batch + (3,)), n.reshape(batch).astype(np.int64)
+
+
+def _median_weiszfeld(X: np.ndarray, w: np.ndarray, y: np.ndarray, spread: np.ndarray, n_iter: int, tol: float,
+                      relax: float = 1.8):
+    """Minimise Σ_p w_p |X_p - y| from y by over-relaxed Weiszfeld steps
+    y <- y + relax (T(y) - y), which still descend for relax in [1, 2] (Ostresh 1978) and cross
+    the flat valleys between near candidates much faster. Vertices are handled by the caller.
+    X [m,P,3], w [m,P], y [m,3], spread [m] -> y [m,3]."""
+    m, P, _ = X.shape
+    # one contiguous 1-D array per (candidate, axis): numpy reduces a short last axis slowly
+    C = [[np.ascontiguousarray(X[:, p, k]) for k in range(3)] for p in range(P)]
+    W = [np.ascontiguousarray(w[:, p]) for p in range(P)]
+    Y = [np.ascontiguousarray(y[:, k]) for k in range(3)]
+    out = y.copy()
+    rows = np.arange(m)
+    floor = 1e-12 * np.maximum(spread, 1e-9)
+    it = 0
+    while it < n_iter and rows.size:
+        for _ in range(min(4, n_iter - it)):
+            num = [0.0, 0.0, 0.0]
+            den = 0.0
+            for p in range(P):
+                dx, dy, dz = C[p][0] - Y[0], C[p][1] - Y[1], C[p][2] - Y[2]
+                inv = W[p] / np.maximum(np.sqrt(dx * dx + dy * dy + dz * dz), floor)
+                den = den + inv
+                num = [num[0] + inv * C[p][0], num[1] + inv * C[p][1], num[2] + inv * C[p][2]]
+            new = [Y[k] + relax * (num[k] / den - Y[k]) for k in range(3)]
+            step = np.sqrt(sum((new[k] - Y[k]) ** 2 for k in range(3)))
+            Y = new
+            it += 1
+        for k in range(3):
+            out[rows, k] = Y[k]
+        keep = step > tol * spread
+        if keep.all():
+            continue
+        rows, spread, floor = rows[keep], spread[keep], floor[keep]
+        C = [[c[keep] for c in cp] for cp in C]
+        W = [w_[keep] for w_ in W]
+        Y = [v[keep] for v in Y]
+    return out
