@@ -1,0 +1,96 @@
+"""Check a zarr group against the dataset contract of docs/stores.md.
+
+`check_dataset(group)` returns a list of problems (empty when the store is valid); every
+adapter's tests call it, and `assert_dataset` raises ValueError listing them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import zarr
+
+from ..joints import J, JOINTS
+
+REQUIRED_ATTRS = ("dataset", "subjects", "clips", "actions", "fps", "crop_size", "licence", "source", "joints")
+
+
+def _dims(arr) -> tuple | None:
+    try:
+        return tuple(arr.metadata.dimension_names) if arr.metadata.dimension_names else None
+    except AttributeError:
+        return None
+
+
+def check_dataset(g: zarr.Group, require_images: bool = True, require_3d: bool = False) -> list[str]:
+    """Problems with `g` as a dataset store (docs/stores.md); [] when it conforms."""
+    bad: list[str] = []
+    names = set(g.array_keys())
+    need = {"crop_boxes", "keypoints2d_gt", "rig", "K", "R", "t", "dist", "size", "subject", "clip", "split",
+            "frame_index"}
+    if require_images:
+        need.add("images")
+    if require_3d:
+        need.add("poses3d_world")
+    for n in sorted(need - names):
+        bad.append(f"missing array {n!r}")
+    for n in names:
+        if not _dims(g[n]):
+            bad.append(f"array {n!r} has no dimension_names")
+    if bad:
+        return bad
+    kp = g["keypoints2d_gt"]
+    if kp.ndim != 4 or kp.shape[2:] != (J, 3) or kp.dtype != np.float32:
+        bad.append(f"keypoints2d_gt: want [F,V,{J},3] float32, got {kp.shape} {kp.dtype}")
+        return bad
+    F, V = kp.shape[:2]
+    G = g["K"].shape[0]
+    want = {"crop_boxes": ((F, V, 4), np.float32), "rig": ((F,), np.int16), "subject": ((F,), np.int16),
+            "clip": ((F,), np.int16), "split": ((F,), np.int16), "frame_index": ((F,), np.int32),
+            "K": ((G, V, 3, 3), np.float64), "R": ((G, V, 3, 3), np.float64), "t": ((G, V, 3), np.float64),
+            "dist": ((G, V, 5), np.float64), "size": ((G, V, 2), np.float64),
+            "poses3d_world": ((F, J, 3), np.float32)}
+    for n, (shape, dt) in want.items():
+        if n in names and (g[n].shape != shape or g[n].dtype != dt):
+            bad.append(f"{n}: want {shape} {np.dtype(dt)}, got {g[n].shape} {g[n].dtype}")
+    attrs = dict(g.attrs)
+    for a in REQUIRED_ATTRS:
+        if a not in attrs:
+            bad.append(f"missing attribute {a!r}")
+    if bad:
+        return bad
+    if "images" in names:
+        S = int(attrs["crop_size"])
+        im = g["images"]
+        if im.shape != (F, V, S, S, 3) or im.dtype != np.uint8:
+            bad.append(f"images: want {(F, V, S, S, 3)} uint8, got {im.shape} {im.dtype}")
+        elif tuple(im.chunks[1:]) != (1, S, S, 3):
+            bad.append(f"images: chunks should be (n, 1, S, S, 3), got {im.chunks}")
+    if list(attrs["joints"]) != list(JOINTS):
+        bad.append("attribute 'joints' differs from pipeline/joints.py")
+    rig, subj, clip, split = (g[n][:] for n in ("rig", "subject", "clip", "split"))
+    if F and (rig.min() < 0 or rig.max() >= G):
+        bad.append("rig index out of range")
+    if F and (subj.min() < 0 or subj.max() >= len(attrs["subjects"])):
+        bad.append("subject index out of range")
+    if F and (clip.min() < 0 or clip.max() >= len(attrs["clips"])):
+        bad.append("clip index out of range")
+    if not set(np.unique(split)) <= {0, 1}:
+        bad.append("split must be 0 (train) or 1 (test)")
+    for c in np.unique(clip):
+        if len(np.unique(split[clip == c])) > 1:
+            bad.append(f"clip {attrs['clips'][c]!r} is in both train and test")
+    missing_actions = set(attrs["clips"]) - set(attrs["actions"])
+    if missing_actions:
+        bad.append(f"attribute 'actions' lacks clips {sorted(missing_actions)[:5]}")
+    boxes = g["crop_boxes"][:]
+    if np.any(boxes[..., 2:] <= 0):
+        bad.append("crop_boxes with non-positive size")
+    vis = kp[..., 2][:] if F else np.zeros(0)
+    if not np.all(np.isnan(vis) | (vis == 0) | (vis == 1)):
+        bad.append("keypoints2d_gt visibility must be 0, 1 or NaN")
+    return bad
+
+
+def assert_dataset(g: zarr.Group, **kw) -> None:
+    bad = check_dataset(g, **kw)
+    if bad:
+        raise ValueError("dataset store breaks the contract:\n  " + "\n  ".join(bad))

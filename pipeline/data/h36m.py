@@ -1,0 +1,358 @@
+"""The `h36m` adapter: Human3.6M in its public layout.
+
+    <root>/metadata.xml                                   cameras (the release's <w0> vector)
+    <root>/S1/MyPoseFeatures/D3_Positions/<Action>.cdf    'Pose' [1, F, 96]: 32 joints, world mm
+    <root>/S1/Videos/<Action>.<camera id>.mp4             the four videos of each action
+    (or <root>/S1/Images/<Action>.<camera id>/*.jpg|png   extracted frames, sorted by name)
+
+Protocol (the paper's, and the literature's): train on S1, S5, S6, S7, S8, test on S9, S11,
+every 64th test frame; train frames every `train_every`-th (default 5: 10 fps from 50).
+
+Cameras: <w0> holds, for camera c (0-3) and subject s (1-11), six numbers at 6·(11c + s - 1):
+Euler angles (a0, a1, a2) in radians and T, the camera centre in world mm, with the
+world-to-camera rotation R = Rx(a0)·Ry(a1)·Rz(a2) (standard right-handed axis rotations),
+so X_cam = R (X - T) and t = -R T (as mmpose's Human3.6M preprocessing reads it: its
+R = (Rx Ry Rz)ᵀ is camera-to-world, applied to row vectors); and for camera c nine
+intrinsics at 264 + 9c: f (2), c (2), k1 k2 k3, p1 p2. One rig per subject (G = subjects).
+Distortion is stored in OpenCV's (k1, k2, p1, p2, k3); Human3.6M's own projection code
+weighs the tangential cross terms differently (by under 0.3 px at these magnitudes), so
+keypoints2d_gt here is OpenCV's projection of the 3D ground truth with the stored camera.
+Visibility: Human3.6M annotates none; a joint is 1 inside the image, 0 outside.
+The 17 joints are the usual subset of the 32: 0 1 2 3 6 7 8 12 13 14 15 17 18 19 25 26 27.
+"""
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import cv2
+import numpy as np
+import zarr
+from tqdm.auto import tqdm
+
+from ..camera import Cameras, project, world_to_camera
+from ..joints import JOINTS
+from .motion import mean_bone_mm
+from .render import crop_boxes
+
+DEFAULTS: dict = {
+    "root": None,                                  # folder in the public layout
+    "train_subjects": ["S1", "S5", "S6", "S7", "S8"],
+    "test_subjects": ["S9", "S11"],
+    "train_every": 5,
+    "test_every": 64,
+    "actions": None,                               # list of action names (e.g. 'Walking 1'); None = all
+    "cameras": ["54138969", "55011271", "58860488", "60457274"],
+    "crop_size": 256,
+    "crop_margin": 0.1,
+    "frame_tolerance": 2,                          # views may differ by this many frames (then cut to the shortest)
+    "chunk": 64,
+}
+H36M_17 = np.array([0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27])
+FPS = 50.0
+LICENCE = "Human3.6M licence (vision.imar.ro/human3.6m): academic, non-commercial use"
+
+
+def _rx(a):
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+
+def _ry(a):
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+
+
+def _rz(a):
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
+def read_metadata(path: Path, subjects: list[str], cameras: list[str], sizes: dict | None = None) -> dict[str, Cameras]:
+    """Cameras per subject from metadata.xml. sizes {camera id: (w, h)} (default 1000x1000).
+
+    Raises ValueError naming the file when <w0> is missing or too short for the cameras
+    and subjects asked for."""
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError) as e:
+        raise ValueError(f"{path}: cannot read Human3.6M metadata ({e})") from None
+    w0 = root.find("w0")
+    if w0 is None or not w0.text:
+        raise ValueError(f"{path}: no <w0> camera vector")
+    try:
+        w = np.array(w0.text.strip().strip("[]").split(), dtype=np.float64)
+    except ValueError:
+        raise ValueError(f"{path}: <w0> is not a list of numbers") from None
+    ids = [e.text for e in root.findall("dbcameras/index2id/*")] or list(DEFAULTS["cameras"])
+    out = {}
+    for subj in subjects:
+        s = int(subj.lstrip("S"))
+        K, R, t, dist, size = [], [], [], [], []
+        for cam in cameras:
+            if cam not in ids:
+                raise ValueError(f"{path}: camera {cam!r} is not among its cameras {ids}")
+            c = ids.index(cam)
+            e0, i0 = 6 * (11 * c + s - 1), 264 + 9 * c
+            if len(w) < max(e0 + 6, i0 + 9):
+                raise ValueError(f"{path}: <w0> has {len(w)} numbers, too few for camera {cam} of {subj}")
+            a, T = w[e0:e0 + 3], w[e0 + 3:e0 + 6]
+            Rc = _rx(a[0]) @ _ry(a[1]) @ _rz(a[2])          # world -> camera
+            f, cc, k, p = w[i0:i0 + 2], w[i0 + 2:i0 + 4], w[i0 + 4:i0 + 7], w[i0 + 7:i0 + 9]
+            K.append([[f[0], 0, cc[0]], [0, f[1], cc[1]], [0, 0, 1]])
+            R.append(Rc)
+            t.append(-Rc @ T)
+            dist.append([k[0], k[1], p[0], p[1], k[2]])
+            size.append((sizes or {}).get(cam, (1000.0, 1000.0)))
+        out[subj] = Cameras(np.array(K), np.array(R), np.array(t), np.array(dist), np.array(size, dtype=np.float64))
+    return out
+
+
+def read_poses(path: Path) -> np.ndarray:
+    """D3_Positions CDF -> [F, 17, 3] world mm (Z up)."""
+    import cdflib  # only Human3.6M needs it
+    try:
+        pose = np.asarray(cdflib.CDF(str(path)).varget("Pose"), dtype=np.float64)
+    except Exception as e:  # cdflib raises several types for bad files
+        raise ValueError(f"{path}: cannot read the CDF pose file ({type(e).__name__}: {e})") from None
+    pose = pose.reshape(-1, pose.shape[-1])
+    if pose.shape[-1] != 96:
+        raise ValueError(f"{path}: 'Pose' has {pose.shape[-1]} values per frame, expected 96 (32 joints)")
+    return pose.reshape(-1, 32, 3)[:, H36M_17]
+
+
+class _Frames:
+    """Sequential frame reader for a video file or a folder of images."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        if path.is_dir():
+            self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+            if not self.files:
+                raise ValueError(f"{path}: no images in the frame folder")
+            img = cv2.imread(str(self.files[0]))
+            if img is None:
+                raise ValueError(f"{self.files[0]}: unreadable image")
+            self.count, self.size = len(self.files), (img.shape[1], img.shape[0])
+        else:
+            self.files = None
+            cap = cv2.VideoCapture(str(path))
+            ok, img = cap.read() if cap.isOpened() else (False, None)
+            if not ok:
+                raise ValueError(f"{path}: unreadable video")
+            self.count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            self.size = (img.shape[1], img.shape[0])
+            cap.release()
+
+    def read(self, wanted: np.ndarray):
+        """Yield (index, RGB image) for the sorted frame indices `wanted`."""
+        wanted = set(int(i) for i in wanted)
+        if self.files is not None:
+            for i in sorted(wanted):
+                img = cv2.imread(str(self.files[i]))
+                if img is None:
+                    raise ValueError(f"{self.files[i]}: unreadable image")
+                yield i, img[..., ::-1]
+            return
+        cap = cv2.VideoCapture(str(self.path))
+        last = max(wanted)
+        for i in range(last + 1):
+            ok = cap.grab()
+            if not ok:
+                raise ValueError(f"{self.path}: video ends at frame {i}, expected at least {last + 1}")
+            if i in wanted:
+                ok, img = cap.retrieve()
+                if not ok:
+                    raise ValueError(f"{self.path}: cannot decode frame {i}")
+                yield i, img[..., ::-1]
+        cap.release()
+
+
+def crop_image(img: np.ndarray, box: np.ndarray, S: int) -> np.ndarray:
+    """Crop box (x0, y0, w, h) of img to S x S with the store's convention (crop (u, v) <->
+    (x0 + u·w/S, y0 + v·h/S)); black outside the image; low-pass first when shrinking."""
+    s = box[2] / S
+    if s > 1.5:
+        # only the region under the box needs blurring
+        x0, y0 = int(np.floor(box[0])) - 8, int(np.floor(box[1])) - 8
+        x1, y1 = int(np.ceil(box[0] + box[2])) + 8, int(np.ceil(box[1] + box[3])) + 8
+        H, W = img.shape[:2]
+        xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
+        if xb > xa and yb > ya:
+            roi = cv2.GaussianBlur(np.ascontiguousarray(img[ya:yb, xa:xb]), (0, 0), 0.45 * s)
+            M = np.array([[s, 0, box[0] - xa], [0, s, box[1] - ya]])
+            return cv2.warpAffine(roi, M, (S, S), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    M = np.array([[s, 0, box[0]], [0, s, box[1]]])
+    return cv2.warpAffine(np.ascontiguousarray(img), M, (S, S), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+
+def _sources(root: Path, subj: str, action: str, cameras: list[str]) -> list[Path]:
+    out = []
+    for cam in cameras:
+        vid = root / subj / "Videos" / f"{action}.{cam}.mp4"
+        img = root / subj / "Images" / f"{action}.{cam}"
+        if img.is_dir():
+            out.append(img)
+        elif vid.exists():
+            out.append(vid)
+        else:
+            raise ValueError(f"{vid}: missing (neither the video nor an Images/{action}.{cam} folder exists)")
+    return out
+
+
+def _views_present(root: Path, subj: str, action: str) -> list[str]:
+    vids = [p.name[len(action) + 1:-4] for p in (root / subj / "Videos").glob(f"{action}.*.mp4")]
+    imgs = [p.name[len(action) + 1:] for p in (root / subj / "Images").glob(f"{action}.*") if p.is_dir()]
+    return sorted(set(vids) | set(imgs))
+
+
+def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
+    """Write the dataset contract for Human3.6M (public layout) into `out`.
+
+    Resumable: a rerun with the same configuration skips the sequences whose images were
+    written (attrs['sequences_done']); the arrays without images are rewritten (cheap)."""
+    cfg = {**DEFAULTS, **(cfg or {})}
+    unknown = set(cfg) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"h36m: unknown configuration keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    if not cfg["root"]:
+        raise ValueError("h36m: set 'root' to the folder holding metadata.xml and S1, S5, ...")
+    root = Path(cfg["root"])
+    cams_ids = list(cfg["cameras"])
+    V, S = len(cams_ids), int(cfg["crop_size"])
+    subjects = list(cfg["train_subjects"]) + list(cfg["test_subjects"])
+    meta = root / "metadata.xml"
+    if not meta.is_file():
+        raise ValueError(f"{meta}: missing (Human3.6M's camera metadata)")
+
+    # --- what exists: (subject, action) with poses and one source per camera
+    items = []
+    for subj in subjects:
+        pdir = root / subj / "MyPoseFeatures" / "D3_Positions"
+        if not pdir.is_dir():
+            raise ValueError(f"{pdir}: missing (subject {subj} has no 3D poses)")
+        for cdf in sorted(pdir.glob("*.cdf")):
+            action = cdf.stem
+            if action.startswith("_ALL") or (cfg["actions"] and action not in cfg["actions"]):
+                continue
+            present = _views_present(root, subj, action)
+            if len(present) != V or set(present) != set(cams_ids):
+                raise ValueError(f"{root / subj / 'Videos' / action}.*: {len(present)} camera views {present} "
+                                 f"but the calibration has {V} cameras {cams_ids}")
+            items.append((subj, action, cdf))
+    if not items:
+        raise ValueError(f"{root}: no actions found for subjects {subjects}")
+
+    # --- sizes from the first source of each camera
+    sizes = {}
+    first_sources = _sources(root, items[0][0], items[0][1], cams_ids)
+    for cam, src in zip(cams_ids, first_sources):
+        sizes[cam] = _Frames(src).size
+    rigs = read_metadata(meta, subjects, cams_ids, sizes)
+
+    # --- frames per item
+    poses, subj_idx, clip_idx, split, fidx, readers, item_rows = [], [], [], [], [], [], []
+    clips, actions = [], {}
+    for subj, action, cdf in items:
+        P = read_poses(cdf)
+        srcs = _sources(root, subj, action, cams_ids)
+        frames = [_Frames(s) for s in srcs]
+        counts = [f.count for f in frames]
+        for f, s in zip(frames, srcs):
+            if f.size != sizes[cams_ids[srcs.index(s)]]:
+                raise ValueError(f"{s}: frame size {f.size} differs from the camera's other sequences "
+                                 f"{sizes[cams_ids[srcs.index(s)]]}")
+        if max(counts) - min(counts) > cfg["frame_tolerance"]:
+            worst = srcs[int(np.argmax(np.abs(np.array(counts) - np.median(counts))))]
+            raise ValueError(f"{worst}: frame counts differ across views {dict(zip(map(str, srcs), counts))}")
+        n = min(min(counts), len(P))
+        test = subj in cfg["test_subjects"]
+        keep = np.arange(0, n, int(cfg["test_every"] if test else cfg["train_every"]))
+        name = f"{subj}/{action}"
+        ci = len(clips)
+        clips.append(name)
+        actions[name] = re.sub(r"\s*\d+$", "", action)
+        row0 = sum(len(p) for p in poses)
+        poses.append(P[keep])
+        subj_idx.append(np.full(len(keep), subjects.index(subj)))
+        clip_idx.append(np.full(len(keep), ci))
+        split.append(np.full(len(keep), int(test)))
+        fidx.append(keep)
+        readers.append((frames, keep, row0, subj))
+    poses = np.concatenate(poses)
+    F = len(poses)
+    subj_idx, clip_idx, split, fidx = (np.concatenate(a) for a in (subj_idx, clip_idx, split, fidx))
+
+    # --- geometry per frame (rig = subject)
+    G = np.stack([rigs[s].K for s in subjects]), np.stack([rigs[s].R for s in subjects]), \
+        np.stack([rigs[s].t for s in subjects]), np.stack([rigs[s].dist for s in subjects]), \
+        np.stack([rigs[s].size for s in subjects])
+    K, R, t, dist, size = (a[subj_idx] for a in G)                         # [F,V,...]
+    uv = project(poses[:, None], K, R, t, dist)                            # [F,V,J,2]
+    Xc = world_to_camera(poses[:, None], R, t)
+    boxes = crop_boxes(uv, Xc[..., 0, 2], K[..., 0, 0], margin=float(cfg["crop_margin"]))
+    inside = ((uv[..., 0] >= 0) & (uv[..., 0] <= size[:, :, None, 0] - 1)
+              & (uv[..., 1] >= 0) & (uv[..., 1] <= size[:, :, None, 1] - 1) & (Xc[..., 2] > 0))
+    kp = np.concatenate([uv, inside[..., None]], -1).astype(np.float32)
+
+    def arr(name, data, dims, chunks=None):
+        a = out.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks or data.shape,
+                             dimension_names=dims, overwrite=True)
+        a[...] = data
+
+    arr("poses3d_world", poses.astype(np.float32), ("frame", "joint", "xyz"))
+    arr("keypoints2d_gt", kp, ("frame", "view", "joint", "xyv"))
+    arr("crop_boxes", boxes.astype(np.float32), ("frame", "view", "box"))
+    arr("rig", subj_idx.astype(np.int16), ("frame",))
+    for name, a, dims in zip(("K", "R", "t", "dist", "size"), G,
+                             (("row", "col"), ("row", "col"), ("xyz",), ("coef",), ("wh",))):
+        arr(name, a.astype(np.float64), ("rig", "view") + dims)
+    arr("subject", subj_idx.astype(np.int16), ("frame",))
+    arr("clip", clip_idx.astype(np.int16), ("frame",))
+    arr("split", split.astype(np.int16), ("frame",))
+    arr("frame_index", fidx.astype(np.int32), ("frame",))
+    # resumable: sequences whose images are written are counted in attrs['sequences_done']
+    from .studio import config_hash
+    chash = config_hash(cfg)
+    done = int(out.attrs.get("sequences_done", 0)) if (out.attrs.get("config_hash") == chash
+                                                        and "images" in out) else 0
+    if done == 0:
+        out.create_array("images", shape=(F, V, S, S, 3), dtype=np.uint8, chunks=(int(cfg["chunk"]), 1, S, S, 3),
+                         dimension_names=("frame", "view", "y", "x", "rgb"), overwrite=True)
+    images = out["images"]
+    train = split == 0
+    out.attrs.update({
+        "dataset": "h36m", "subjects": subjects, "clips": clips, "actions": actions, "fps": FPS,
+        "crop_size": S, "licence": LICENCE, "source": f"Human3.6M public layout at {root}",
+        "joints": list(JOINTS), "mean_bone_mm": mean_bone_mm(poses[train]) if train.any() else None,
+        "protocol": f"train {cfg['train_subjects']} every {cfg['train_every']}th frame; "
+                    f"test {cfg['test_subjects']} every {cfg['test_every']}th frame",
+        "world": "Z up, millimetres (Human3.6M's world)", "cameras": cams_ids,
+        "rig": {"kind": "human3.6m", "n_views": V, "cameras": cams_ids,
+                "note": "one calibration per subject: rig index g = subject index"},
+        "config": {k: v for k, v in cfg.items()}, "config_hash": chash, "sequences_done": done,
+    })
+
+    # --- images: the V sources of a sequence decoded in lockstep, written in frame blocks
+    chunk = int(cfg["chunk"])
+    bar = tqdm(total=F * V, desc="h36m frames", disable=not progress)
+    for q, (frames, keep, row0, subj) in enumerate(readers):
+        if q < done:
+            bar.update(len(keep) * V)
+            continue
+        gens = [fr.read(keep) for fr in frames]
+        for b0 in range(0, len(keep), chunk):
+            n = min(chunk, len(keep) - b0)
+            block = np.zeros((n, V, S, S, 3), np.uint8)
+            for k in range(n):
+                for v, gen in enumerate(gens):
+                    i, img = next(gen)
+                    block[k, v] = crop_image(img, boxes[row0 + b0 + k, v].astype(np.float64), S)
+                bar.update(V)
+            images[row0 + b0:row0 + b0 + n] = block
+        out.attrs["sequences_done"] = q + 1
+    bar.close()
+    out.attrs["complete"] = True
