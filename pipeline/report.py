@@ -1,0 +1,403 @@
+"""The evaluation report: one markdown file and its PNG figures, the paper's tables on our data.
+
+`write_report(results, out_dir) -> Path` (the path of `report.md`). `results` is a plain dict
+that the orchestration fills from the stage outputs; every key is optional, and a section
+whose inputs are missing is left out (and listed at the end of the report as not run).
+
+results = {
+  "title":    str,                         # default "EpipolarPose evaluation"
+  "dataset":  str,                         # dataset name, shown in the header
+  "config":   dict,                        # resolved configuration / fingerprints (JSON block)
+  "labels": {                              # Table 1 analogue: quality of the training labels
+      "<row>": {                           #   e.g. "GT 2D, known extrinsics", "GT 2D, rig (no
+          "summary":  dict,                #   extrinsics)", "detector 'network', rig"
+                                           #   summary = pipeline.evaluate.evaluate(...)[0]
+          "coverage": float,               #   fraction of frames labelled (frame_ok), optional
+          "note":     str,                 #   optional
+      }, ...},
+  "models": {                              # Table 2/3 analogue: FS, SS, SS+RU
+      "<row>": {
+          "summary":   dict,               #   evaluate summary
+          "per_frame": DataFrame | path,   #   evaluate's per-frame table (or its Parquet file)
+          "note":      str,                #   optional
+      }, ...},
+  "pss_reference": dict | zarr.Group,      # pipeline.pss.build_reference output (Fig. 6 thumbnails)
+  "pss_stability": [dict, ...],            # pipeline.pss.stability outputs, one per k
+  "samples": {                             # arrays for the figures, aligned with per_frame's
+      "images":      array [F,V,S,S,3] uint8,  # "frame" (0..F-1) and "view"; a zarr array is
+      "gt":          array [F,V,J,3] mm,       # fine (only the frames shown are read)
+      "predictions": {"<model row>": array [F,V,J,3]},  # in the model's units: the report
+  },                                       #   multiplies by its summary["scale_mm"]
+  "qualitative": [(frame, view), ...],     # frames for the qualitative figure (default: picked
+                                           #   at the 10/50/90 % quantiles of the main model's MPJPE)
+  "main_model": str,                       # model whose errors choose frames (default: "SS" if
+                                           #   present, else the first model)
+  "n_worst":  int,                         # worst frames shown per model (default 6)
+  "timings":  {"<stage>": seconds},        # per-stage wall time
+}
+"""
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+
+# (summary key, column title, kind): kind "mm" prints millimetres, "pct" a fraction as percent
+COLUMNS = (("mpjpe", "MPJPE (mm)", "mm"), ("nmpjpe", "NMPJPE (mm)", "mm"),
+           ("pmpjpe", "PMPJPE (mm)", "mm"), ("pck", "PCK@150 (%)", "pct"),
+           ("npck", "NPCK@150 (%)", "pct"), ("auc", "AUC (%)", "pct"),
+           ("mpss_k50", "mPSS@50 (%)", "pct"), ("mpss_k100", "mPSS@100 (%)", "pct"))
+
+
+def _num(v) -> float:
+    """A float from a summary value; NaN for None or non-numbers (JSON stores write NaN as "nan")."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _fmt(v, kind: str) -> str:
+    v = _num(v)
+    if not math.isfinite(v):
+        return "–"
+    return f"{100 * v:.1f}" if kind == "pct" else f"{v:.1f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _metric_table(entries: dict, extra: tuple[tuple[str, str], ...] = ()) -> str:
+    """One row per entry: name, the COLUMNS present in any summary, extra (key, title) fields."""
+    present = [c for c in COLUMNS if any(c[0] in e.get("summary", {}).get("overall", {})
+                                         for e in entries.values())]
+    header = [""] + [t for _, t, _ in present] + [t for _, t in extra] + ["poses"]
+    rows = []
+    for name, e in entries.items():
+        o = e.get("summary", {}).get("overall", {})
+        row = [name] + [_fmt(o.get(k), kind) for k, _, kind in present]
+        for key, _ in extra:
+            row.append(_fmt(e.get(key), "pct"))
+        row.append(str(o.get("n_poses", "–")))
+        rows.append(row)
+    return _table(header, rows)
+
+
+def _per_frame(entry):
+    pf = entry.get("per_frame")
+    if pf is None:
+        return None
+    if isinstance(pf, (str, Path)):
+        from .evaluate import read_per_frame
+
+        return read_per_frame(pf)
+    return pf
+
+
+def _scaled(samples: dict, models: dict, name: str, f: int, v: int) -> np.ndarray:
+    scale = _num(models.get(name, {}).get("summary", {}).get("scale_mm", 1.0))
+    return np.asarray(samples["predictions"][name][f, v], dtype=np.float64) * scale
+
+
+def _plt():
+    from . import plots  # noqa: F401  (selects the Agg backend)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _per_action_section(models: dict, out_dir: Path) -> list[str]:
+    """Per-action MPJPE / NMPJPE / mPSS@50 tables (actions x models) and a bar chart."""
+    plt = _plt()
+    actions = sorted({a for e in models.values() for a in e.get("summary", {}).get("per_action", {})})
+    if not actions:
+        return []
+    md = ["## Per action", ""]
+    for key, title, kind in (COLUMNS[0], COLUMNS[1], COLUMNS[2], COLUMNS[6]):
+        rows = []
+        for a in actions:
+            rows.append([a] + [_fmt(e["summary"].get("per_action", {}).get(a, {}).get(key), kind)
+                               for e in models.values()])
+        rows.append(["**mean over actions**"] + [_fmt(e["summary"].get("action_mean", {}).get(key), kind)
+                                                 for e in models.values()])
+        if all(c == "–" for r in rows for c in r[1:]):
+            continue
+        md += [f"**{title}**", "", _table(["action"] + list(models), rows), ""]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(actions) * len(models)), 3.5))
+    w = 0.8 / max(len(models), 1)
+    for i, (name, e) in enumerate(models.items()):
+        vals = [_num(e["summary"].get("per_action", {}).get(a, {}).get("mpjpe")) for a in actions]
+        ax.bar(np.arange(len(actions)) + i * w, vals, w, label=name)
+    ax.set_xticks(np.arange(len(actions)) + 0.4 - w / 2, actions, rotation=30, ha="right")
+    ax.set_ylabel("MPJPE (mm)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "per_action_mpjpe.png", dpi=100)
+    plt.close(fig)
+    md += ["![per-action MPJPE](per_action_mpjpe.png)", ""]
+    return md
+
+
+def _error_cdf(models: dict, out_dir: Path) -> list[str]:
+    plt = _plt()
+    frames = {n: _per_frame(e) for n, e in models.items()}
+    frames = {n: d for n, d in frames.items() if d is not None and len(d)}
+    if not frames:
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for name, d in frames.items():
+        for ax, col in zip(axes, ("mpjpe", "nmpjpe")):
+            x = np.sort(d[col].dropna().to_numpy())
+            if len(x):
+                ax.plot(x, np.arange(1, len(x) + 1) / len(x), label=name)
+    for ax, t in zip(axes, ("MPJPE (mm)", "NMPJPE (mm)")):
+        ax.set_xlabel(t)
+        ax.set_ylabel("fraction of poses ≤ x")
+        ax.axvline(150, color="grey", lw=0.5, ls="--")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "error_cdf.png", dpi=100)
+    plt.close(fig)
+    return ["Cumulative distribution of per-pose errors (dashed: the 150 mm PCK threshold).", "",
+            "![error CDF](error_cdf.png)", ""]
+
+
+def _stability_section(stab) -> list[str]:
+    if isinstance(stab, dict):
+        stab = list(stab.values()) if all(isinstance(v, dict) for v in stab.values()) else [stab]
+    rows = []
+    for s in stab:
+        rows.append([str(s["k"]), str(s["runs"]), str(s["pairs"]),
+                     f"{_num(s['iou_mean']):.3f} ± {_num(s['iou_std']):.3f}", f"{_num(s['iou_min']):.3f}",
+                     _fmt(s.get("mpss_mean"), "pct"),
+                     f"{_num(s['mpss_std_pct']):.2f}" if "mpss_std_pct" in s else "–",
+                     f"{_num(s['mpss_range_pct']):.2f}" if "mpss_range_pct" in s else "–"])
+    return ["## PSS stability", "",
+            "k-means of the reference re-run with different seeds; clusters of every pair of runs "
+            "matched by the Hungarian algorithm on their IoU (paper: mean IoU 0.78, mPSS spread ±0.1 %).",
+            "", _table(["k", "runs", "pairs", "mean IoU ± std", "min IoU", "mPSS (%)",
+                        "mPSS std (pct. points)", "mPSS range (pct. points)"], rows), ""]
+
+
+def _centres_figure(reference, out_dir: Path, k: int = 50, limit: int = 50) -> list[str]:
+    from .plots import plot_skeleton_3d
+    from .pss import centers_of
+
+    plt = _plt()
+    try:
+        C = centers_of(reference, k)
+    except ValueError:
+        ks = (reference.get("attrs", {}) if isinstance(reference, dict) else dict(reference.attrs)).get("ks", [])
+        if not ks:
+            return []
+        k = int(ks[0])
+        C = centers_of(reference, k)
+    counts = reference.get(f"counts_k{k}") if isinstance(reference, dict) else (
+        reference[f"counts_k{k}"][...] if f"counts_k{k}" in reference else None)
+    n = min(len(C), limit)
+    cols = 10
+    rows = math.ceil(n / cols)
+    fig = plt.figure(figsize=(1.6 * cols, 1.8 * rows))
+    for i in range(n):
+        ax = fig.add_subplot(rows, cols, i + 1, projection="3d")
+        plot_skeleton_3d(ax, C[i])
+        ax.set_axis_off()
+        ax.view_init(elev=10, azim=-90)
+        ax.set_title(f"#{i}" + (f" n={int(counts[i])}" if counts is not None else ""), fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / f"pss_centres_k{k}.png", dpi=90)
+    plt.close(fig)
+    return [f"## PSS cluster centres (k = {k}; the paper's Fig. 6)", "",
+            "Normalised k-means centres of the reference poses, largest cluster first "
+            "(n = reference poses in the cluster).", "", f"![centres](pss_centres_k{k}.png)", ""]
+
+
+def _pick_qualitative(models: dict, main: str) -> list[tuple[int, int]]:
+    d = _per_frame(models[main])
+    if d is None or not len(d):
+        return []
+    d = d.dropna(subset=["mpjpe"]).sort_values("mpjpe")
+    if not len(d):
+        return []
+    picks = []
+    for q in (0.1, 0.5, 0.9):
+        r = d.iloc[min(int(q * len(d)), len(d) - 1)]
+        picks.append((int(r["frame"]), int(r["view"])))
+    return list(dict.fromkeys(picks))
+
+
+def _pose_rows_figure(path: Path, rows: list[dict], columns: list[str]) -> None:
+    """rows: {"image": [S,S,3] | None, "title": str, "poses": {column: (pose [J,3], overlay|None)}}."""
+    from .plots import plot_skeleton_3d
+
+    plt = _plt()
+    ncol = 1 + len(columns)
+    fig = plt.figure(figsize=(2.6 * ncol, 2.6 * len(rows)))
+    for r, row in enumerate(rows):
+        ax = fig.add_subplot(len(rows), ncol, r * ncol + 1)
+        if row.get("image") is not None:
+            ax.imshow(row["image"])
+        ax.set_axis_off()
+        ax.set_title(row.get("title", ""), fontsize=8)
+        for c, name in enumerate(columns):
+            ax = fig.add_subplot(len(rows), ncol, r * ncol + c + 2, projection="3d")
+            pose, over = row["poses"].get(name, (None, None))
+            if over is not None:
+                plot_skeleton_3d(ax, over, color="grey", alpha=0.5)
+            if pose is not None:
+                plot_skeleton_3d(ax, pose)
+            ax.view_init(elev=10, azim=-90)
+            ax.set_xticklabels([])
+            ax.set_yticklabels([])
+            ax.set_zticklabels([])
+            ax.set_title(row.get("subtitles", {}).get(name, name), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _image(samples: dict, f: int, v: int):
+    im = samples.get("images")
+    if im is None:
+        return None
+    return np.asarray(im[f, v])
+
+
+def _qualitative_section(results: dict, models: dict, main: str, out_dir: Path) -> list[str]:
+    samples = results.get("samples") or {}
+    if "gt" not in samples:
+        return []
+    picks = results.get("qualitative") or _pick_qualitative(models, main)
+    names = [n for n in models if n in samples.get("predictions", {})]
+    if not picks:
+        return []
+    d = _per_frame(models[main]) if main is not None else None
+    ids = dict(zip(d["frame"], d["frame_id"])) if d is not None and "frame_id" in d.columns else {}
+    rows = []
+    for f, v in picks:
+        gt = np.asarray(samples["gt"][f, v], dtype=np.float64)
+        gt = gt - gt[0]
+        poses = {"GT": (gt, None)}
+        for n in names:
+            poses[n] = (_scaled(samples, models, n, f, v), gt)
+        rows.append({"image": _image(samples, f, v), "title": f"frame {ids.get(f, f)}, view {v}", "poses": poses})
+    _pose_rows_figure(out_dir / "qualitative.png", rows, ["GT"] + names)
+    return ["## Qualitative results", "",
+            "Input crop, ground truth, and each model's prediction (grey: ground truth overlaid), "
+            "camera frame, mm.", "", "![qualitative](qualitative.png)", ""]
+
+
+def _worst_section(results: dict, models: dict, out_dir: Path) -> list[str]:
+    samples = results.get("samples") or {}
+    n_worst = int(results.get("n_worst", 6))
+    md = []
+    for name, e in models.items():
+        d = _per_frame(e)
+        if d is None or not len(d) or n_worst <= 0:
+            continue
+        worst = d.dropna(subset=["mpjpe"]).sort_values("mpjpe", ascending=False).head(n_worst)
+        cols = [c for c in ("frame_id", "view", "action", "subject", "mpjpe", "nmpjpe", "pmpjpe", "pss_k50")
+                if c in worst.columns]
+        rows = [[f"{r[c]:.1f}" if isinstance(r[c], float) else str(r[c]) for c in cols]
+                for _, r in worst.iterrows()]
+        safe = "".join(ch if ch.isalnum() else "_" for ch in name)
+        md += [f"### {name}", "", _table(cols, rows), ""]
+        if "gt" in samples and name in samples.get("predictions", {}):
+            fig_rows = []
+            for _, r in worst.iterrows():
+                f, v = int(r["frame"]), int(r["view"])
+                gt = np.asarray(samples["gt"][f, v], dtype=np.float64)
+                gt = gt - gt[0]
+                fig_rows.append({"image": _image(samples, f, v), "title": f"frame {r['frame_id']}, view {v}",
+                                 "poses": {"GT": (gt, None), name: (_scaled(samples, models, name, f, v), gt)},
+                                 "subtitles": {name: f"{name}: {r['mpjpe']:.0f} mm"}})
+            _pose_rows_figure(out_dir / f"worst_{safe}.png", fig_rows, ["GT", name])
+            md += [f"![worst {name}](worst_{safe}.png)", ""]
+    return (["## Worst frames (by MPJPE)", ""] + md) if md else []
+
+
+def write_report(results: dict, out_dir: Path) -> Path:
+    """Write `report.md` and its PNGs into out_dir (created); return the markdown's path.
+    `results` follows the schema in this module's docstring."""
+    if not isinstance(results, dict):
+        raise ValueError(f"results must be a dict (see pipeline/report.py), got {type(results).__name__}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels = results.get("labels") or {}
+    models = results.get("models") or {}
+    for group, entries in (("labels", labels), ("models", models)):
+        for name, e in entries.items():
+            if not isinstance(e, dict) or "summary" not in e:
+                raise ValueError(f"results[{group!r}][{name!r}] needs a 'summary' (pipeline.evaluate output)")
+    main = results.get("main_model") or ("SS" if "SS" in models else next(iter(models), None))
+    if main is not None and main not in models:
+        raise ValueError(f"main_model {main!r} is not among the models {list(models)}")
+
+    md = [f"# {results.get('title', 'EpipolarPose evaluation')}", ""]
+    head = []
+    if results.get("dataset"):
+        head.append(f"Dataset: **{results['dataset']}**.")
+    head.append(f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.")
+    md += [" ".join(head), ""]
+    skipped = []
+
+    if labels:
+        md += ["## Training labels (the paper's Table 1)", "",
+               "Pseudo-labels of the training frames against the ground truth (each camera's frame). "
+               "Scale-free labels are put in mm by one global scalar, the dataset's mean bone length; "
+               "NMPJPE, PMPJPE, NPCK and mPSS do not depend on it.", "",
+               _metric_table(labels, (("coverage", "labelled (%)"),)), ""]
+        notes = [f"- {n}: {e['note']}" for n, e in labels.items() if e.get("note")]
+        md += notes + ([""] if notes else [])
+    else:
+        skipped.append("training-label table (no `labels`)")
+
+    if models:
+        md += ["## 3D pose models (the paper's Tables 2 and 3)", "",
+               "FS: trained on ground truth; SS: trained on the pseudo-labels; SS + RU: with the "
+               "refinement unit. Test split.", "", _metric_table(models), ""]
+        notes = [f"- {n}: {e['note']}" for n, e in models.items() if e.get("note")]
+        md += notes + ([""] if notes else [])
+        md += _per_action_section(models, out_dir)
+        md += _error_cdf(models, out_dir)
+    else:
+        skipped.append("model table (no `models`)")
+
+    if results.get("pss_stability"):
+        md += _stability_section(results["pss_stability"])
+    else:
+        skipped.append("PSS stability (no `pss_stability`)")
+    if results.get("pss_reference") is not None:
+        md += _centres_figure(results["pss_reference"], out_dir)
+    else:
+        skipped.append("cluster centres (no `pss_reference`)")
+
+    if models:
+        q = _qualitative_section(results, models, main, out_dir)
+        md += q
+        if not q:
+            skipped.append("qualitative figure (no `samples`)")
+        md += _worst_section(results, models, out_dir)
+
+    if results.get("timings"):
+        rows = [[k, f"{float(v):.1f}"] for k, v in results["timings"].items()]
+        total = sum(float(v) for v in results["timings"].values())
+        md += ["## Stage timings", "", _table(["stage", "seconds"], rows + [["**total**", f"{total:.1f}"]]), ""]
+    if results.get("config"):
+        md += ["## Configuration", "", "```json", json.dumps(results["config"], indent=2, default=str), "```", ""]
+    if skipped:
+        md += ["## Not in this report", ""] + [f"- {s}" for s in skipped] + [""]
+
+    path = out_dir / "report.md"
+    tmp = path.with_name("report.md.tmp")
+    tmp.write_text("\n".join(md))
+    tmp.replace(path)
+    return path
