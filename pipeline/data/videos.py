@@ -1,0 +1,311 @@
+"""A generic folder of synchronised videos (one per camera), calibration optional.
+
+Layout: `root/*.mp4|*.avi|*.mov|*.mkv` (one file per view, sorted by name, or the names in
+cfg["views"]); optionally a calibration: a Pose2Sim TOML (pipeline/data/pose2sim.py reads it)
+or a JSON `{"K": [V,3,3], "dist": [V,5], "R": ..., "t": ... (mm)}` (R, t may be absent: the
+self-supervised setting). Without any calibration the intrinsics are a guess (focal length
+= `focal_guess` x the longer image side, principal point at the centre) and R, t are NaN.
+
+Bad input handled here: views of different resolutions (each view keeps its own size and K),
+portrait or sideways videos (OpenCV applies the container's rotation flag; `rotate` turns
+views by 90/180/270 degrees clockwise more where the flag is missing, and K, size follow),
+videos of unequal length (the store stops at the shortest, with a warning).
+
+The store gets the cameras, frame indices and the video paths (attrs `videos`, `rotate`) so a
+detector (pipeline/detectors/mediapipe.py) can read the frames; `keypoints2d_gt` is NaN and
+no images are stored here: crops need a person box, which only a detector gives.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import zarr
+
+from ..camera import Cameras
+from ..joints import JOINTS, J
+
+DEFAULTS: dict = {
+    "root": None,            # folder of videos (required)
+    "views": None,           # file names in view order; None: every video in root, sorted
+    "calibration": None,     # None: look for *.toml / calibration.json in root; False: none
+    "rotate": None,          # per view 0, 90, 180 or 270 (clockwise), applied after decoding
+    "focal_guess": 1.2,      # focal length guess as a multiple of the longer side (no calibration)
+    "frames": None,          # [start, stop) frame range; None: all frames of the shortest video
+    "fps": None,             # None: read from the first video
+    "crop_size": 256,
+    "test_fraction": 0.0,    # the last fraction of frames is the test split
+    "subject": "subject",
+    "clip": None,            # None: the folder's name
+}
+
+VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+_ROT = {0: None, 90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+
+
+def video_info(path) -> dict:
+    """Width, height (after OpenCV's own rotation), frame count and fps of a video."""
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ValueError(f"cannot open video {path}")
+    try:
+        ok, frame = cap.read()
+        if not ok:
+            raise ValueError(f"video {path} has no readable frame")
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        fps = float(cap.get(cv2.CAP_PROP_FPS)) or 30.0
+        return {"w": frame.shape[1], "h": frame.shape[0], "frames": n, "fps": fps}
+    finally:
+        cap.release()
+
+
+def rotate_image(img: np.ndarray, degrees: int) -> np.ndarray:
+    """Turn an image clockwise by 0/90/180/270 degrees."""
+    if degrees not in _ROT:
+        raise ValueError(f"rotate must be 0, 90, 180 or 270, got {degrees}")
+    return img if _ROT[degrees] is None else cv2.rotate(img, _ROT[degrees])
+
+
+def rotate_intrinsics(K: np.ndarray, size: np.ndarray, degrees: int) -> tuple[np.ndarray, np.ndarray]:
+    """K [3,3] and size (w, h) of an image turned clockwise by `degrees` (pixel-centre convention
+    of cv2.rotate: (x, y) -> (h-1-y, x) for 90 degrees)."""
+    w, h = float(size[0]), float(size[1])
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    if degrees == 0:
+        return K.copy(), np.array([w, h])
+    if degrees == 180:
+        return np.array([[fx, 0, w - 1 - cx], [0, fy, h - 1 - cy], [0, 0, 1.0]]), np.array([w, h])
+    if degrees == 90:
+        return np.array([[fy, 0, h - 1 - cy], [0, fx, cx], [0, 0, 1.0]]), np.array([h, w])
+    if degrees == 270:
+        return np.array([[fy, 0, cy], [0, fx, w - 1 - cx], [0, 0, 1.0]]), np.array([h, w])
+    raise ValueError(f"rotate must be 0, 90, 180 or 270, got {degrees}")
+
+
+def rotation_camera_R(degrees: int) -> np.ndarray:
+    """The rotation about the optical axis that a clockwise image turn applies to camera axes:
+    R_new = Rz @ R_old (so a calibration made on unrotated frames still holds)."""
+    a = np.radians(degrees)
+    return np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1.0]])
+
+
+def iter_frames(path, indices: np.ndarray, rotate: int = 0):
+    """Yield (index, RGB frame [H,W,3] uint8 or None) for the sorted frame indices of a video.
+
+    Reads sequentially (seeking in compressed video is unreliable); a frame that cannot be
+    decoded gives None.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    if indices.size == 0:
+        return
+    if np.any(np.diff(indices) < 0):
+        raise ValueError("iter_frames: indices must be sorted")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ValueError(f"cannot open video {path}")
+    try:
+        pos = 0
+        if indices[0] > 0:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, int(indices[0]))
+            pos = int(cap.get(cv2.CAP_PROP_POS_FRAMES))
+            if pos != indices[0]:   # seeking refused: decode from the start
+                cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                pos = 0
+        want = iter(indices.tolist())
+        target = next(want)
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            while target is not None and target == pos:
+                yield target, rotate_image(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), rotate)
+                target = next(want, None)
+            if target is None:
+                return
+            pos += 1
+        while target is not None:    # past the end
+            yield target, None
+            target = next(want, None)
+    finally:
+        cap.release()
+
+
+def square_box(kp: np.ndarray, margin: float = 1.25) -> np.ndarray:
+    """A square box (x0, y0, w, h) around the finite keypoints kp [...,J,2|3], enlarged by
+    `margin`; NaN where no keypoint is finite. -> [...,4]."""
+    xy = np.asarray(kp, dtype=np.float64)[..., :2]
+    ok = np.all(np.isfinite(xy), axis=-1, keepdims=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo = np.nanmin(np.where(ok, xy, np.nan), axis=-2)
+        hi = np.nanmax(np.where(ok, xy, np.nan), axis=-2)
+    c = (lo + hi) / 2
+    side = np.max(hi - lo, axis=-1) * margin
+    side = np.maximum(side, 16.0)
+    return np.concatenate([c - side[..., None] / 2, side[..., None], side[..., None]], axis=-1)
+
+
+def fill_boxes(boxes: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """Fill NaN boxes [F,V,4] with the nearest valid box in time of the same view, or the
+    centred square of the image (size [V,2]) when a view has none."""
+    out = boxes.copy()
+    F, V = boxes.shape[:2]
+    for v in range(V):
+        ok = np.all(np.isfinite(boxes[:, v]), axis=-1)
+        if not ok.any():
+            s = float(min(size[v]))
+            out[:, v] = [(size[v][0] - s) / 2, (size[v][1] - s) / 2, s, s]
+            continue
+        idx = np.flatnonzero(ok)
+        near = idx[np.clip(np.searchsorted(idx, np.arange(F)), 0, len(idx) - 1)]
+        prev = idx[np.clip(np.searchsorted(idx, np.arange(F)) - 1, 0, len(idx) - 1)]
+        pick = np.where(np.abs(prev - np.arange(F)) <= np.abs(near - np.arange(F)), prev, near)
+        out[:, v] = boxes[pick, v]
+    return out
+
+
+def crop(img: np.ndarray, box: np.ndarray, S: int) -> np.ndarray:
+    """Crop box (x0, y0, w, h) of img to S x S (black outside the image); crop pixel (u, v) is
+    original (x0 + u w / S, y0 + v h / S)."""
+    x0, y0, w, h = (float(b) for b in box)
+    A = np.array([[S / w, 0, -x0 * S / w], [0, S / h, -y0 * S / h]])
+    return cv2.warpAffine(img, A, (S, S), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def guess_cameras(sizes: np.ndarray, focal_guess: float) -> Cameras:
+    """Intrinsics guessed from image sizes [V,2]; no extrinsics."""
+    V = len(sizes)
+    K = np.zeros((V, 3, 3))
+    f = focal_guess * sizes.max(axis=1)
+    K[:, 0, 0] = K[:, 1, 1] = f
+    K[:, 0, 2] = (sizes[:, 0] - 1) / 2
+    K[:, 1, 2] = (sizes[:, 1] - 1) / 2
+    K[:, 2, 2] = 1
+    nan = np.full((V, 3, 3), np.nan)
+    return Cameras(K, nan, np.full((V, 3), np.nan), np.zeros((V, 5)), sizes.astype(np.float64))
+
+
+def _read_json_calibration(path: Path, V: int, sizes: np.ndarray) -> Cameras:
+    d = json.loads(path.read_text())
+    if "K" not in d:
+        raise ValueError(f"{path}: calibration JSON needs at least 'K' [V,3,3]")
+    K = np.asarray(d["K"], dtype=np.float64)
+    if K.shape != (V, 3, 3):
+        raise ValueError(f"{path}: K has shape {K.shape}, expected ({V}, 3, 3) for {V} videos")
+    dist = np.zeros((V, 5))
+    if "dist" in d:
+        dd = np.asarray(d["dist"], dtype=np.float64).reshape(V, -1)
+        dist[:, :min(5, dd.shape[1])] = dd[:, :5]
+    R = np.asarray(d.get("R", np.full((V, 3, 3), np.nan)), dtype=np.float64)
+    t = np.asarray(d.get("t", np.full((V, 3), np.nan)), dtype=np.float64)
+    size = np.asarray(d.get("size", sizes), dtype=np.float64)
+    return Cameras(K, R, t, dist, size)
+
+
+def write_contract(out: zarr.Group, cams: Cameras, F: int, frame_index: np.ndarray, attrs: dict,
+                   test_fraction: float = 0.0) -> None:
+    """Write the dataset contract's keypoint-free arrays (one rig, one subject, one clip)."""
+    V = cams.V
+    out.create_array("keypoints2d_gt", data=np.full((F, V, J, 3), np.nan, np.float32),
+                     chunks=(max(min(F, 1024), 1), V, J, 3), dimension_names=("frame", "view", "joint", "xyc"))
+    for name, arr, dims in (("K", cams.K, ("rig", "view", "r", "c")), ("R", cams.R, ("rig", "view", "r", "c")),
+                            ("t", cams.t, ("rig", "view", "xyz")), ("dist", cams.dist, ("rig", "view", "coef")),
+                            ("size", cams.size, ("rig", "view", "wh"))):
+        out.create_array(name, data=np.asarray(arr, np.float64)[None], dimension_names=dims)
+    n_test = int(np.ceil(test_fraction * F)) if test_fraction > 0 else 0
+    split = np.zeros(F, np.int16)
+    if n_test:
+        split[F - n_test:] = 1
+    for name, arr in (("rig", np.zeros(F, np.int16)), ("subject", np.zeros(F, np.int16)),
+                      ("clip", np.zeros(F, np.int16)), ("split", split),
+                      ("frame_index", np.asarray(frame_index, np.int32))):
+        out.create_array(name, data=arr, dimension_names=("frame",))
+    out.attrs.update({"joints": list(JOINTS), **attrs})
+
+
+def find_videos(root: Path, views=None) -> list[Path]:
+    if views is not None:
+        paths = [root / v for v in views]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise ValueError(f"videos: missing files {missing}")
+        return paths
+    paths = sorted(p for p in root.iterdir() if p.suffix.lower() in VIDEO_EXT)
+    if not paths:
+        raise ValueError(f"videos: no video files ({', '.join(VIDEO_EXT)}) in {root}")
+    return paths
+
+
+def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
+    """Write the dataset contract for a folder of synchronised videos."""
+    unknown = set(cfg) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"videos: unknown configuration keys {sorted(unknown)}")
+    c = {**DEFAULTS, **cfg}
+    if c["root"] is None:
+        raise ValueError("videos: set cfg['root'] to the folder of synchronised videos")
+    root = Path(c["root"])
+    if not root.is_dir():
+        raise ValueError(f"videos: {root} is not a folder")
+    paths = find_videos(root, c["views"])
+    V = len(paths)
+    rotate = list(c["rotate"]) if c["rotate"] is not None else [0] * V
+    if len(rotate) != V or any(r not in _ROT for r in rotate):
+        raise ValueError(f"videos: rotate must list 0/90/180/270 for each of the {V} views, got {rotate}")
+    infos = [video_info(p) for p in paths]
+    raw_sizes = np.array([[i["w"], i["h"]] for i in infos], dtype=np.float64)
+    n = min(i["frames"] for i in infos)
+    if len({i["frames"] for i in infos}) > 1:
+        warnings.warn(f"videos: unequal lengths {[i['frames'] for i in infos]}; using the first {n} frames", stacklevel=2)
+    start, stop = (0, n) if c["frames"] is None else (int(c["frames"][0]), min(int(c["frames"][1]), n))
+    if stop <= start:
+        raise ValueError(f"videos: empty frame range [{start}, {stop})")
+    # calibration (in the videos' own orientation, before `rotate`)
+    cal = c["calibration"]
+    if cal is None:
+        tomls = sorted(root.glob("*.toml")) + sorted(root.glob("calibration/*.toml"))
+        js = root / "calibration.json"
+        cal = tomls[0] if tomls else js if js.is_file() else False
+    if cal is False:
+        cams = guess_cameras(raw_sizes, float(c["focal_guess"]))
+        calibrated = False
+    elif str(cal).endswith(".toml"):
+        from .pose2sim import read_toml_calibration
+        _, cams = read_toml_calibration(Path(cal))
+        if cams.V != V:
+            raise ValueError(f"videos: calibration {cal} has {cams.V} cameras for {V} videos")
+        cams = Cameras(cams.K, cams.R, cams.t, cams.dist, raw_sizes)
+        calibrated = True
+    else:
+        cams = _read_json_calibration(Path(cal), V, raw_sizes)
+        calibrated = True
+    # apply the requested rotations to the cameras (intrinsics and the camera axes)
+    K, R, t, size = cams.K.copy(), cams.R.copy(), cams.t.copy(), cams.size.copy()
+    for v, deg in enumerate(rotate):
+        if deg:
+            K[v], size[v] = rotate_intrinsics(K[v], size[v], deg)
+            Rz = rotation_camera_R(deg)
+            R[v], t[v] = Rz @ R[v], Rz @ t[v]
+    cams = Cameras(K, R, t, cams.dist if not any(rotate) else _rotated_dist(cams.dist, rotate), size)
+    F = stop - start
+    write_contract(out, cams, F, np.arange(start, stop), {
+        "dataset": "videos", "subjects": [c["subject"]], "clips": [c["clip"] or root.name], "actions": {},
+        "fps": float(c["fps"] or infos[0]["fps"]), "crop_size": int(c["crop_size"]), "licence": "user data",
+        "source": str(root.resolve()), "videos": [str(p.resolve()) for p in paths], "rotate": rotate,
+        "views": [p.stem for p in paths], "calibrated": calibrated, "images_stored": False,
+    }, float(c["test_fraction"]))
+
+
+def _rotated_dist(dist: np.ndarray, rotate: list[int]) -> np.ndarray:
+    """Radial terms survive a quarter turn; tangential ones become (p1, p2) -> (p2, -p1) for
+    each 90 degrees clockwise (x' = -y, y' = x in normalised coordinates)."""
+    out = dist.copy()
+    for v, deg in enumerate(rotate):
+        p1, p2 = dist[v, 2], dist[v, 3]
+        for _ in range(deg // 90):
+            p1, p2 = p2, -p1
+        out[v, 2], out[v, 3] = p1, p2
+    return out
