@@ -112,6 +112,9 @@ def random_poses(n: int, seed: int = 0, bone_scale_sd: float = 0.06, area_mm: fl
         pos[:, j] = pos[:, p] + lengths[:, j, None] * np.einsum("nij,j->ni", seg[:, p], d)
         seg[:, j] = seg[:, p] @ local[:, j]
 
+    # The rest directions above put the left side at +x with forward +y and up +z: a mirror
+    # image of a person. Mirroring x gives human handedness (right = forward × up).
+    pos[..., 0] = -pos[..., 0]
     # feet on the floor, root somewhere in the capture area
     pos[..., 2] -= pos[..., 2].min(axis=1, keepdims=True)
     xy = rng.uniform(-area_mm / 2, area_mm / 2, (n, 2))

@@ -120,3 +120,18 @@ def test_vector_median_weiszfeld():
     assert np.isnan(m).all() and n[0] == 0
     m, n = tri.vector_median(X, np.array([[True, False, True]]))
     np.testing.assert_allclose(m[0], [2.5, 0, 0])
+
+
+def test_synth_poses_have_human_handedness():
+    """Closed form: for a person facing +y with z up, right = forward x up, so
+    (r_hip - l_hip) x forward points up. A mirrored body would point down."""
+    from pipeline import synth
+    from pipeline.joints import INDEX as I
+
+    P = synth.random_poses(300, seed=1)
+    right = P[:, I["r_hip"]] - P[:, I["l_hip"]]
+    fwd = P[:, I["neck"]] - P[:, I["thorax"]]
+    fwd[:, 2] = 0
+    up = P[:, I["thorax"]] - P[:, I["pelvis"]]
+    s = np.sign(np.einsum("ni,ni->n", np.cross(right, fwd), up))
+    assert s.mean() > 0.5

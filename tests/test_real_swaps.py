@@ -8,10 +8,7 @@ from pipeline.swaps import GROUPS, apply_swaps, body_chirality, fix_swaps, hypot
 
 
 def _scene(F=60, V=4, sigma=2.0, seed=0):
-    poses = synth.random_poses(F, seed=seed)
-    # synth builds bodies with the person's left along +x, forward +y, up +z: a mirror image of
-    # a human (whose right x forward = up); flip x so the bodies have human handedness
-    poses = poses * np.array([-1.0, 1.0, 1.0])
+    poses = synth.random_poses(F, seed=seed)  # human handedness: right x forward = up
     cams = synth.ring_rig([0, 80, 170, 260][:V])
     kp = synth.observe(poses, cams, sigma_px=sigma, seed=seed)
     return poses, cams, kp
