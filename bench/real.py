@@ -129,8 +129,8 @@ def figure(path: Path, res: dict, frame_img, kp_bad, kp_fixed, lab_rig, lab_know
     ax.legend(fontsize=8)
     if frame_img is not None:
         ax = fig.add_subplot(2, 3, 3)
-        ax.imshow(np.concatenate([draw_skeleton_2d(frame_img[..., ::-1], kp_bad, 4, 8)[..., ::-1],
-                                  draw_skeleton_2d(frame_img[..., ::-1], kp_fixed, 4, 8)[..., ::-1]], 1))
+        ax.imshow(np.concatenate([draw_skeleton_2d(frame_img, kp_bad, 4, 8),
+                                  draw_skeleton_2d(frame_img, kp_fixed, 4, 8)], 1))
         ax.set_title("MediaPipe, cam02: as detected | swaps fixed (left blue, right red)", fontsize=9)
         ax.axis("off")
     for k, (n, (a, b)) in enumerate(zip(names, zip(lab_rig, lab_known))):

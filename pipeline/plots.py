@@ -10,22 +10,26 @@ import numpy as np  # noqa: E402
 
 from .joints import BONES, side  # noqa: E402
 
-# BGR for OpenCV, and matplotlib names: left blue, right red, centre green
-COLORS_BGR = {"l": (255, 128, 0), "r": (0, 0, 255), "c": (0, 200, 0)}
+# RGB (the project's images are RGB; OpenCV frames are BGR) and matplotlib names:
+# left blue, right red, centre green
+COLORS_RGB = {"l": (0, 128, 255), "r": (255, 0, 0), "c": (0, 200, 0)}
 COLORS_MPL = {"l": "tab:blue", "r": "tab:red", "c": "tab:green"}
 
 
-def draw_skeleton_2d(img: np.ndarray, kp: np.ndarray, thickness: int = 2, radius: int = 3) -> np.ndarray:
-    """Draw kp [J,2|3] (pixels of img; NaN skipped) on a copy of img [H,W,3] (RGB or BGR uint8)."""
+def draw_skeleton_2d(img: np.ndarray, kp: np.ndarray, thickness: int = 2, radius: int = 3,
+                     bgr: bool = False) -> np.ndarray:
+    """Draw kp [J,2|3] (pixels of img; NaN skipped) on a copy of img [H,W,3] uint8, RGB
+    (or BGR, as OpenCV reads frames, with bgr=True)."""
     out = np.ascontiguousarray(img).copy()
+    colors = {k: c[::-1] if bgr else c for k, c in COLORS_RGB.items()}
     ok = np.all(np.isfinite(kp[:, :2]), axis=1)
     for j, p in BONES:
         if ok[j] and ok[p]:
             a = tuple(int(round(v)) for v in kp[j, :2])
             b = tuple(int(round(v)) for v in kp[p, :2])
-            cv2.line(out, a, b, COLORS_BGR[side(j)], thickness, cv2.LINE_AA)
+            cv2.line(out, a, b, colors[side(j)], thickness, cv2.LINE_AA)
     for j in np.flatnonzero(ok):
-        cv2.circle(out, tuple(int(round(v)) for v in kp[j, :2]), radius, COLORS_BGR[side(j)], -1, cv2.LINE_AA)
+        cv2.circle(out, tuple(int(round(v)) for v in kp[j, :2]), radius, colors[side(j)], -1, cv2.LINE_AA)
     return out
 
 

@@ -27,13 +27,12 @@ def frame_sheet(dataset: zarr.Group, frame: int, upscale: int = 4, show_hidden: 
         big = cv2.resize(imgs[v], (S * upscale, S * upscale), interpolation=cv2.INTER_NEAREST)
         k = kp[v].astype(np.float64).copy()
         k[:, :2] = (k[:, :2] - box[v, :2]) * (S * upscale) / box[v, 2:]
-        # plots.draw_skeleton_2d's colours are BGR: draw on the BGR image, convert back
-        bgr = draw_skeleton_2d(big[..., ::-1], k[:, :2], thickness=2, radius=4)
+        drawn = draw_skeleton_2d(big, k[:, :2], thickness=2, radius=4)
         if show_hidden:
             for j in np.flatnonzero((k[:, 2] < 0.5) & np.all(np.isfinite(k[:, :2]), 1)):
-                cv2.circle(bgr, tuple(int(round(c)) for c in k[j, :2]), 7, (200, 200, 200), 2, cv2.LINE_AA)
+                cv2.circle(drawn, tuple(int(round(c)) for c in k[j, :2]), 7, (200, 200, 200), 2, cv2.LINE_AA)
         top.append(big)
-        bottom.append(bgr[..., ::-1])
+        bottom.append(drawn)
         for row in (top, bottom):
             row.append(np.full((S * upscale, 4, 3), 255, np.uint8))
     return np.concatenate([np.concatenate(top[:-1], 1), np.concatenate(bottom[:-1], 1)], 0)
