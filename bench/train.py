@@ -1,0 +1,259 @@
+"""Benchmark: the networks on the default studio, end to end, side by side in one run.
+
+    .venv/bin/python bench/train.py [--quick] [--work DIR] [--detector network|gt]
+
+1. The 2D detector is trained on the studio's training subjects (2D labels only) and scored
+   on its test subjects (PCK at 0.05/0.1 of the crop box, mean pixel error).
+2. Its keypoints on every frame are turned into pseudo-labels (pipeline.labels.make_labels,
+   rig mode: no extrinsics used).
+3. The 3D network trains on the pseudo-labels (SS) and on ground truth (FS), same preset.
+4. The refinement unit trains on (a) (SS prediction, pseudo-label) pairs of training frames
+   and (b) pseudo-labels plus noise fitted to the SS training errors; both are applied to SS.
+5. On the test subjects: MPJPE (SS scaled by the dataset's mean bone length in mm), NMPJPE,
+   PMPJPE; SS/FS ratios; RU gains; training images/s.
+The last line is one JSON object with the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline import metrics, pretrain2d, refine, train3d  # noqa: E402
+from pipeline.camera import Cameras  # noqa: E402
+
+
+def build_studio(path: Path, quick: bool, fps: float | None) -> "zarr.Group":
+    """The default studio (the adapter's DEFAULTS), built once into `path` and reused."""
+    import zarr
+    from pipeline.data import adapter_defaults, get_adapter
+    if (path / "zarr.json").is_file() and zarr.open_group(str(path), mode="r").attrs.get("bench_complete"):
+        return zarr.open_group(str(path), mode="r")
+    cfg = adapter_defaults("studio")
+    if quick:  # fewer frames and renders: the plumbing only
+        cfg.update({"fps": 6.0, "renders_per_train_clip": 1, "train_people": 1})
+    if fps:
+        cfg["fps"] = float(fps)
+    shutil.rmtree(path, ignore_errors=True)
+    g = zarr.open_group(str(path), mode="w")
+    get_adapter("studio")(cfg, g, progress=True)
+    g.attrs["bench_complete"] = True
+    return zarr.open_group(str(path), mode="r")
+
+
+def pseudo_labels(ds, kp2d: np.ndarray, min_conf: float | None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """make_labels per rig (rig mode); returns labels_cam [F,V,J,3], mask [F,V,J], summary."""
+    from pipeline import labels
+    rig = np.asarray(ds["rig"][:])
+    F_, V = kp2d.shape[:2]
+    lab = np.full(kp2d.shape[:3] + (3,), np.nan, np.float32)
+    ok = np.zeros(kp2d.shape[:3], bool)
+    for g in np.unique(rig):
+        sel = np.flatnonzero(rig == g)
+        cams = Cameras(ds["K"][g], ds["R"][g], ds["t"][g], ds["dist"][g], ds["size"][g]).without_extrinsics()
+        lcfg = {"mode": "rig"} if min_conf is None else {"mode": "rig", "min_confidence": min_conf}
+        out = labels.make_labels(kp2d[sel], cams, lcfg)
+        lab[sel] = out["labels_cam"]
+        ok[sel] = np.asarray(out["valid"], bool) & np.asarray(out["frame_ok"], bool)[:, None, None]
+    ok &= np.all(np.isfinite(lab), -1)
+    return lab, ok, {"frames_labelled": float(np.mean(ok.any(-1).any(-1)))}
+
+
+def mean_bone_mm(ds) -> float:
+    if "mean_bone_mm" in ds.attrs:
+        return float(ds.attrs["mean_bone_mm"])
+    from pipeline.labels import canonical_scale
+    train = np.asarray(ds["split"][:]) == 0
+    return float(np.nanmean(canonical_scale(np.asarray(ds["poses3d_world"][:])[train])))
+
+
+def scores(pred_mm: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> dict:
+    return {"mpjpe": float(np.nanmean(metrics.mpjpe(pred_mm, gt, mask))),
+            "nmpjpe": float(np.nanmean(metrics.nmpjpe(pred_mm, gt, mask))),
+            "pmpjpe": float(np.nanmean(metrics.pmpjpe(pred_mm, gt, mask)))}
+
+
+def gpu_throughput(seconds: float = 10.0) -> dict:
+    """On CUDA: the paper-size 2D detector's inference images/s at 256x256 in bf16, and the
+    paper preset's 3D training step images/s (synthetic batches). {} without a GPU."""
+    import torch
+    if not torch.cuda.is_available():
+        return {}
+    from models.integral import IntegralPoseNet
+    dev = torch.device("cuda")
+    torch.backends.cudnn.benchmark = True
+    out = {"gpu": torch.cuda.get_device_name(0)}
+    det = IntegralPoseNet(17, "2d", 50, 1.0, 1, 256).to(dev).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(256, 3, 256, 256, device=dev).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        for _ in range(3):
+            det(x)
+        torch.cuda.synchronize()
+        t, n = time.perf_counter(), 0
+        while time.perf_counter() - t < seconds:
+            det(x)
+            n += len(x)
+        torch.cuda.synchronize()
+    out["detector_images_per_s_bf16"] = n / (time.perf_counter() - t)
+    net = IntegralPoseNet(17, "3d", 50, 1.0, 64, 256).to(dev).to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    xb = torch.randn(64, 3, 256, 256, device=dev).contiguous(memory_format=torch.channels_last)
+    tgt = torch.zeros(64, 17, 3, device=dev)
+    for i in range(13):
+        if i == 3:
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            p = net(xb)
+        loss = torch.nn.functional.smooth_l1_loss(p.float() - p[:, :1].float(), tgt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.cuda.synchronize()
+    out["train_images_per_s_gpu_paper"] = 10 * len(xb) / (time.perf_counter() - t)
+    return out
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, < 1 minute: checks the plumbing only")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/epipose_bench_train"))
+    ap.add_argument("--detector", choices=("network", "gt"), default="network",
+                    help="2D keypoints for the labels: the trained detector, or ground-truth 2D")
+    ap.add_argument("--fps", type=float, default=None, help="studio frame rate override (default: the adapter's)")
+    ap.add_argument("--store", type=Path, default=None, help="use this dataset store instead of building the studio")
+    ap.add_argument("--train3d", type=json.loads, default={},
+                    help='JSON overrides of the 3D preset, e.g. \'{"epochs": 12}\' (trained into their own folders)')
+    ap.add_argument("--fresh", action="store_true", help="delete earlier trained networks in --work")
+    a = ap.parse_args(argv)
+    work = a.work / ("quick" if a.quick else "full")
+    if a.fresh:
+        shutil.rmtree(work / "nets", ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    timings = {}
+
+    t = time.perf_counter()
+    if a.store is not None:
+        import zarr
+        ds = zarr.open_group(str(a.store), mode="r")
+    else:
+        ds = build_studio(work / "studio.zarr", a.quick, a.fps)
+    timings["dataset_s"] = time.perf_counter() - t
+    F_, V = ds["images"].shape[:2]
+    split = np.asarray(ds["split"][:])
+    test, trainf = np.flatnonzero(split == 1), np.flatnonzero(split == 0)
+    print(f"studio: {F_} frames x {V} views, crops {ds['images'].shape[2]} px, "
+          f"{trainf.size} train / {test.size} test frames")
+    over = {"epochs": 1, "iters_per_epoch": 4} if a.quick else {}
+    ru_over = {"epochs": 2, "hidden": 128} if a.quick else {}
+
+    # 1. the 2D detector
+    t = time.perf_counter()
+    ck2 = pretrain2d.train(over, ds, work / "nets" / "pretrain2d")
+    timings["pretrain2d_s"] = time.perf_counter() - t
+    det = pretrain2d.evaluate(ck2, ds, split=1)
+    print(f"2D detector on test subjects: PCK@0.05 {det['pck@0.05']:.3f}  PCK@0.1 {det['pck@0.1']:.3f}  "
+          f"mean {det['mean_px']:.1f} px  (median {det['median_px']:.1f} px, {det['mean_crop_px']:.2f} crop px)")
+
+    # 2. pseudo-labels from its keypoints
+    t = time.perf_counter()
+    if a.quick and a.detector == "network":
+        a.detector = "gt"  # a detector trained for seconds cannot calibrate a rig: quick checks plumbing only
+    if a.detector == "network":
+        kp2d = pretrain2d.predict(ck2, ds, slice(None))
+    else:
+        kp2d = np.asarray(ds["keypoints2d_gt"][:], np.float32)
+    # the network's heatmap confidence ranks joints poorly (see the report): keep every detection
+    lab, lmask, linfo = pseudo_labels(ds, kp2d, 0.0 if a.detector == "network" else None)
+    timings["labels_s"] = time.perf_counter() - t
+    gt_all = train3d.gt_camera_poses(ds)
+    mb0 = mean_bone_mm(ds)
+    lab_s = {k: float(np.nanmean(f(lab[trainf] * mb0, gt_all[trainf], lmask[trainf])))
+             for k, f in (("nmpjpe", metrics.nmpjpe), ("pmpjpe", metrics.pmpjpe))}
+    print(f"labels: {linfo['frames_labelled']:.1%} of frames labelled; vs ground truth on training frames: "
+          f"NMPJPE {lab_s['nmpjpe']:.1f} mm, PMPJPE {lab_s['pmpjpe']:.1f} mm")
+
+    # 3. SS and FS
+    t = time.perf_counter()
+    tag = "".join(f"-{k}{v}" for k, v in sorted(a.train3d.items())).replace(" ", "")
+    o3 = {**over, **a.train3d}
+    ck_ss = train3d.train(o3, ds, lab, lmask, work / "nets" / f"ss-{a.detector}{tag}")
+    timings["train_ss_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ck_fs = train3d.train(o3, ds, None, None, work / "nets" / f"fs{tag}")
+    timings["train_fs_s"] = time.perf_counter() - t
+    import torch
+    ck_meta = torch.load(ck_ss, weights_only=False)
+    ips, threads = float(ck_meta["images_per_s"]), ck_meta["cfg"]["num_threads"]
+    ips_fs = float(torch.load(ck_fs, weights_only=False)["images_per_s"])
+
+    gt = train3d.gt_camera_poses(ds)
+    gmask = np.all(np.isfinite(gt), -1)
+    mb = mean_bone_mm(ds)
+    pred_fs = train3d.predict(ck_fs, ds, test)
+    pred_ss = train3d.predict(ck_ss, ds, test)
+    res = {"FS": scores(pred_fs, gt[test], gmask[test]), "SS": scores(pred_ss * mb, gt[test], gmask[test])}
+
+    # 4. the refinement unit, two kinds of training data
+    pred_tr = train3d.predict(ck_ss, ds, trainf)
+    some = lmask[trainf].any(-1)
+    P, L, M = pred_tr[some], lab[trainf][some], lmask[trainf][some]
+    flat = pred_ss.reshape(-1, *pred_ss.shape[2:])
+    for kind in ("predictions", "noise"):
+        t = time.perf_counter()
+        rc = {"training_data": kind, **ru_over}
+        x, y = refine.make_pairs(rc, P, L, M)
+        ck = refine.train_refiner(rc, x, y, work / "nets" / f"ru-{kind}-{a.detector}{tag}")
+        timings[f"ru_{kind}_s"] = time.perf_counter() - t
+        r = refine.apply_refiner(ck, flat).reshape(pred_ss.shape)
+        res[f"SS+RU({kind})"] = scores(r * mb, gt[test], gmask[test])
+    # the SS network's own training error, which the noise model copies
+    train_err = float(np.nanmean(metrics.mpjpe(P * mb, L * mb, M)))
+
+    print(f"\n{'model':<20}{'MPJPE':>9}{'NMPJPE':>9}{'PMPJPE':>9}   (mm, test subjects, {test.size} frames x {V} views)")
+    for k, v in res.items():
+        print(f"{k:<20}{v['mpjpe']:>9.1f}{v['nmpjpe']:>9.1f}{v['pmpjpe']:>9.1f}")
+    ratio = {m: res["SS"][m] / res["FS"][m] for m in ("mpjpe", "nmpjpe", "pmpjpe")}
+    gains = {kind: {m: 1 - res[f"SS+RU({kind})"][m] / res["SS"][m] for m in ("mpjpe", "nmpjpe", "pmpjpe")}
+             for kind in ("predictions", "noise")}
+    best = max(gains, key=lambda k: gains[k]["mpjpe"])
+    print(f"SS / FS: MPJPE {ratio['mpjpe']:.2f}  NMPJPE {ratio['nmpjpe']:.2f}  PMPJPE {ratio['pmpjpe']:.2f}"
+          f"  (paper, Human3.6M: 1.48; goal <= 1.25)")
+    for kind, g in gains.items():
+        print(f"RU gain on SS, trained on {kind}: MPJPE {g['mpjpe']:+.1%}  NMPJPE {g['nmpjpe']:+.1%}  "
+              f"PMPJPE {g['pmpjpe']:+.1%}  (paper: 20 %)")
+    print(f"SS training error vs its labels (train frames): {train_err:.1f} mm; mean bone {mb:.1f} mm")
+    print(f"training images/s (cpu preset, num_threads={threads}, {os.cpu_count()} cores): SS {ips:.0f}, FS {ips_fs:.0f}")
+    print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+    out = {"quick": a.quick, "detector": a.detector, "frames": int(F_), "views": int(V),
+           "fs_mpjpe": res["FS"]["mpjpe"], "ss_mpjpe": res["SS"]["mpjpe"],
+           "fs_nmpjpe": res["FS"]["nmpjpe"], "ss_nmpjpe": res["SS"]["nmpjpe"],
+           "fs_pmpjpe": res["FS"]["pmpjpe"], "ss_pmpjpe": res["SS"]["pmpjpe"],
+           "ss_over_fs": ratio["mpjpe"], "ss_over_fs_nmpjpe": ratio["nmpjpe"], "ss_over_fs_pmpjpe": ratio["pmpjpe"],
+           "ss_ru_mpjpe": res[f"SS+RU({best})"]["mpjpe"], "ru_training_data": best,
+           "ru_gain": gains[best]["mpjpe"], "ru_gain_predictions": gains["predictions"]["mpjpe"],
+           "ru_gain_noise": gains["noise"]["mpjpe"],
+           "detector_pck": det["pck@0.1"], "detector_pck_005": det["pck@0.05"], "detector_mean_px": det["mean_px"],
+           "labelled_frames": linfo["frames_labelled"],
+           "label_nmpjpe": lab_s["nmpjpe"], "label_pmpjpe": lab_s["pmpjpe"], "train_images_per_s": ips,
+           "total_s": time.perf_counter() - t_all}
+    gpu = gpu_throughput(2.0 if a.quick else 10.0)
+    if gpu:
+        print(f"GPU {gpu['gpu']}: detector (ResNet-50, 256x256, bf16) {gpu['detector_images_per_s_bf16']:.0f} images/s "
+              f"(goal >= 2000); paper-preset training {gpu['train_images_per_s_gpu_paper']:.0f} images/s")
+        out.update({k: v for k, v in gpu.items()})
+    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}))
+    return out
+
+
+if __name__ == "__main__":
+    main()

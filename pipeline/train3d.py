@@ -1,0 +1,557 @@
+"""Training and inference of the integral pose network (the 3D branch; the 2D detector reuses the loop).
+
+Targets: root-relative 3D in each camera's frame, [F,V,J,3], with a mask [F,V,J]; from the
+label store (self-supervised, SS: "mean bones" units) or, when `targets is None`, from the
+dataset's ground truth (fully supervised, FS: millimetres). The network's volume is aligned
+with the crop: its x, y axes run along the image's, z along depth, all in [-1, 1]. A pose in
+target units is the soft-argmax output minus its root joint, times one scalar `scale`
+(target units per normalised unit) fixed from the training targets so the poses fill
+about `target_extent` of the volume. Loss: smooth L1 on root-relative joints, masked.
+
+Determinism and exact resume: one numpy Generator drives the sample order and the
+augmentation; its state, torch's RNG, the optimizer and the scheduler are saved in every
+epoch's checkpoint, so a run resumed from epoch k ends bit-identical (on CPU) to an
+uninterrupted one. CUDA with bf16 autocast when present; DistributedDataParallel when
+launched by torchrun (WORLD_SIZE > 1).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.integral import IntegralPoseNet
+from models.resnet import load_backbone_weights
+
+from . import augment as aug
+from .joints import J, ROOT
+
+ARCH_KEYS = ("resnet", "width", "depth", "deconv_channels", "deconv_layers", "input_size")
+
+PRESETS: dict[str, dict] = {
+    # Fits the default demo on 2 CPU cores: a narrow ResNet-18 at 64x64, a 16-deep volume.
+    "cpu": {
+        "resnet": 18, "width": 0.25, "deconv_channels": 64, "deconv_layers": 3, "depth": 16,
+        "input_size": 64, "batch_size": 32, "epochs": 12, "iters_per_epoch": 100,
+        "lr": 1e-3, "lr_steps": (9,), "lr_gamma": 0.1, "weight_decay": 0.0,
+        "smooth_l1_beta": 0.02, "target_extent": 0.8, "min_valid_joints": 8,
+        # one thread: on a busy 2-core machine two OpenMP threads ran 13x slower (4 vs 51 img/s)
+        "augment": {}, "pretrained": None, "seed": 0, "amp": True, "num_threads": 1,
+        "max_memory_mb": 4096, "eval_batch_size": 256, "variance_weight": 0.0, "virtual_camera": True,
+    },
+    # The paper: ResNet-50, 256x256 input, a 64^3 volume, 140 epochs, lr x0.1 at 90 and 120.
+    "paper": {
+        "resnet": 50, "width": 1.0, "deconv_channels": 256, "deconv_layers": 3, "depth": 64,
+        "input_size": 256, "batch_size": 32, "epochs": 140, "iters_per_epoch": None,
+        "lr": 1e-3, "lr_steps": (90, 120), "lr_gamma": 0.1, "weight_decay": 0.0,
+        "smooth_l1_beta": 0.02, "target_extent": 0.8, "min_valid_joints": 8,
+        "augment": {}, "pretrained": None, "seed": 0, "amp": True, "num_threads": None,
+        "max_memory_mb": 16384, "eval_batch_size": 128, "variance_weight": 0.0, "virtual_camera": True,
+    },
+}
+
+
+def resolve_cfg(cfg: dict | None, presets: dict[str, dict] = PRESETS) -> dict:
+    """The preset named by cfg['preset'] (default 'cpu') overridden by cfg's other keys.
+
+    Unknown keys are a ValueError (a typo would otherwise silently train the default)."""
+    cfg = dict(cfg or {})
+    name = cfg.pop("preset", "cpu")
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
+    base = presets[name]
+    unknown = set(cfg) - set(base)
+    if unknown:
+        raise ValueError(f"unknown configuration keys {sorted(unknown)}; known: {sorted(base)}")
+    out = {**base, **cfg, "preset": name}
+    out["augment"] = aug.resolve(out["augment"])
+    if int(out["batch_size"]) < 2:
+        raise ValueError("batch_size must be >= 2 (BatchNorm needs more than one sample)")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+def dataset_images(dataset, input_size: int | None):
+    """The dataset's `images` array, checked: [F,V,S,S,3] uint8 with S == input_size."""
+    if "images" not in dataset:
+        raise ValueError("dataset store has no `images` array (a keypoint-only dataset cannot train the network)")
+    im = dataset["images"]
+    if im.ndim != 5 or im.shape[4] != 3:
+        raise ValueError(f"dataset images must be [F,V,S,S,3] RGB, got shape {im.shape}")
+    if im.shape[2] != im.shape[3]:
+        raise ValueError(f"dataset images must be square crops, got {im.shape[2]}x{im.shape[3]}")
+    if input_size is not None and im.shape[2] != int(input_size):
+        raise ValueError(f"dataset images are {im.shape[2]}x{im.shape[3]} but the network expects "
+                         f"{input_size}x{input_size}: build the dataset with crop_size={input_size} "
+                         f"or set input_size={im.shape[2]}")
+    if im.dtype != np.uint8:
+        raise ValueError(f"dataset images must be uint8, got {im.dtype}")
+    return im
+
+
+class ImageSource:
+    """Reads crops of (frame, view) samples, from memory when they fit, else from the store."""
+
+    def __init__(self, images, frames: np.ndarray, max_memory_mb: float, progress: bool = False):
+        self.images = images
+        self.frames = np.unique(np.asarray(frames, dtype=np.int64))
+        per_frame = int(np.prod(images.shape[1:]))
+        self.mem = None
+        if self.frames.size * per_frame <= max_memory_mb * 2 ** 20:
+            self.pos = np.full(images.shape[0], -1, dtype=np.int64)
+            self.pos[self.frames] = np.arange(self.frames.size)
+            self.mem = _read_frames(images, self.frames, progress)
+
+    def get(self, f: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """f, v [B] -> uint8 [B,S,S,3]."""
+        if self.mem is not None:
+            return self.mem[self.pos[f], v]
+        order = np.argsort(f, kind="stable")
+        uf, inv = np.unique(f[order], return_inverse=True)
+        block = np.asarray(self.images.oindex[uf])
+        out = np.empty((len(f),) + self.images.shape[2:], dtype=np.uint8)
+        out[order] = block[inv, v[order]]
+        return out
+
+
+def _read_frames(images, frames: np.ndarray, progress: bool) -> np.ndarray:
+    """images[frames] for sorted frame indices, read chunk by chunk (zarr reads whole chunks anyway)."""
+    from tqdm.auto import tqdm
+    out = np.empty((frames.size,) + tuple(images.shape[1:]), dtype=np.uint8)
+    step = images.chunks[0] if images.chunks[0] > 0 else 64
+    starts = np.unique(frames // step) * step
+    k = 0
+    for s in tqdm(starts, desc="reading images", disable=not progress, leave=False):
+        sel = frames[(frames >= s) & (frames < s + step)]
+        block = np.asarray(images[s:min(s + step, images.shape[0])])
+        out[k:k + sel.size] = block[sel - s]
+        k += sel.size
+    return out
+
+
+def gt_camera_poses(dataset) -> np.ndarray:
+    """Ground-truth root-relative poses in each camera's frame, mm: [F,V,J,3] (NaN where unknown)."""
+    for name in ("poses3d_world", "rig", "R", "t"):
+        if name not in dataset:
+            raise ValueError(f"fully supervised training needs `{name}` in the dataset store; it is absent")
+    X = np.asarray(dataset["poses3d_world"][:], dtype=np.float64)
+    rig = np.asarray(dataset["rig"][:], dtype=np.int64)
+    R = np.asarray(dataset["R"][:], dtype=np.float64)[rig]   # [F,V,3,3]
+    t = np.asarray(dataset["t"][:], dtype=np.float64)[rig]   # [F,V,3]
+    if not np.all(np.isfinite(R)) or not np.all(np.isfinite(t)):
+        raise ValueError("fully supervised training needs camera extrinsics; the dataset's R/t contain NaN")
+    Xc = np.einsum("fvij,fkj->fvki", R, X) + t[:, :, None, :]
+    return (Xc - Xc[:, :, ROOT:ROOT + 1]).astype(np.float32)
+
+
+def crop_rotations(dataset, frames: np.ndarray | None = None) -> np.ndarray:
+    """Rotations [f,V,3,3] from each camera's frame to its crop's virtual camera: the camera
+    turned (about its centre, by the smallest rotation) to look through the crop box's centre.
+
+    A crop does not show where it sat in the image, and a person at the image's edge is seen
+    at an angle: a camera-frame pose is ambiguous from the crop by that angle (up to ~15°
+    on the studio's rig). In the virtual camera the crop is centred on the optical axis, so
+    the in-crop appearance fixes the pose. Lens distortion is ignored (a small effect on the
+    ray). Uses K [G,V,3,3], rig [F] and crop_boxes [F,V,4] of the dataset store."""
+    from .camera import rodrigues_to_matrix
+    for name in ("crop_boxes", "K", "rig"):
+        if name not in dataset:
+            raise ValueError(f"the virtual crop camera needs `{name}` in the dataset store; it is absent")
+    fr = np.arange(dataset["rig"].shape[0]) if frames is None else np.asarray(frames, dtype=np.int64)
+    boxes = np.asarray(dataset["crop_boxes"].oindex[fr] if fr.size else np.zeros((0,) + dataset["crop_boxes"].shape[1:]),
+                       dtype=np.float64)
+    K = np.asarray(dataset["K"][:], dtype=np.float64)[np.asarray(dataset["rig"][:])[fr]]  # [f,V,3,3]
+    c = boxes[..., :2] + boxes[..., 2:] / 2
+    d = np.einsum("fvij,fvj->fvi", np.linalg.inv(K), np.concatenate([c, np.ones(c.shape[:-1] + (1,))], -1))
+    d /= np.linalg.norm(d, axis=-1, keepdims=True)
+    z = np.array([0.0, 0.0, 1.0])
+    axis = np.cross(d, z)
+    sin = np.linalg.norm(axis, axis=-1, keepdims=True)
+    ang = np.arctan2(sin, d @ z[:, None])
+    rotvec = np.where(sin > 1e-12, axis / np.maximum(sin, 1e-12) * ang, 0.0)
+    return rodrigues_to_matrix(rotvec)
+
+
+def check_targets(targets: np.ndarray, mask: np.ndarray | None, F_: int, V: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate targets [F,V,J,3] and mask [F,V,J]; returns float32 targets (0 where masked) and bool mask."""
+    targets = np.asarray(targets, dtype=np.float32)
+    if targets.shape != (F_, V, J, 3):
+        raise ValueError(f"targets must be [F,V,J,3] = {(F_, V, J, 3)} to match the dataset, got {targets.shape}")
+    finite = np.all(np.isfinite(targets), axis=-1)
+    if mask is None:
+        mask = finite
+    mask = np.asarray(mask)
+    if mask.shape != (F_, V, J):
+        raise ValueError(f"mask must be [F,V,J] = {(F_, V, J)}, got {mask.shape}")
+    mask = mask.astype(bool)
+    bad = mask & ~finite
+    if bad.any():
+        raise ValueError(f"targets contain NaN/inf at {int(bad.sum())} joints the mask marks valid "
+                         f"(first at frame {int(np.argwhere(bad)[0][0])})")
+    return np.where(mask[..., None], targets, 0).astype(np.float32), mask
+
+
+# ---------------------------------------------------------------------------------------------
+# model, device, checkpoints
+
+def build_model(arch: dict, mode: str) -> IntegralPoseNet:
+    return IntegralPoseNet(J, mode, int(arch["resnet"]), float(arch["width"]), int(arch["depth"]),
+                           int(arch["deconv_channels"]), int(arch["deconv_layers"]))
+
+
+def _dist_info() -> tuple[int, int, int]:
+    """(rank, world size, local rank) under torchrun, else (0, 1, 0)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _device(local_rank: int) -> torch.device:
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path} does not exist")
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ck, dict) or ck.get("kind") != "integral":
+        raise ValueError(f"{path} is not an integral pose network checkpoint")
+    return ck
+
+
+def load_model(path: Path, mode: str | None = None) -> tuple[IntegralPoseNet, dict]:
+    """The network stored in a checkpoint (eval mode, CPU) and the checkpoint's metadata.
+
+    mode '2d'/'3d' checks the checkpoint holds that kind of network (a ValueError otherwise)."""
+    ck = load_checkpoint(path)
+    if mode is not None and ck["mode"] != mode:
+        raise ValueError(f"{path} holds a {ck['mode']} network, a {mode} one is needed")
+    model = build_model(ck["arch"], ck["mode"])
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not fit the architecture it names: {str(e)[:300]}") from e
+    model.eval()
+    meta = {k: v for k, v in ck.items() if k not in ("model", "optimizer", "scheduler", "rng", "torch_rng")}
+    return model, meta
+
+
+@contextlib.contextmanager
+def _deterministic(threads: int | None):
+    prev = torch.are_deterministic_algorithms_enabled()
+    prev_threads = torch.get_num_threads()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev)
+        torch.set_num_threads(prev_threads)
+
+
+def _latest_checkpoint(ckdir: Path) -> Path | None:
+    found = sorted(p for p in ckdir.glob("epoch-*.pt") if re.fullmatch(r"epoch-\d{4}\.pt", p.name))
+    return found[-1] if found else None
+
+
+# ---------------------------------------------------------------------------------------------
+# the training loop, shared by the 3D network and the 2D detector
+
+def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets: np.ndarray,
+        mask: np.ndarray, scale: float, units: str, out_dir: Path, extra_meta: dict | None = None,
+        progress: bool = True) -> Path:
+    """Train an IntegralPoseNet and return out_dir/final.pt.
+
+    samples [N,2] (frame, view) pairs; targets [N,J,3|2] normalised network coordinates
+    (3D: root-relative camera frame / scale; 2D: crop coordinates in [-1,1]); mask [N,J].
+    Resumes from the newest out_dir/checkpoints/epoch-XXXX.pt; returns final.pt as it is when
+    the run is complete.
+    """
+    out_dir = Path(out_dir)
+    ckdir = out_dir / "checkpoints"
+    final = out_dir / "final.pt"
+    arch = {k: cfg[k] for k in ARCH_KEYS}
+    if final.is_file():
+        ck = load_checkpoint(final)
+        if ck["arch"] != arch or ck["mode"] != mode:
+            raise ValueError(f"{final} holds another architecture ({ck['mode']}, {ck['arch']}); "
+                             f"use another out_dir")
+        return final
+    N = len(samples)
+    if N == 0:
+        raise ValueError("empty training set: no training-split sample has a usable target")
+    rank, world, local_rank = _dist_info()
+    B = int(cfg["batch_size"])
+    if N < B * world:
+        raise ValueError(f"only {N} training samples for a batch of {B} x {world} processes")
+    iters = int(cfg["iters_per_epoch"] or N // (B * world))
+    epochs = int(cfg["epochs"])
+
+    with _deterministic(cfg["num_threads"]):
+        ddp = world > 1
+        if ddp:
+            import torch.distributed as dist
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        device = _device(local_rank)
+        torch.manual_seed(int(cfg["seed"]))
+        model = build_model(arch, mode)
+        if cfg["pretrained"]:
+            load_backbone_weights(model.backbone, cfg["pretrained"])
+        model.to(device)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg["lr_steps"]), float(cfg["lr_gamma"]))
+        rng = np.random.default_rng(int(cfg["seed"]))
+        losses: list[float] = []
+        start = 0
+        seconds = 0.0
+        n_seen = 0
+        last = _latest_checkpoint(ckdir)
+        if last is not None:
+            ck = load_checkpoint(last)
+            if ck["arch"] != arch or ck["mode"] != mode:
+                raise ValueError(f"{last} is a checkpoint of another architecture ({ck['mode']}, {ck['arch']}); "
+                                 f"use another out_dir")
+            if ck.get("n_samples") != N:
+                raise ValueError(f"{last} was trained on {ck.get('n_samples')} samples, this run has {N}")
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            rng.bit_generator.state = ck["rng"]
+            torch.set_rng_state(ck["torch_rng"])
+            losses, start = list(ck["losses"]), int(ck["epoch"])
+            seconds, n_seen = float(ck.get("train_seconds", 0.0)), int(ck.get("images_seen", 0))
+        net = model
+        if ddp:
+            from torch.nn.parallel import DistributedDataParallel
+            net = DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+        amp = bool(cfg["amp"]) and device.type == "cuda"
+        beta = float(cfg["smooth_l1_beta"])
+        vw = float(cfg["variance_weight"])
+        from tqdm.auto import tqdm
+        bar = tqdm(total=epochs * iters, initial=start * iters, desc=f"train {mode}",
+                   disable=not progress or rank != 0)
+        for epoch in range(start, epochs):
+            net.train()
+            need = iters * B * world
+            order = np.concatenate([rng.permutation(N) for _ in range(math.ceil(need / N))])[:need]
+            total, t0 = 0.0, time.perf_counter()
+            for it in range(iters):
+                idx = order[it * B * world:(it + 1) * B * world]
+                params = aug.sample_params(rng, len(idx), cfg["augment"])
+                mine = slice(rank * B, (rank + 1) * B)
+                idx = idx[mine]
+                params = {k: v[mine] for k, v in params.items()}
+                x = aug.to_float(torch.from_numpy(images.get(samples[idx, 0], samples[idx, 1])))
+                x = aug.normalise(aug.augment_images(x.to(device), params))
+                tgt, m = targets[idx], mask[idx]
+                if mode == "3d":
+                    tgt = aug.transform_pose_3d(tgt, params)
+                else:
+                    tgt = aug.transform_points_2d(tgt, params)
+                m = aug.transform_mask(m, params)
+                tgt = torch.as_tensor(tgt, dtype=torch.float32, device=device)
+                m = torch.as_tensor(m, dtype=torch.float32, device=device)
+                if device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                    pred, prob = net(x, return_prob=True)
+                pred = pred.float()
+                if mode == "3d":
+                    pred = pred - pred[:, ROOT:ROOT + 1]
+                err = F.smooth_l1_loss(pred, tgt, beta=beta, reduction="none").sum(-1)
+                loss = (err * m).sum() / m.sum().clamp_min(1.0) / pred.shape[-1]
+                if vw > 0 and mode == "2d":
+                    loss = loss + vw * _spread_loss(prob, tgt, m)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                lv = float(loss.detach())
+                total += lv
+                bar.update(1)
+                bar.set_postfix(loss=f"{lv:.4f}", epoch=epoch + 1)
+            seconds += time.perf_counter() - t0
+            n_seen += iters * B * world
+            sched.step()
+            losses.append(total / iters)
+            if rank == 0:
+                ckdir.mkdir(parents=True, exist_ok=True)
+                _atomic_save({
+                    "kind": "integral", "mode": mode, "arch": arch, "scale": float(scale), "units": units,
+                    "cfg": _plain(cfg), "epoch": epoch + 1, "epochs": epochs, "n_samples": N,
+                    "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "losses": losses,
+                    "train_seconds": seconds, "images_seen": n_seen, **(extra_meta or {}),
+                }, ckdir / f"epoch-{epoch + 1:04d}.pt")
+        bar.close()
+        if ddp:
+            import torch.distributed as dist
+            dist.barrier()
+    if rank == 0:
+        ips = n_seen / seconds if seconds > 0 else float("nan")
+        ck = load_checkpoint(_latest_checkpoint(ckdir))
+        ck["images_per_s"] = ips
+        _write_curve(out_dir, losses, {"mode": mode, "preset": cfg["preset"], "architecture": arch, "units": units,
+                                       "scale": float(scale), "images_per_s": ips, "epochs": epochs,
+                                       "iters_per_epoch": iters, "n_samples": N, **(extra_meta or {})})
+        _atomic_save(ck, final)
+    return final
+
+
+def _spread_loss(prob: torch.Tensor, tgt: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """E_p ||g - t||^2 over the 2D heatmap, masked mean. prob [B,J,H,W], tgt [B,J,2], m [B,J].
+
+    The soft-argmax alone leaves heatmaps diffuse (only their mean is trained); this term
+    (DSNT-style distribution regularisation) concentrates them on the target, so the mass
+    near the peak is a usable confidence."""
+    B, J_, H, W = prob.shape
+    xs = (2 * torch.arange(W, device=prob.device, dtype=prob.dtype) + 1) / W - 1
+    ys = (2 * torch.arange(H, device=prob.device, dtype=prob.dtype) + 1) / H - 1
+    d2 = (xs[None, None, None, :] - tgt[..., 0, None, None]) ** 2 + (ys[None, None, :, None] - tgt[..., 1, None, None]) ** 2
+    e = (prob * d2).sum((2, 3))
+    return (e * m).sum() / m.sum().clamp_min(1.0)
+
+
+def _plain(obj):
+    """JSON-friendly copy of a configuration (tuples -> lists)."""
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def _write_curve(out_dir: Path, losses: list[float], attrs: dict) -> None:
+    import zarr
+    g = zarr.open_group(str(out_dir), mode="a")
+    arr = g.create_array("loss", shape=(len(losses),), dtype="float64", dimension_names=["epoch"], overwrite=True)
+    arr[:] = np.asarray(losses, dtype=np.float64)
+    g.attrs.update({"training": _plain(attrs)})
+
+
+# ---------------------------------------------------------------------------------------------
+# the 3D network's public API
+
+def train(cfg: dict, dataset, targets: np.ndarray | None, mask: np.ndarray | None, out_dir: Path,
+          progress: bool = True) -> Path:
+    """Train the 3D integral network on the training split (split == 0); returns out_dir/final.pt.
+
+    targets [F,V,J,3] root-relative camera-frame poses (None: ground truth in mm, the FS
+    baseline); mask [F,V,J] joints usable for the loss (None: where targets are finite).
+    A (frame, view) trains when its root and at least `min_valid_joints` joints are valid.
+    """
+    cfg = resolve_cfg(cfg)
+    im = dataset_images(dataset, cfg["input_size"])
+    F_, V = im.shape[:2]
+    if targets is None:
+        targets, units = gt_camera_poses(dataset), "mm"
+        mask = np.all(np.isfinite(targets), axis=-1) if mask is None else mask
+    else:
+        units = "label"
+    targets, mask = check_targets(targets, mask, F_, V)
+    if "split" not in dataset:
+        raise ValueError("dataset store has no `split` array")
+    split = np.asarray(dataset["split"][:])
+    ok = (split[:, None] == 0) & mask[..., ROOT] & (mask.sum(-1) >= int(cfg["min_valid_joints"]))
+    samples = np.argwhere(ok).astype(np.int64)  # [N,2] (frame, view)
+    if len(samples) == 0:
+        raise ValueError("empty training set: no training-split (frame, view) has its root and "
+                         f">= {cfg['min_valid_joints']} valid joints")
+    t = targets[samples[:, 0], samples[:, 1]]
+    m = mask[samples[:, 0], samples[:, 1]]
+    t = t - t[:, ROOT:ROOT + 1]
+    if cfg["virtual_camera"]:  # learn poses in the crop's virtual camera; predict turns them back
+        Rv = crop_rotations(dataset)[samples[:, 0], samples[:, 1]]
+        t = np.einsum("nij,nkj->nki", Rv, t).astype(np.float32)
+    # one scalar so that the training poses fill about target_extent of the [-1,1] volume
+    q = float(np.quantile(np.abs(t[m]), 0.99))
+    if not q > 0:
+        raise ValueError("targets are all zero: nothing to learn")
+    scale = q / float(cfg["target_extent"])
+    images = ImageSource(im, samples[:, 0], cfg["max_memory_mb"], progress)
+    return fit(cfg, "3d", images, samples, t / scale, m, scale, units, Path(out_dir),
+               extra_meta={"virtual_camera": bool(cfg["virtual_camera"])}, progress=progress)
+
+
+def _frames(frames, F_: int) -> np.ndarray:
+    if isinstance(frames, slice):
+        return np.arange(F_)[frames]
+    frames = np.asarray(frames, dtype=np.int64).reshape(-1)
+    if frames.size and (frames.min() < -F_ or frames.max() >= F_):
+        raise ValueError(f"frame indices out of range for a store of {F_} frames")
+    return frames % F_ if frames.size else frames
+
+
+def run_network(model: IntegralPoseNet, images, frames: np.ndarray, batch_size: int, progress: bool = True,
+                return_prob: bool = False):
+    """Network outputs for images[frames] (all views): coords [f,V,J,2|3] (and probabilities
+    reduced to a confidence for 2D) as numpy; runs on CUDA with bf16 when present."""
+    from models.integral import heatmap_confidence
+    from tqdm.auto import tqdm
+    device = _device(0)
+    model = model.to(device).eval()
+    V = images.shape[1]
+    pairs = np.stack(np.meshgrid(frames, np.arange(V), indexing="ij"), -1).reshape(-1, 2)
+    src = ImageSource(images, frames, max_memory_mb=0)  # streamed
+    outs, confs = [], []
+    with torch.inference_mode():
+        for s in tqdm(range(0, len(pairs), batch_size), desc="predict", disable=not progress, leave=False):
+            p = pairs[s:s + batch_size]
+            x = aug.normalise(aug.to_float(torch.from_numpy(src.get(p[:, 0], p[:, 1]))).to(device))
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                c, prob = model(x, return_prob=True)
+            c = c.float()
+            outs.append(c.cpu().numpy())
+            if return_prob and model.mode == "2d":
+                confs.append(heatmap_confidence(prob.float(), c).cpu().numpy())
+    D = 3 if model.mode == "3d" else 2
+    coords = (np.concatenate(outs) if outs else np.zeros((0, J, D), np.float32)).reshape(len(frames), V, J, D)
+    if return_prob:
+        conf = (np.concatenate(confs) if confs else np.zeros((0, J), np.float32)).reshape(len(frames), V, J)
+        return coords, conf
+    return coords
+
+
+def predict(ckpt: Path, dataset, frames: np.ndarray | slice, progress: bool = True) -> np.ndarray:
+    """3D poses [f,V,J,3] for the given frames: root-relative, camera frame, in the units the
+    network was trained on (checkpoint 'units': 'mm' for FS, 'label' = mean bones for SS)."""
+    model, meta = load_model(Path(ckpt), "3d")
+    im = dataset_images(dataset, meta["arch"]["input_size"])
+    fr = _frames(frames, im.shape[0])
+    with _deterministic(meta["cfg"].get("num_threads")):
+        c = run_network(model, im, fr, int(meta["cfg"].get("eval_batch_size", 128)), progress)
+    pose = (c - c[:, :, ROOT:ROOT + 1]) * meta["scale"]
+    if meta.get("virtual_camera"):  # back from the crop's virtual camera to the real one
+        pose = np.einsum("fvji,fvkj->fvki", crop_rotations(dataset, fr), pose)
+    return pose.astype(np.float32)
+
+
+def predict_crops(ckpt: Path, crops: np.ndarray) -> np.ndarray:
+    """3D poses [N,J,3] for uint8 crops [N,S,S,3] (S = the network's input size), in the
+    crops' virtual cameras when the network was trained so (see crop_rotations)."""
+    model, meta = load_model(Path(ckpt), "3d")
+    S = int(meta["arch"]["input_size"])
+    crops = np.asarray(crops)
+    if crops.ndim != 4 or crops.shape[1:] != (S, S, 3) or crops.dtype != np.uint8:
+        raise ValueError(f"crops must be uint8 [N,{S},{S},3], got {crops.shape} {crops.dtype}")
+    with torch.inference_mode():
+        c = model(aug.normalise(aug.to_float(torch.from_numpy(crops)))).numpy()
+    return ((c - c[:, ROOT:ROOT + 1]) * meta["scale"]).astype(np.float32)

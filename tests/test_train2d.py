@@ -1,0 +1,58 @@
+"""The 2D detector: pre-training on the training split, the detect2d plug-in, evaluation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline import pretrain2d
+from pipeline.detectors import get_detector
+from pipeline.joints import J
+from tests.test_train3d import TINY, make_store
+
+
+def test_crop_coordinate_round_trip():
+    """docs/stores.md: crop pixel (u, v) ↔ original (x0 + u·w/S, y0 + v·h/S); pixel u ↔ (2u+1)/S - 1."""
+    rng = np.random.default_rng(0)
+    kp = rng.uniform(0, 1000, (5, 3, J, 2))
+    boxes = np.concatenate([rng.uniform(0, 500, (5, 3, 2)), rng.uniform(100, 400, (5, 3, 2))], -1)
+    n = pretrain2d.crop_coords(kp, boxes, 64)
+    np.testing.assert_allclose(pretrain2d.original_coords(n, boxes, 64), kp, atol=1e-9)
+    corner = pretrain2d.crop_coords(boxes[..., None, :2] + 0 * kp[..., :1, :], boxes, 64)
+    np.testing.assert_allclose(corner, np.full(corner.shape, 1 / 64 - 1))
+
+
+def test_pretrain_detect_evaluate(tmp_path):
+    store = make_store(tmp_path / "ds.zarr", F=32)
+    ck = pretrain2d.train({**TINY, "epochs": 2}, store, tmp_path / "p2d", progress=False)
+    detect = get_detector("network")
+    kp = detect({}, store, slice(24, 32), {"pretrain2d": str(tmp_path / "p2d")})
+    assert kp.shape == (8, 2, J, 3) and kp.dtype == np.float32
+    assert np.all((kp[..., 2] >= 0) & (kp[..., 2] <= 1))
+    # outputs land inside the crop boxes, in original pixels
+    b = store["crop_boxes"][24:32][:, :, None]
+    assert np.all((kp[..., 0] >= b[..., 0]) & (kp[..., 0] <= b[..., 0] + b[..., 2]))
+    res = pretrain2d.evaluate(ck, store, split=1, progress=False)
+    assert res["frames"] == 8 and 0 <= res["pck@0.05"] <= res["pck@0.1"] <= 1 and res["mean_px"] > 0
+    with pytest.raises(ValueError, match="context"):
+        detect({}, store, slice(0, 2), {})
+    with pytest.raises(ValueError, match="unknown"):
+        detect({"thresh": 1}, store, slice(0, 2), {"pretrain2d": ck})
+    with pytest.raises(ValueError, match="a 2d one"):
+        from pipeline import train3d
+        train3d.load_model(train3d.train({**TINY, "epochs": 1}, store, None, None, tmp_path / "3d",
+                                         progress=False), "2d")
+
+
+def test_spread_loss_closed_form():
+    """E_p||g - t||^2: a one-hot heatmap gives the squared distance from its bin centre
+    (2i + 1)/n - 1 to the target; a uniform one adds the bins' variance."""
+    import torch
+    from pipeline.train3d import _spread_loss
+    p = torch.zeros(1, 1, 4, 4)
+    p[0, 0, 1, 3] = 1.0  # y bin 1, x bin 3 -> (0.75, -0.25)
+    t = torch.tensor([[[0.25, 0.25]]])
+    m = torch.ones(1, 1)
+    torch.testing.assert_close(_spread_loss(p, t, m), torch.tensor(0.5 ** 2 + 0.5 ** 2))
+    u = torch.full((1, 1, 4, 4), 1 / 16)
+    centres = torch.tensor([-0.75, -0.25, 0.25, 0.75])
+    torch.testing.assert_close(_spread_loss(u, torch.zeros(1, 1, 2), m), 2 * (centres ** 2).mean())
