@@ -1,0 +1,134 @@
+"""The pipeline end to end: `make demo` twice (the second reuses every stage), and labelling
+on Dask with 1 vs 2 workers.
+
+    python bench/pipeline.py            # the real demo (python -m flows.demo) on a fresh root
+    python bench/pipeline.py --quick    # a smaller studio and shorter training (< 1-2 minutes)
+
+Prints per-stage timings and the figures side by side; the last line is one JSON object:
+{"demo_s", "rerun_s", "rerun_over_demo", "label_chunks_1w_s", "label_chunks_2w_s",
+ "dask_speedup_2w", "stages": {stage: seconds}}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+QUICK = ["dataset.n_segments=4", "dataset.train_people=1", "dataset.renders_per_train_clip=1",
+         "train3d.epochs=1", "train3d.iters_per_epoch=4", "train3d.lr_steps=[1]",
+         "refine.epochs=2", "evaluate.stability_runs=0"]
+
+
+def run_demo(root: Path, overrides: list[str]) -> tuple[float, str]:
+    env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.setdefault("PREFECT_HOME", str(REPO / ".prefect"))
+    cmd = [sys.executable, "-m", "flows.demo", f"store.root={root}", *overrides]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        sys.stderr.write(p.stdout[-3000:] + p.stderr[-5000:])
+        raise SystemExit(f"demo failed ({p.returncode})")
+    return dt, p.stdout
+
+
+def stage_seconds(stdout: str) -> dict:
+    out, on = {}, False
+    for line in stdout.splitlines():
+        if line.startswith("stage"):
+            on = True
+            continue
+        if on:
+            parts = line.split()
+            if len(parts) < 3:
+                break
+            out[parts[0]] = float(parts[2])
+    return out
+
+
+def label_speedup(root: Path, overrides: list[str], min_frames: int, repeats: int = 3,
+                  chunk: int | None = None) -> dict:
+    """Time the label stage's chunk mapping on LocalClusters of 1 and 2 workers (cluster start
+    excluded), on the demo's own keypoints and calibrated rig, repeated to at least
+    `min_frames` frames so the work outweighs Dask's per-task overhead."""
+    import numpy as np
+    from distributed import Client, LocalCluster
+
+    from pipeline import config, stages
+    from pipeline.camera import Cameras
+    from pipeline.store import ArtifactStore
+
+    cfg = config.resolve("cpu", [f"store.root={root}", *overrides])
+    A = stages.plan(cfg, ArtifactStore(root))
+    ds, lab = A["dataset"].open(), A["label"].open()
+    kp = np.asarray(A["detect2d"].open()["keypoints2d"][:])
+    rig = np.asarray(ds["rig"][:], dtype=np.int64)
+    reps = -(-min_frames // len(rig))
+    kp, rig = np.concatenate([kp] * reps), np.concatenate([rig] * reps)
+    cams = {g: Cameras(*(np.asarray(lab[k][g]) for k in ("K_est", "R_est", "t_est", "dist_est", "size_est")))
+            for g in np.unique(rig)}
+    chunk = int(chunk or cfg["label"]["chunk"])
+    lcfg = config.stage_params(cfg, "label")
+    tasks = []
+    for s in range(0, len(rig), chunk):
+        seg = stages._segments(rig[s:s + chunk])
+        tasks.append((kp[s:s + chunk], seg, {g: cams[g] for _, _, g in seg}))
+    # Both clusters up at once and measured alternately (best of `repeats`), so a change in
+    # the machine's other load hits both alike.
+    import contextlib
+    times = {1: float("inf"), 2: float("inf")}
+    with contextlib.ExitStack() as stack:
+        clients = {}
+        for n in (1, 2):
+            stack.enter_context(stages.local_cluster_config())
+            cluster = stack.enter_context(LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                                       dashboard_address=":0", silence_logs=40))
+            clients[n] = stack.enter_context(Client(cluster))
+            clients[n].run(stages.worker_setup)  # one thread per worker process, imports warmed
+        for _ in range(repeats):
+            for n, client in clients.items():
+                t0 = time.perf_counter()
+                futs = [client.submit(stages._label_task, k, sg, c, lcfg, stages.MODULES["labels"], pure=False)
+                        for k, sg, c in tasks]
+                client.gather(futs)
+                times[n] = min(times[n], time.perf_counter() - t0)
+    return {"label_chunks_1w_s": round(times[1], 3), "label_chunks_2w_s": round(times[2], 3),
+            "dask_speedup_2w": round(times[1] / times[2], 3), "label_chunks": len(tasks),
+            "label_frames": int(len(rig))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller studio, shorter training")
+    ap.add_argument("--root", default=None, help="artifact root (default: a fresh temporary folder)")
+    a = ap.parse_args()
+    overrides = QUICK if a.quick else []
+    root = Path(a.root or tempfile.mkdtemp(prefix="epipose-bench-"))
+    demo_s, out1 = run_demo(root, overrides)
+    st = stage_seconds(out1)
+    print(out1)
+    rerun_s, out2 = run_demo(root, overrides)
+    reused = stage_seconds(out2)
+    print(f"{'stage':<14}{'first run s':>12}{'second run s':>14}")
+    for k in st:
+        print(f"{k:<14}{st[k]:>12.1f}{reused.get(k, float('nan')):>14.2f}")
+    print(f"{'whole demo':<14}{demo_s:>12.1f}{rerun_s:>14.1f}   (second / first = {rerun_s / demo_s:.3f})")
+    sp = label_speedup(root, overrides, 20_000 if a.quick else 100_000)
+    print(f"labelling {sp['label_frames']} frames in {sp['label_chunks']} chunks on Dask: 1 worker {sp['label_chunks_1w_s']:.2f} s, "
+          f"2 workers {sp['label_chunks_2w_s']:.2f} s, speed-up {sp['dask_speedup_2w']:.2f}x "
+          f"(on {os.cpu_count()} cores)")
+    print(json.dumps({"demo_s": round(demo_s, 1), "rerun_s": round(rerun_s, 1),
+                      "rerun_over_demo": round(rerun_s / demo_s, 4), **sp, "quick": a.quick,
+                      "stages": st}))
+
+
+if __name__ == "__main__":  # Dask's LocalCluster starts worker processes that re-import __main__
+    main()

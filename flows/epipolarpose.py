@@ -1,0 +1,170 @@
+"""Prefect flows: one per stage, and `epipolarpose` chaining them.
+
+The flows are thin: they resolve the configuration (a named preset plus dotted overrides,
+validated: an unknown key fails the run with an error naming it), call pipeline.stages, and
+forward the stage logic's log lines (logger "pipeline") to Prefect's run logger. The stage
+logic draws its own tqdm bars on the console; the chain adds one over the stages.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any, Dict, List, Optional, Union
+
+from prefect import flow, get_run_logger
+
+from pipeline import config as config_mod
+from pipeline import stages as stages_mod
+from pipeline.config import STAGES
+from pipeline.store import ArtifactStore
+
+Overrides = Optional[Union[List[str], Dict[str, Any]]]
+
+
+class _ToPrefect(logging.Handler):
+    def __init__(self, target):
+        super().__init__(logging.INFO)
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.target.log(record.levelno, record.getMessage())
+        except Exception:  # never let logging break a stage
+            pass
+
+
+@contextlib.contextmanager
+def forward_logs():
+    """Send the `pipeline` logger's records to the current Prefect run's logger."""
+    src = logging.getLogger("pipeline")
+    handler = _ToPrefect(get_run_logger())
+    old, prop = src.level, src.propagate
+    src.setLevel(logging.INFO)
+    src.propagate = False  # Prefect's handler shows it once, under the run's name
+    src.addHandler(handler)
+    try:
+        yield
+    finally:
+        src.removeHandler(handler)
+        src.setLevel(old)
+        src.propagate = prop
+
+
+def resolve_config(preset: str = "cpu", overrides: Overrides = None, detector: Optional[str] = None,
+                   root: Optional[str] = None) -> dict:
+    """The run's configuration; `detector` and `root` are shorthands for two overrides."""
+    ov = config_mod.parse_overrides(overrides)
+    if detector:
+        ov["detect2d.detector"] = detector
+    if root:
+        ov["store.root"] = root
+    return config_mod.resolve(preset, ov)
+
+
+def _run(stage: str, cfg: dict, force: bool, progress: bool) -> dict:
+    logger = get_run_logger()
+    store = ArtifactStore(cfg["store"]["root"])
+    with forward_logs():
+        r = stages_mod.run_stage(stage, cfg, store, force=force, progress=progress)
+    logger.info("%s: %s in %.1f s -> %s", stage, r["status"], r["seconds"], r["location"])
+    return r
+
+
+def _make_stage_flow(stage: str):
+    def stage_flow(preset: str = "cpu", overrides: Overrides = None, force: bool = False,
+                   progress: bool = True, cfg: Optional[Dict[str, Any]] = None) -> dict:
+        if cfg is None:
+            cfg = resolve_config(preset, overrides)
+        return _run(stage, cfg, force, progress)
+
+    stage_flow.__name__ = f"{stage}_flow"
+    stage_flow.__doc__ = f"Run the {stage!r} stage (reused when its output is complete). {stages_mod.STAGE_FUNCTIONS[stage].__doc__}"
+    return flow(name=stage, log_prints=True, validate_parameters=True)(stage_flow)
+
+
+STAGE_FLOWS = {s: _make_stage_flow(s) for s in STAGES}
+# module-level names, so a deployment can point at e.g. flows/epipolarpose.py:label_flow
+globals().update({f"{s}_flow": f for s, f in STAGE_FLOWS.items()})
+
+
+@flow(name="epipolarpose", log_prints=True, validate_parameters=True)
+def epipolarpose(preset: str = "cpu", overrides: Overrides = None, only: Optional[str] = None,
+                 detector: Optional[str] = None, root: Optional[str] = None, progress: bool = True) -> dict:
+    """The whole pipeline: dataset -> detect2d -> label -> train3d -> refine -> evaluate -> report.
+
+    preset: "cpu" (default) or "paper"; overrides: ["section.key=value", ...] or a mapping.
+    only: run the chain up to this stage and rebuild this stage (upstream outputs are reused).
+    detector: shorthand for detect2d.detector (re-runs detect2d and what follows it).
+    Returns {"config", "stages": [{stage, status, location, seconds}], "report", "metrics"}.
+    """
+    logger = get_run_logger()
+    cfg = resolve_config(preset, overrides, detector, root)
+    if only is not None and only not in STAGES:
+        raise ValueError(f"only: unknown stage {only!r}; choose one of {list(STAGES)}")
+    chain = list(STAGES[: STAGES.index(only) + 1]) if only else list(STAGES)
+    logger.info("epipolarpose: preset %s, root %s, stages %s", preset, cfg["store"]["root"], chain)
+    from tqdm.auto import tqdm
+    results = []
+    t0 = time.perf_counter()
+    bar = tqdm(chain, desc="epipolarpose", disable=not progress, unit="stage")
+    store = ArtifactStore(cfg["store"]["root"])
+    for stage in bar:
+        bar.set_postfix_str(stage)
+        force = stage == only
+        t1 = time.perf_counter()
+        if not force and stages_mod.is_done(stage, cfg, store):
+            # complete outputs: no sub-flow run needed (this keeps a second run to seconds)
+            arts = stages_mod.outputs_of(stage, cfg, store)
+            locs = [a.location for a in arts]
+            status = "reused" if locs else "skipped"
+            loc = (locs[0] if len(locs) == 1 else dict(zip(("ss", "fs"), locs))) if locs else None
+            if stage == "report" and arts:
+                loc = str(arts[0].local_path() / "report.md")
+            logger.info("%s: %s %s", stage, status, loc or "")
+            results.append({"stage": stage, "status": status, "location": loc,
+                            "seconds": time.perf_counter() - t1})
+            continue
+        results.append(STAGE_FLOWS[stage](cfg=cfg, force=force, progress=progress))
+    bar.close()
+    summary = {"config": cfg, "stages": [{k: r[k] for k in ("stage", "status", "location", "seconds")}
+                                         for r in results],
+               "seconds": time.perf_counter() - t0}
+    for r in results:
+        if r["stage"] == "report":
+            summary["report"] = r["location"]
+        if r["stage"] == "evaluate" and r["location"]:
+            summary["metrics"] = metrics_of(r["location"])
+    logger.info("epipolarpose: done in %.1f s (%s)", summary["seconds"],
+                ", ".join(f"{r['stage']} {r['status']}" for r in results))
+    return summary
+
+
+def metrics_of(evaluate_location: str) -> dict:
+    """Overall metrics per model, from an evaluate output's attributes."""
+    from pipeline.store import open_group
+    g = open_group(evaluate_location, "r")
+    return {name: m["summary"]["overall"] for name, m in dict(g.attrs.get("models", {})).items()}
+
+
+def format_metrics(metrics: dict) -> str:
+    """A plain-text table: one row per model, MPJPE/NMPJPE/PMPJPE (mm), PCK/AUC (%), mPSS."""
+    cols = [("mpjpe", "MPJPE", 1, 1.0), ("nmpjpe", "NMPJPE", 1, 1.0), ("pmpjpe", "PMPJPE", 1, 1.0),
+            ("pck", "PCK%", 1, 100.0), ("auc", "AUC%", 1, 100.0), ("mpss_k50", "mPSS@50", 3, 1.0),
+            ("mpss_k100", "mPSS@100", 3, 1.0)]
+    head = f"{'model':<10}" + "".join(f"{t:>10}" for _, t, _, _ in cols)
+    lines = [head, "-" * len(head)]
+    for name, m in metrics.items():
+        cells = []
+        for key, _, nd, mul in cols:
+            v = m.get(key)
+            cells.append(f"{v * mul:>10.{nd}f}" if isinstance(v, (int, float)) and v == v else f"{'-':>10}")
+        lines.append(f"{name:<10}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def format_stages(summary: dict) -> str:
+    lines = [f"{'stage':<14}{'status':<9}{'seconds':>9}  location"]
+    for r in summary["stages"]:
+        lines.append(f"{r['stage']:<14}{r['status']:<9}{r['seconds']:>9.1f}  {r['location'] or '-'}")
+    return "\n".join(lines)

@@ -1,0 +1,475 @@
+"""The artifact store: fingerprinted, atomic, resumable stage outputs.
+
+Every stage output lives at `<root>/<dataset>/<stage>/<name>-<fingerprint>` and is a zarr v3
+group (training stages also keep files such as checkpoints inside the same folder). The
+fingerprint hashes the stage's resolved configuration and its inputs' fingerprints, so a
+changed setting gives a new location and an old output is never mistaken for the new one.
+
+Life of an output (`Artifact`):
+  1. `lock()`     : one writer per output (an OS file lock, released by the kernel even on
+                    kill -9, so a crashed run never blocks the next one);
+  2. `begin()`    : the working group `.<name>-<fingerprint>.partial` beside the final one,
+                    created or, after a crash, resumed as it is;
+  3. chunked writes (`ChunkedWriter`): a chunk is marked complete in the group's attributes,
+                    with a checksum, only after its data is written; a resumed or reused
+                    output re-verifies the checksums and recomputes any chunk that fails;
+  4. `commit()`   : provenance marked complete, then the working folder renamed onto the
+                    final name (atomic on a local file system).
+The root may be an fsspec URL (e.g. `memory://`, `s3://bucket/x`); there the publication is a
+copy and completeness is the `complete` flag written last.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+import fsspec
+import numpy as np
+import zarr
+
+log = logging.getLogger("pipeline")
+
+SCHEMA = 1  # bump when the store layout changes: every fingerprint changes with it
+
+# Dimension names by array name (xarray needs them, docs/stores.md lists the contracts).
+DIMS = {
+    "images": ("frame", "view", "y", "x", "rgb"),
+    "crop_boxes": ("frame", "view", "box"),
+    "keypoints2d_gt": ("frame", "view", "joint", "xyv"),
+    "keypoints2d": ("frame", "view", "joint", "xyc"),
+    "poses3d_world": ("frame", "joint", "xyz"),
+    "labels_cam": ("frame", "view", "joint", "xyz"),
+    "labels_mm": ("frame", "view", "joint", "xyz"),
+    "valid": ("frame", "view", "joint"),
+    "frame_ok": ("frame",),
+    "failure": ("frame",),
+    "rig": ("frame",),
+    "subject": ("frame",),
+    "clip": ("frame",),
+    "split": ("frame",),
+    "frame_index": ("frame",),
+    "R_est": ("rig", "view", "r", "c"),
+    "t_est": ("rig", "view", "xyz"),
+    "K_est": ("rig", "view", "r", "c"),
+    "dist_est": ("rig", "view", "dist"),
+    "size_est": ("rig", "view", "wh"),
+}
+
+
+def dims_for(name: str, ndim: int, first: str = "frame") -> tuple[str, ...]:
+    """dimension_names for an array: the contract's, else `first` then names unique to it."""
+    known = DIMS.get(name)
+    if known is not None and len(known) == ndim:
+        return known
+    if name.startswith("pair_") and ndim == 2:
+        return (first, "pair")
+    return (first,) + tuple(f"{name}_{i}" for i in range(1, ndim)) if ndim else ()
+
+
+def canonical_json(obj) -> str:
+    """Key-sorted JSON with numpy scalars/arrays turned into Python values (hash input)."""
+    return json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":"))
+
+
+def to_jsonable(obj):
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return str(obj)  # JSON has no NaN; keep it hashable and readable
+    return obj
+
+
+def fingerprint(stage: str, name: str, config: Mapping, inputs: Mapping[str, str]) -> str:
+    """12 hex digits of sha256 over the stage, its name, resolved config and input fingerprints."""
+    payload = canonical_json({"schema": SCHEMA, "stage": stage, "name": name,
+                              "config": config, "inputs": dict(inputs)})
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def checksum(arrays: Mapping[str, np.ndarray]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of a chunk's arrays."""
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("epipolarpose")
+    except Exception:  # not installed: running from a checkout
+        return "0+unknown"
+
+
+def open_group(url: str, mode: str = "r", storage_options: dict | None = None) -> zarr.Group:
+    """zarr.open_group, quiet about the non-zarr files (checkpoints, parquet) artifacts keep."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not recognized as a component.*")
+        return zarr.open_group(url, mode=mode, storage_options=storage_options or None)
+
+
+class StoreError(RuntimeError):
+    """An artifact cannot be used (missing input, provenance that does not match)."""
+
+
+class ArtifactStore:
+    """Root of all stage outputs: a local folder (default `artifacts/`) or an fsspec URL."""
+
+    def __init__(self, root: str | os.PathLike = "artifacts", storage_options: dict | None = None):
+        root = str(root)
+        self.storage_options = dict(storage_options or {})
+        self.fs, path = fsspec.core.url_to_fs(root, **self.storage_options)
+        self.local = "file" in _protocols(self.fs)
+        self.root = str(Path(path).resolve()) if self.local else root.rstrip("/")
+        self._base = path.rstrip("/") if not self.local else self.root
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({self.root!r})"
+
+    def url(self, *parts: str) -> str:
+        """The URL (or local path) of a path under the root."""
+        if self.local:
+            return str(Path(self.root, *parts))
+        return "/".join([self.root, *parts])
+
+    def fs_path(self, *parts: str) -> str:
+        """The same path as the file system object (`self.fs`) names it."""
+        return "/".join([self._base, *parts]) if not self.local else str(Path(self.root, *parts))
+
+    def artifact(self, dataset: str, stage: str, name: str, config: Mapping,
+                 inputs: Mapping[str, "Artifact"] | None = None) -> "Artifact":
+        inputs = dict(inputs or {})
+        fp = fingerprint(stage, name, config, {k: a.fingerprint for k, a in inputs.items()})
+        return Artifact(self, dataset, stage, name, fp, dict(config), inputs)
+
+    def list(self, dataset: str | None = None, stage: str | None = None) -> list[str]:
+        """Locations of the complete outputs under the root (optionally of one dataset/stage)."""
+        pattern = self.fs_path(dataset or "*", stage or "*", "*")
+        out = []
+        for p in sorted(self.fs.glob(pattern)):
+            base = p.rstrip("/").rsplit("/", 1)[-1]
+            if base.startswith("."):
+                continue
+            loc = self.url(*p.rstrip("/").rsplit("/", 3)[-3:])
+            if read_provenance(loc, self.storage_options).get("complete"):
+                out.append(loc)
+        return out
+
+
+def _protocols(fs) -> tuple[str, ...]:
+    p = fs.protocol
+    return (p,) if isinstance(p, str) else tuple(p)
+
+
+def read_provenance(location: str, storage_options: dict | None = None) -> dict:
+    """The `provenance` attribute of an output, {} when it is absent or unreadable."""
+    try:
+        return dict(open_group(location, "r", storage_options).attrs.get("provenance", {}))
+    except Exception:
+        return {}
+
+
+@dataclass
+class Artifact:
+    """One stage output: where it lives, what produced it, and how to write it safely."""
+
+    store: ArtifactStore
+    dataset: str
+    stage: str
+    name: str
+    fingerprint: str
+    config: dict
+    inputs: dict = field(default_factory=dict)
+
+    # ---- locations -------------------------------------------------------------------
+    @property
+    def dirname(self) -> str:
+        return f"{self.name}-{self.fingerprint}"
+
+    @property
+    def location(self) -> str:
+        return self.store.url(self.dataset, self.stage, self.dirname)
+
+    @property
+    def work_location(self) -> str:
+        return self.store.url(self.dataset, self.stage, f".{self.dirname}.partial")
+
+    def _fs(self, which: str) -> str:
+        d = self.dirname if which == "final" else f".{self.dirname}.partial"
+        return self.store.fs_path(self.dataset, self.stage, d)
+
+    def provenance(self) -> dict:
+        return {
+            "stage": self.stage, "name": self.name, "dataset": self.dataset,
+            "fingerprint": self.fingerprint, "config": to_jsonable(self.config),
+            "inputs": {k: {"fingerprint": a.fingerprint, "location": a.location}
+                       for k, a in self.inputs.items()},
+            "package_version": _version(), "schema": SCHEMA,
+            "host": socket.gethostname(), "created": _now(), "complete": False,
+        }
+
+    # ---- state -----------------------------------------------------------------------
+    def is_complete(self) -> bool:
+        """True when the final output exists, is marked complete and is this very output.
+
+        The fingerprint and the configuration recorded in it are compared with this
+        artifact's: a store written by another configuration is never taken for this one.
+        """
+        prov = read_provenance(self.location, self.store.storage_options)
+        return bool(prov.get("complete")) and self._matches(prov)
+
+    def _matches(self, prov: dict) -> bool:
+        return (prov.get("fingerprint") == self.fingerprint and prov.get("stage") == self.stage
+                and canonical_json(prov.get("config", {})) == canonical_json(self.config))
+
+    def open(self, mode: str = "r") -> zarr.Group:
+        """The complete output's group. Raises StoreError when it is not complete."""
+        if not self.is_complete():
+            raise StoreError(f"{self.stage} output {self.location} is missing or incomplete; "
+                             f"run the {self.stage!r} stage first")
+        return open_group(self.location, mode, self.store.storage_options)
+
+    # ---- writing ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive lock for writing this output; waits for a concurrent writer to finish.
+
+        A local root keeps the lock file beside the output; a remote root keeps it in the
+        temp folder (runs on one machine are serialised; across machines, the first run to
+        publish wins and later ones discard their copy).
+        """
+        import fcntl
+        if self.store.local:
+            lock_dir = Path(self.store.root, self.dataset, self.stage)
+        else:
+            key = hashlib.sha256(self.location.encode()).hexdigest()[:16]
+            lock_dir = Path(tempfile.gettempdir(), "epipose-locks", key)
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        path = lock_dir / f".{self.dirname}.lock"
+        with open(path, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("%s: another run is writing %s; waiting for it", self.stage, self.dirname)
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def begin(self, fresh: bool = False) -> zarr.Group:
+        """Create (or, after an interruption, reopen) the working group. Call under `lock()`.
+
+        A working group left by a different configuration (same name, impossible unless the
+        hash collides or someone edited it) is discarded rather than resumed.
+        """
+        fs = self.store.fs
+        work = self._fs("work")
+        if fs.exists(work) and not fresh:
+            prov = read_provenance(self.work_location, self.store.storage_options)
+            if self._matches(prov):
+                log.info("%s: resuming %s", self.stage, self.work_location)
+                return open_group(self.work_location, "r+", self.store.storage_options)
+            fresh = True
+        if fs.exists(work) and fresh:
+            fs.rm(work, recursive=True)
+        g = open_group(self.work_location, "w", self.store.storage_options)
+        g.attrs["provenance"] = self.provenance()
+        return g
+
+    def work_dir(self) -> Path:
+        """A local folder inside the working output, for files (checkpoints) a stage writes itself.
+
+        For a remote root it is a local cache folder, uploaded by `commit()`.
+        """
+        if self.store.local:
+            p = Path(self.work_location)
+        else:
+            key = hashlib.sha256(self.work_location.encode()).hexdigest()[:16]
+            p = Path(tempfile.gettempdir(), "epipose-work", key)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def local_path(self) -> Path:
+        """A local folder holding the complete output (a cached copy for a remote root)."""
+        if self.store.local:
+            return Path(self.location)
+        key = hashlib.sha256(self.location.encode()).hexdigest()[:16]
+        p = Path(tempfile.gettempdir(), "epipose-cache", key, self.dirname)
+        if not (p / ".complete").exists():
+            if p.exists():
+                shutil.rmtree(p)
+            self.store.fs.get(self._fs("final") + "/", str(p) + "/", recursive=True)
+            (p / ".complete").touch()
+        return p
+
+    def commit(self, **attrs) -> str:
+        """Publish the working output under its final name. Call under `lock()`."""
+        fs = self.store.fs
+        g = open_group(self.work_location, "r+", self.store.storage_options)
+        prov = dict(g.attrs["provenance"])
+        prov.update(complete=True, finished=_now(), **to_jsonable(attrs))
+        if not self.store.local:
+            local = self.work_dir()
+            files = [p for p in local.rglob("*") if p.is_file()]
+            for p in files:
+                fs.put_file(str(p), self._fs("work") + "/" + p.relative_to(local).as_posix())
+        g.attrs["provenance"] = prov
+        final = self._fs("final")
+        if fs.exists(final):
+            # Replaced on purpose (forced re-run) or stale: move aside, then swap in.
+            old = self.store.fs_path(self.dataset, self.stage, f".{self.dirname}.old-{uuid.uuid4().hex[:8]}")
+            fs.mv(final, old, recursive=True)
+            fs.mv(self._fs("work"), final, recursive=True)
+            fs.rm(old, recursive=True)
+        else:
+            fs.mv(self._fs("work"), final, recursive=True)
+        if not self.store.local:
+            shutil.rmtree(self.work_dir(), ignore_errors=True)
+        return self.location
+
+    def discard(self) -> None:
+        """Remove the final output (to force a re-run); its working copy is left alone."""
+        if self.store.fs.exists(self._fs("final")):
+            self.store.fs.rm(self._fs("final"), recursive=True)
+
+    def verify(self) -> list[int]:
+        """Indices of chunks whose stored data no longer match their checksums (complete output)."""
+        g = open_group(self.location, "r", self.store.storage_options)
+        return ChunkedWriter.from_group(g).corrupt_chunks()
+
+
+class ChunkedWriter:
+    """Frame-chunked writing with per-chunk completion and checksums in the group's attributes.
+
+    Arrays are created on the first write with shape (n_frames, ...) and zarr chunks aligned
+    to the work chunks, so one chunk's write never touches another's file. `attrs["chunks"]`
+    = {"size": c, "n": n_chunks, "arrays": [...], "done": {index: checksum}}.
+    """
+
+    def __init__(self, group: zarr.Group, n_frames: int, chunk: int, compressors="auto"):
+        if n_frames < 1 or chunk < 1:
+            raise ValueError(f"ChunkedWriter: n_frames ({n_frames}) and chunk ({chunk}) must be >= 1")
+        self.group = group
+        self.n_frames = int(n_frames)
+        self.chunk = int(chunk)
+        self.n_chunks = -(-self.n_frames // self.chunk)
+        self.compressors = compressors
+        meta = dict(group.attrs.get("chunks", {}))
+        if meta and (meta.get("size") != self.chunk or meta.get("n") != self.n_chunks):
+            raise ValueError(f"chunk layout changed: stored {meta.get('size')}x{meta.get('n')}, "
+                             f"asked {self.chunk}x{self.n_chunks}")
+        self.done: dict[str, str] = dict(meta.get("done", {}))
+        self.arrays: list[str] = list(meta.get("arrays", []))
+        self._save()
+
+    @classmethod
+    def from_group(cls, group: zarr.Group) -> "ChunkedWriter":
+        meta = group.attrs.get("chunks")
+        if not meta:
+            raise ValueError(f"{group.store} has no chunk records")
+        w = cls.__new__(cls)
+        w.group, w.chunk, w.n_chunks = group, int(meta["size"]), int(meta["n"])
+        w.n_frames = int(meta.get("frames", w.chunk * w.n_chunks))
+        w.done, w.arrays, w.compressors = dict(meta["done"]), list(meta["arrays"]), "auto"
+        return w
+
+    def frames(self, i: int) -> slice:
+        return slice(i * self.chunk, min((i + 1) * self.chunk, self.n_frames))
+
+    def _save(self) -> None:
+        self.group.attrs["chunks"] = {"size": self.chunk, "n": self.n_chunks, "frames": self.n_frames,
+                                      "arrays": self.arrays, "done": self.done}
+
+    def read_chunk(self, i: int) -> dict[str, np.ndarray]:
+        s = self.frames(i)
+        return {k: np.asarray(self.group[k][s]) for k in self.arrays}
+
+    def corrupt_chunks(self, indices: Iterable[int] | None = None) -> list[int]:
+        """Chunks marked done whose data are unreadable or differ from their checksum."""
+        bad = []
+        for key in sorted(self.done, key=int) if indices is None else [str(i) for i in indices]:
+            if key not in self.done:
+                continue
+            try:
+                ok = checksum(self.read_chunk(int(key))) == self.done[key]
+            except Exception:  # a truncated or garbled chunk file fails to decode
+                ok = False
+            if not ok:
+                bad.append(int(key))
+        return bad
+
+    def pending(self, verify: bool = True) -> list[int]:
+        """Chunks still to compute: never finished, or (verify) finished but corrupt since."""
+        if verify:
+            for i in self.corrupt_chunks():
+                log.warning("chunk %d of %s is corrupt; recomputing it", i, self.group.store)
+                del self.done[str(i)]
+            self._save()
+        return [i for i in range(self.n_chunks) if str(i) not in self.done]
+
+    def write(self, i: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """Write chunk i's arrays (each [frames of chunk i, ...]), then mark it complete."""
+        s = self.frames(i)
+        n = s.stop - s.start
+        stored = {}
+        for k, a in arrays.items():
+            a = np.asarray(a)
+            if a.shape[:1] != (n,):
+                raise ValueError(f"chunk {i}: array {k!r} has {a.shape[:1]} frames, expected {n}")
+            if k not in self.group:
+                fill = np.nan if a.dtype.kind == "f" else (False if a.dtype.kind == "b" else 0)
+                self.group.create_array(
+                    k, shape=(self.n_frames,) + a.shape[1:], dtype=a.dtype,
+                    chunks=(self.chunk,) + a.shape[1:], fill_value=fill,
+                    dimension_names=dims_for(k, a.ndim), compressors=self.compressors)
+            if k not in self.arrays:
+                self.arrays.append(k)
+            stored[k] = a.astype(self.group[k].dtype, copy=False)
+            self.group[k][s] = stored[k]
+        missing = set(self.arrays) - set(stored)
+        if missing:
+            raise ValueError(f"chunk {i}: arrays {sorted(missing)} missing (every chunk writes the same arrays)")
+        # Completion is recorded only after every array of the chunk is on disk.
+        self.done[str(i)] = checksum(stored)
+        self._save()
+
+    @property
+    def complete(self) -> bool:
+        return len(self.done) == self.n_chunks
+
+
+def write_arrays(group: zarr.Group, arrays: Mapping[str, np.ndarray], first: str = "frame") -> None:
+    """Write whole arrays with dimension_names (for small non-chunked outputs)."""
+    for k, a in arrays.items():
+        a = np.asarray(a)
+        if a.dtype.kind in "OU":
+            raise ValueError(f"array {k!r}: dtype {a.dtype} cannot be stored; use attributes")
+        group.create_array(k, data=a, dimension_names=dims_for(k, a.ndim, first), overwrite=True)
