@@ -67,8 +67,8 @@ BASE = {
 # What each preset changes beyond its modules' own PRESETS.
 # Keys absent from the resolved configuration (another detector's) are skipped.
 PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
-    # The studio marks interior joints (pelvis, neck) as never visible: the gt detector gives
-    # occluded joints confidence 0.5 instead of 0, as a real detector still places them.
+    # The paper's "GT 2D" rows use every joint: the gt detector gives self-occluded joints
+    # confidence 0.5 instead of 0, as a real detector still places them.
     "cpu": {"detect2d.invisible_conf": 0.5},
     "paper": {"dataset.name": "h36m", "detect2d.detector": "network",
               "evaluate.stability_runs": 100},

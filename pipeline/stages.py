@@ -480,8 +480,8 @@ def pss_reference(cfg: dict, store: ArtifactStore, progress: bool = True, force:
         ds = A["dataset"].open()
         if "poses3d_world" not in ds:
             raise StoreError("pss_reference: the dataset has no 3D ground truth (poses3d_world)")
-        frames = _split_frames(ds, 0)
-        poses = np.asarray(ds["poses3d_world"].get_orthogonal_selection((frames,)), dtype=np.float64)
+        # in every camera's frame, as the poses PSS scores (the normalisation keeps orientation)
+        poses = pss.reference_poses(ds, _split_frames(ds, 0))
         ref = pss.build_reference(poses, ks=tuple(c["ks"]), seed=int(c["seed"]), n_init=int(c["n_init"]),
                                   max_poses=c["max_poses"])
         attrs = ref.pop("attrs", {})
@@ -549,7 +549,7 @@ def evaluate(cfg: dict, store: ArtifactStore, progress: bool = True, force: bool
         if runs >= 2:
             gt = ev.ground_truth(ds, test)
             full = gt["mask"].all(-1)
-            train_poses = np.asarray(ds["poses3d_world"].get_orthogonal_selection((_split_frames(ds, 0),)))
+            train_poses = pss.reference_poses(ds, _split_frames(ds, 0))
             for k in ks:
                 stab.append(to_jsonable(pss.stability(
                     train_poses, k, runs=runs, seed=int(cfg["pss_reference"]["seed"]),
