@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .joints import FLIP
+from .registry import with_defaults
 
 DEFAULTS = {
     "rotation": 30.0,          # degrees, uniform in [-rotation, rotation]
@@ -37,11 +38,7 @@ IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 def resolve(cfg: dict | None) -> dict:
     """DEFAULTS overridden by cfg; unknown keys are a ValueError. cfg False/None-like 'off' disables."""
-    cfg = dict(cfg or {})
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"augment: unknown keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **cfg}
+    return with_defaults(cfg, DEFAULTS, "augment")
 
 
 def identity_params(n: int) -> dict[str, np.ndarray]:

@@ -41,6 +41,7 @@ from . import rig as rigmod
 from . import triangulate as tri
 from .epipolar import FAILURES  # noqa: F401  (re-exported: the label contract's codes)
 from .joints import BONES, INDEX, J, PARENTS, ROOT
+from .registry import with_defaults
 
 DEFAULTS: dict = {
     "mode": "rig",                 # known | per-frame | rig
@@ -72,11 +73,7 @@ MODES = ("known", "per-frame", "rig")
 
 def resolve_cfg(cfg: dict | None) -> dict:
     """DEFAULTS overridden by cfg; unknown keys and bad values raise ValueError."""
-    cfg = dict(cfg or {})
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"labels: unknown configuration keys {sorted(unknown)}")
-    out = {**DEFAULTS, **cfg}
+    out = with_defaults(cfg, DEFAULTS, "labels")
     if out["mode"] not in MODES:
         raise ValueError(f"labels: mode must be one of {MODES}, got {out['mode']!r}")
     if out["triangulation"] not in ("pairs", "dlt"):

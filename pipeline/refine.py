@@ -21,6 +21,7 @@ import torch
 from models.refine import RefineNet
 
 from .joints import J, ROOT
+from .registry import with_defaults
 
 DEFAULTS: dict = {
     "hidden": 512, "blocks": 2, "dropout": 0.5, "slope": 0.2,
@@ -47,10 +48,7 @@ def _cfg(cfg: dict | None) -> dict:
         if preset not in PRESETS:
             raise ValueError(f"refiner: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
         cfg = {**PRESETS[preset], **cfg}
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"refiner: unknown configuration keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **cfg}
+    return with_defaults(cfg, DEFAULTS, "refiner")
 
 
 def _check_poses(a, name: str) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 from . import triangulate as tri
 from .camera import Cameras, undistort_points
 from .joints import JOINTS, LR_PAIRS
+from .registry import with_defaults
 
 DEFAULTS: dict = {
     "mode": "fix",     # "fix", "flag" or "none"
@@ -158,10 +159,7 @@ def fix_swaps(kp: np.ndarray, cams: Cameras, cfg: dict | None = None) -> tuple[n
     "none". Swaps in every view at once are consistent and cannot be seen.
     Returns (keypoints [F,V,J,3], swapped [F,V,G] bool, info: costs, ambiguous [F,G], counts).
     """
-    c = {**DEFAULTS, **(cfg or {})}
-    unknown = set(c) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"swaps: unknown configuration keys {sorted(unknown)}")
+    c = with_defaults(cfg, DEFAULTS, "swaps")
     kp = np.asarray(kp, dtype=np.float64)
     costs, hyp, right = hypothesis_costs(kp, cams, float(c["min_conf"]))     # [F,G,H], [H,V]
     V = hyp.shape[1]

@@ -35,6 +35,7 @@ from ..camera import Cameras, project, world_to_camera
 from ..joints import JOINTS
 from .motion import mean_bone_mm
 from .render import crop_boxes
+from ..registry import with_defaults
 
 DEFAULTS: dict = {
     "root": None,                                  # folder in the public layout
@@ -214,10 +215,7 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
 
     Resumable: a rerun with the same configuration skips the sequences whose images were
     written (attrs['sequences_done']); the arrays without images are rewritten (cheap)."""
-    cfg = {**DEFAULTS, **(cfg or {})}
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"h36m: unknown configuration keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    cfg = with_defaults(cfg, DEFAULTS, "h36m")
     if not cfg["root"]:
         raise ValueError("h36m: set 'root' to the folder holding metadata.xml and S1, S5, ...")
     root = Path(cfg["root"])

@@ -45,6 +45,7 @@ from ..camera import Cameras, rodrigues_to_matrix
 from ..export import read_trc
 from ..joints import BONES, J
 from . import videos as vid
+from ..registry import with_defaults
 
 DEFAULTS: dict = {
     "root": None,             # Pose2Sim project folder; None: fetch the demo from PyPI
@@ -237,10 +238,7 @@ def mean_bone_length(poses: np.ndarray) -> float:
 def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
     """Write the dataset contract for a Pose2Sim project (docs/stores.md)."""
     from ..detectors.openpose import load_keypoints
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"pose2sim: unknown configuration keys {sorted(unknown)}")
-    c = {**DEFAULTS, **cfg}
+    c = with_defaults(cfg, DEFAULTS, "pose2sim")
     if c["root"] is None:
         root = fetch_demo(_cache_dir(c), progress)
         licence, source = DEMO_LICENCE, "PyPI pose2sim==0.2.6 (calibration, JSON, TRC) + pose2sim==0.10.49 (videos)"

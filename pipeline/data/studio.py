@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from ..camera import Cameras, project, world_to_camera
 from ..joints import J, JOINTS
 from . import fetch, motion, render, rigs
+from ..registry import with_defaults
 
 DEFAULTS: dict = {
     "motion_files": None,          # [asf, amc] to use instead of fetching CMU subject 01
@@ -263,10 +264,7 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
     Resumable: images are written in chunks of `chunk` frames and counted in
     attrs['images_done']; a rerun with the same configuration continues from there, and
     every image depends only on (seed, frame, view), so the result is bit-identical."""
-    cfg = {**DEFAULTS, **(cfg or {})}
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"studio: unknown configuration keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    cfg = with_defaults(cfg, DEFAULTS, "studio")
     S = int(cfg["crop_size"])
     chash = config_hash(cfg)
     resume = out.attrs.get("config_hash") == chash and "images" in out

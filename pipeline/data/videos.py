@@ -27,6 +27,7 @@ import zarr
 
 from ..camera import Cameras
 from ..joints import JOINTS, J
+from ..registry import with_defaults
 
 DEFAULTS: dict = {
     "root": None,            # folder of videos (required)
@@ -241,10 +242,7 @@ def find_videos(root: Path, views=None) -> list[Path]:
 
 def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
     """Write the dataset contract for a folder of synchronised videos."""
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"videos: unknown configuration keys {sorted(unknown)}")
-    c = {**DEFAULTS, **cfg}
+    c = with_defaults(cfg, DEFAULTS, "videos")
     if c["root"] is None:
         raise ValueError("videos: set cfg['root'] to the folder of synchronised videos")
     root = Path(c["root"])

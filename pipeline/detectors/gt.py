@@ -20,6 +20,7 @@ import numpy as np
 import zarr
 
 from ..joints import FLIP, J
+from ..registry import with_defaults
 
 DEFAULTS: dict = {
     "sigma_px": 0.0,        # Gaussian noise, pixels (per coordinate)
@@ -35,10 +36,7 @@ DEFAULTS: dict = {
 
 
 def _check(cfg: dict) -> dict:
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"gt detector: unknown configuration keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    c = {**DEFAULTS, **cfg}
+    c = with_defaults(cfg, DEFAULTS, "gt detector")
     for k in ("outlier_rate", "swap_rate", "drop_rate"):
         if not 0.0 <= float(c[k]) <= 1.0:
             raise ValueError(f"gt detector: {k} must lie in [0, 1], got {c[k]}")

@@ -30,6 +30,7 @@ import zarr
 
 from ..joints import J
 from .openpose import to_joints17
+from ..registry import with_defaults
 
 DEFAULTS: dict = {
     "model_complexity": 1,        # 1 = BlazePose full, shipped in the wheel
@@ -173,10 +174,7 @@ def detect_video(path, frame_numbers: np.ndarray, cfg: dict | None = None, rotat
 
 def detect(cfg: dict, dataset: zarr.Group, frames: slice, context: dict) -> np.ndarray:
     """keypoints2d [f,V,J,3] for the store's `frames`, from BlazePose on its videos or crops."""
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"mediapipe detector: unknown configuration keys {sorted(unknown)}")
-    c = {**DEFAULTS, **cfg}
+    c = with_defaults(cfg, DEFAULTS, "mediapipe detector")
     F = dataset["frame_index"].shape[0]
     start, stop, step = frames.indices(F)
     ids = np.arange(start, stop, step)

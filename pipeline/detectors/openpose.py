@@ -41,6 +41,7 @@ import numpy as np
 import zarr
 
 from ..joints import J, JOINTS
+from ..registry import with_defaults
 
 DEFAULTS: dict = {
     "format": "auto",       # "auto", "body25b", "body25", "coco17"
@@ -290,10 +291,7 @@ def _sources(cfg: dict, dataset: zarr.Group) -> dict[int, list[str]]:
 
 def detect(cfg: dict, dataset: zarr.Group, frames: slice, context: dict) -> np.ndarray:
     """keypoints2d [f,V,J,3] of the store's `frames`, read from the JSON files."""
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"openpose detector: unknown configuration keys {sorted(unknown)}")
-    c = {**DEFAULTS, **cfg}
+    c = with_defaults(cfg, DEFAULTS, "openpose detector")
     F = dataset["frame_index"].shape[0]
     start, stop, step = frames.indices(F)
     ids = np.arange(start, stop, step)
