@@ -28,8 +28,10 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
+# every benchmark in its short form; each ends with one JSON line (drop --quick for full size)
+BENCHES := labels render pss train real chain
 bench: $(STAMP)
-	$(BIN)/python bench/labels.py --quick
+	for b in $(BENCHES); do $(BIN)/python bench/$$b.py --quick || exit 1; done
 
 clean:
 	rm -rf $(VENV) artifacts/* .prefect

@@ -1,12 +1,15 @@
 """The pipeline end to end: `make demo` twice (the second reuses every stage), and labelling
 on Dask with 1 vs 2 workers.
 
-    python bench/pipeline.py            # the real demo (python -m flows.demo) on a fresh root
-    python bench/pipeline.py --quick    # a smaller studio and shorter training (< 1-2 minutes)
+    python bench/chain.py            # the real demo (python -m flows.demo) on a fresh root
+    python bench/chain.py --quick    # a smaller studio and shorter training (< 1-2 minutes)
 
 Prints per-stage timings and the figures side by side; the last line is one JSON object:
 {"demo_s", "rerun_s", "rerun_over_demo", "label_chunks_1w_s", "label_chunks_2w_s",
  "dask_speedup_2w", "stages": {stage: seconds}}.
+
+(Named chain.py, not pipeline.py: a bench/pipeline.py would shadow the `pipeline` package
+for every script run as `python bench/<name>.py`.)
 """
 from __future__ import annotations
 
