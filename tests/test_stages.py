@@ -151,8 +151,10 @@ def test_two_concurrent_runs_leave_one_valid_store(tmp_path):
     _assert_identical(_arrays(loc), _arrays(ref))
 
 
-TRAIN_OV = {"dataset.size": 32, "dataset.frames": 32, "train3d.input_size": 32, "train3d.epochs": 4,
-            "train3d.iters_per_epoch": 3, "train3d.batch_size": 8, "train3d.lr_steps": [3],
+# long enough (6 epochs x 10 iterations) that a kill soon after the first checkpoint lands
+# mid-training, not after it (with 4 x 3 iterations, the race was lost on a fast machine)
+TRAIN_OV = {"dataset.size": 32, "dataset.frames": 32, "train3d.input_size": 32, "train3d.epochs": 6,
+            "train3d.iters_per_epoch": 10, "train3d.batch_size": 8, "train3d.lr_steps": [3],
             "train3d.num_threads": 1, "train3d.amp": False}
 
 
@@ -171,7 +173,7 @@ def test_kill9_during_train3d_then_resume_is_bit_identical(tmp_path):
     p = _spawn(root, chain, TRAIN_OV)
     ck = lambda: list(Path(root, "toy", "train3d").glob(".ss-*.partial/train/checkpoints/epoch-*.pt"))  # noqa: E731
     _wait_for(lambda: len(ck()) >= 1, timeout=300, proc=p)
-    time.sleep(float(np.random.default_rng().uniform(0.0, 0.5)))
+    time.sleep(float(np.random.default_rng().uniform(0.0, 0.1)))
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert not list(Path(root, "toy", "train3d").glob("ss-*")), "killed before SS training finished"
