@@ -56,3 +56,25 @@ def test_spread_loss_closed_form():
     u = torch.full((1, 1, 4, 4), 1 / 16)
     centres = torch.tensor([-0.75, -0.25, 0.25, 0.75])
     torch.testing.assert_close(_spread_loss(u, torch.zeros(1, 1, 2), m), 2 * (centres ** 2).mean())
+
+
+def test_colour_permuted_source_reads_permuted_channels():
+    """View k·V + v of ColourPermuted is view v with its channels in the k-th order (all 6
+    orders, the identity first), and each sample copy keeps its (frame, view)'s target."""
+    from itertools import permutations
+    rng = np.random.default_rng(1)
+    im = rng.integers(0, 256, (5, 3, 8, 8, 3), dtype=np.uint8)
+
+    class Plain:
+        def get(self, f, v):
+            return im[f, v]
+    src = pretrain2d.ColourPermuted(Plain(), 3)
+    samples = np.array([[0, 2], [4, 1]])
+    cp = pretrain2d.colour_permuted_samples(samples, 3)
+    assert cp.shape == (12, 2)
+    got = src.get(cp[:, 0], cp[:, 1])
+    for k, order in enumerate(permutations(range(3))):
+        for i, (f, v) in enumerate(samples):
+            np.testing.assert_array_equal(got[2 * k + i], im[f, v][..., list(order)])
+    np.testing.assert_array_equal(cp % [6, 3], np.tile(samples, (6, 1)))
+
