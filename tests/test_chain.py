@@ -13,7 +13,7 @@ from tests.conftest import SHARED_DATA
 
 def _overrides(root, cache):
     ov = {
-        "store.root": str(root), "dask.n_workers": 0,
+        "store.root": str(root), "dask.n_workers": 0, "detect2d.detector": "gt",
         "dataset.fps": 10.0, "dataset.n_segments": 4, "dataset.train_people": 1,
         "dataset.renders_per_train_clip": 1, "dataset.crop_size": 32,
         "train3d.input_size": 32, "train3d.epochs": 1, "train3d.iters_per_epoch": 3,

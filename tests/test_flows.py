@@ -33,7 +33,8 @@ def _statuses(summary) -> dict:
 
 
 def _ov(root):
-    return {"dataset.name": "toy", "dask.n_workers": 0, "label.chunk": 8, "store.root": str(root)}
+    return {"dataset.name": "toy", "detect2d.detector": "gt", "dask.n_workers": 0, "label.chunk": 8,
+            "store.root": str(root)}
 
 
 def test_only_and_detector_rerun_the_right_stages(tmp_path, harness):
@@ -115,7 +116,7 @@ def test_server_deploy_and_worker(tmp_path):
         r = run("--no-prompt", "deploy", "--all")
         assert r.returncode == 0, r.stdout + r.stderr
         params = {"only": "label", "progress": False, "root": str(tmp_path / "artifacts"),
-                  "overrides": {"dataset.n_segments": 2, "dataset.train_people": 1}}
+                  "overrides": {"dataset.n_segments": 2, "dataset.train_people": 1, "detect2d.detector": "gt"}}
         r = run("deployment", "run", "epipolarpose/demo", "--params", json.dumps(params))
         assert r.returncode == 0, r.stdout + r.stderr
         r = run("worker", "start", "--pool", "epipose-process", "--run-once", timeout=900)

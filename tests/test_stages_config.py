@@ -14,7 +14,10 @@ def test_presets_compose_module_defaults():
     cpu = config.resolve("cpu")
     assert cpu["preset"] == "cpu" and cpu["dataset"]["name"] == "studio"
     assert cpu["train3d"]["resnet"] == train3d.PRESETS["cpu"]["resnet"]
-    assert {k: cpu["label"][k] for k in labels.DEFAULTS} == labels.DEFAULTS
+    # the preset's own change to the labeller: keep every joint the network detector places
+    assert cpu["detect2d"]["detector"] == "network" and cpu["label"]["min_confidence"] == 0.0
+    assert {k: cpu["label"][k] for k in labels.DEFAULTS if k != "min_confidence"} == \
+        {k: v for k, v in labels.DEFAULTS.items() if k != "min_confidence"}
     # the paper preset takes the modules' paper presets (its dataset adapter may not be installed)
     try:
         paper = config.resolve("paper")
@@ -25,7 +28,8 @@ def test_presets_compose_module_defaults():
 
 
 def test_overrides_are_validated_and_typed():
-    c = config.resolve("cpu", ["label.chunk=64", "label.mode=known", "detect2d.sigma_px=2", "dask.address=null"])
+    c = config.resolve("cpu", ["label.chunk=64", "label.mode=known", "detect2d.detector=gt", "detect2d.sigma_px=2",
+                                 "dask.address=null"])
     assert c["label"]["chunk"] == 64 and c["label"]["mode"] == "known" and c["detect2d"]["sigma_px"] == 2
     with pytest.raises(ValueError, match=r"unknown config key 'label.chunkz'"):
         config.resolve("cpu", ["label.chunkz=1"])
@@ -47,15 +51,24 @@ def _fps(cfg):
 
 
 def test_what_a_change_reruns():
-    base = _fps(config.resolve("cpu"))
-    det = _fps(config.resolve("cpu", {"detect2d.detector": "network"}))
+    base = _fps(config.resolve("cpu", {"detect2d.detector": "gt"}))
+    det = _fps(config.resolve("cpu"))  # the preset's detector: network
     same = {k for k in base if base[k] == det[k]}
     # a new detector: detect2d and everything downstream of the labels; nothing upstream,
     # not the FS baseline (ground truth) nor the PSS reference (ground truth)
     assert same == {"dataset", "train3d_fs", "pss_reference"}
     assert base["pretrain2d"] is None and det["pretrain2d"] is not None
-    lab = _fps(config.resolve("cpu", {"label.mode": "known"}))
+    lab = _fps(config.resolve("cpu", {"detect2d.detector": "gt", "label.mode": "known"}))
     assert {k for k in base if base[k] != lab[k]} == {"label", "train3d_ss", "refine", "evaluate", "report"}
     # run settings never touch a fingerprint
-    run = _fps(config.resolve("cpu", {"dask.n_workers": 7, "store.verify": False}))
+    run = _fps(config.resolve("cpu", {"detect2d.detector": "gt", "dask.n_workers": 7, "store.verify": False}))
     assert run == base
+
+
+def test_override_of_the_presets_plugin_wins():
+    """cpu names the network detector; an override naming another must stick (it was reset
+    to the preset's by the preset's own soft overrides), with that plug-in's keys."""
+    from pipeline.config import resolve
+    assert resolve("cpu")["detect2d"]["detector"] == "network"
+    cfg = resolve("cpu", ["detect2d.detector=gt"])
+    assert cfg["detect2d"]["detector"] == "gt" and cfg["detect2d"]["invisible_conf"] == 0.5

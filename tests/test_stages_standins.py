@@ -108,7 +108,8 @@ def toy_config(root, standin_labels: bool = False, **over):
     """A resolved configuration on the toy dataset, labelled in this process (no Dask)."""
     from pipeline import config
     register(standin_labels)
-    ov = {"dataset.name": "toy", "dask.n_workers": 0, "store.root": str(root), "label.chunk": 8}
+    ov = {"dataset.name": "toy", "detect2d.detector": "gt", "dask.n_workers": 0, "store.root": str(root),
+          "label.chunk": 8}
     ov.update(over)
     return config.resolve("cpu", ov)
 
