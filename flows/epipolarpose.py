@@ -148,10 +148,10 @@ def metrics_of(evaluate_location: str) -> dict:
 
 
 def format_metrics(metrics: dict) -> str:
-    """A plain-text table: one row per model, MPJPE/NMPJPE/PMPJPE (mm), PCK/AUC (%), mPSS."""
+    """A plain-text table: one row per model, MPJPE/NMPJPE/PMPJPE (mm), PCK/AUC/mPSS (%), as the report."""
     cols = [("mpjpe", "MPJPE", 1, 1.0), ("nmpjpe", "NMPJPE", 1, 1.0), ("pmpjpe", "PMPJPE", 1, 1.0),
-            ("pck", "PCK%", 1, 100.0), ("auc", "AUC%", 1, 100.0), ("mpss_k50", "mPSS@50", 3, 1.0),
-            ("mpss_k100", "mPSS@100", 3, 1.0)]
+            ("pck", "PCK%", 1, 100.0), ("auc", "AUC%", 1, 100.0), ("mpss_k50", "mPSS@50%", 1, 100.0),
+            ("mpss_k100", "mPSS@100%", 1, 100.0)]
     head = f"{'model':<10}" + "".join(f"{t:>10}" for _, t, _, _ in cols)
     lines = [head, "-" * len(head)]
     for name, m in metrics.items():
