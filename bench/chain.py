@@ -79,7 +79,7 @@ def label_speedup(root: Path, overrides: list[str], min_frames: int, repeats: in
     rig = np.asarray(ds["rig"][:], dtype=np.int64)
     reps = -(-min_frames // len(rig))
     kp, rig = np.concatenate([kp] * reps), np.concatenate([rig] * reps)
-    cams = {g: Cameras(*(np.asarray(lab[k][g]) for k in ("K_est", "R_est", "t_est", "dist_est", "size_est")))
+    cams = {g: Cameras.from_store(lab, g, "_est")
             for g in np.unique(rig)}
     chunk = int(chunk or cfg["label"]["chunk"])
     lcfg = config.stage_params(cfg, "label")

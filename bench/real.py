@@ -163,7 +163,7 @@ def main() -> None:
     g = zarr.group(store=zarr.storage.MemoryStore())
     t0 = time.perf_counter()
     get_adapter("pose2sim")({"root": root, "images": False}, g, progress=False)
-    ref = Cameras(*(np.asarray(g[k][0]) for k in ("K", "R", "t", "dist", "size")))
+    ref = Cameras.from_store(g, 0)
     F, V = g["frame_index"].shape[0], ref.V
     print(f"dataset: {g.attrs['source']}  {F} frames, {V} views, sizes {ref.size.astype(int).tolist()} "
           f"({time.perf_counter() - t0:.1f} s)")

@@ -58,7 +58,7 @@ def pseudo_labels(ds, kp2d: np.ndarray, min_conf: float | None) -> tuple[np.ndar
     ok = np.zeros(kp2d.shape[:3], bool)
     for g in np.unique(rig):
         sel = np.flatnonzero(rig == g)
-        cams = Cameras(ds["K"][g], ds["R"][g], ds["t"][g], ds["dist"][g], ds["size"][g]).without_extrinsics()
+        cams = Cameras.from_store(ds, g).without_extrinsics()
         lcfg = {"mode": "rig"} if min_conf is None else {"mode": "rig", "min_confidence": min_conf}
         out = labels.make_labels(kp2d[sel], cams, lcfg)
         lab[sel] = out["labels_cam"]

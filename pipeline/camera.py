@@ -13,6 +13,9 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 
+FIELDS = ("K", "R", "t", "dist", "size")
+
+
 @dataclass(frozen=True)
 class Cameras:
     """A rig of V cameras. K [V,3,3], R [V,3,3], t [V,3] (mm), dist [V,5], size [V,2] (w, h).
@@ -66,11 +69,17 @@ class Cameras:
         return Cameras(self.K, nan, np.full_like(self.t, np.nan), self.dist, self.size)
 
     def to_dict(self) -> dict:
-        return {k: np.asarray(getattr(self, k)).tolist() for k in ("K", "R", "t", "dist", "size")}
+        return {k: np.asarray(getattr(self, k)).tolist() for k in FIELDS}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Cameras":
-        return cls(*(np.asarray(d[k], dtype=np.float64) for k in ("K", "R", "t", "dist", "size")))
+        return cls(*(np.asarray(d[k], dtype=np.float64) for k in FIELDS))
+
+    @classmethod
+    def from_store(cls, group, rig: int = 0, suffix: str = "") -> "Cameras":
+        """Rig `rig` of a store's [G,V,...] camera arrays (docs/stores.md); suffix "_est" reads
+        a label store's estimated rig."""
+        return cls(*(np.asarray(group[k + suffix][rig], dtype=np.float64) for k in FIELDS))
 
 
 def camera_center(R: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -34,6 +34,16 @@ LEFT = frozenset(l for l, _ in LR_PAIRS)
 RIGHT = frozenset(r for _, r in LR_PAIRS)
 
 
+_CHILD = np.array([c for c, _ in BONES])
+_PARENT = np.array([p for _, p in BONES])
+
+
+def bone_lengths(poses: np.ndarray) -> np.ndarray:
+    """Lengths of the 16 bones of BONES. poses [...,J,3] -> [...,16] (NaN where an end is NaN)."""
+    poses = np.asarray(poses, dtype=np.float64)
+    return np.linalg.norm(poses[..., _CHILD, :] - poses[..., _PARENT, :], axis=-1)
+
+
 def side(j: int) -> str:
     """'l', 'r' or 'c' (centre) for joint j: used for colours in plots."""
     return "l" if j in LEFT else "r" if j in RIGHT else "c"

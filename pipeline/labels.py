@@ -40,7 +40,7 @@ from . import epipolar
 from . import rig as rigmod
 from . import triangulate as tri
 from .epipolar import FAILURES  # noqa: F401  (re-exported: the label contract's codes)
-from .joints import BONES, INDEX, J, PARENTS, ROOT
+from .joints import INDEX, J, PARENTS, ROOT, bone_lengths
 from .registry import with_defaults
 
 DEFAULTS: dict = {
@@ -98,10 +98,7 @@ def canonical_scale(poses: np.ndarray) -> np.ndarray:
 
     Bones with a missing (NaN) end are left out of the mean; NaN when no bone is complete.
     """
-    poses = np.asarray(poses, dtype=np.float64)
-    child = np.array([c for c, _ in BONES])
-    parent = np.array([p for _, p in BONES])
-    lengths = np.linalg.norm(poses[..., child, :] - poses[..., parent, :], axis=-1)
+    lengths = bone_lengths(poses)
     ok = np.isfinite(lengths)
     n = ok.sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from .camera import Cameras
 from .config import STAGES, stage_params
 from .store import Artifact, ArtifactStore, ChunkedWriter, StoreError, dims_for, to_jsonable, write_arrays
 
@@ -189,11 +190,6 @@ def _progress(iterable, total: int, desc: str, progress: bool):
             p.update()
         p.close()
     return gen()
-
-
-def _cameras(ds, g: int):
-    from .camera import Cameras
-    return Cameras(*(np.asarray(ds[k][g], dtype=np.float64) for k in ("K", "R", "t", "dist", "size")))
 
 
 def _n_frames(ds) -> int:
@@ -362,15 +358,14 @@ def label(cfg: dict, store: ArtifactStore, progress: bool = True, force: bool = 
                 continue
             log.info("label: calibrating rig %d from %d frames", gi, len(frames))
             cams, diag = labels.calibrate(np.asarray(kp_arr.get_orthogonal_selection((frames,))),
-                                          _cameras(ds, gi), lcfg)
+                                          Cameras.from_store(ds, gi), lcfg)
             for k, v in (("R_est", cams.R), ("t_est", cams.t), ("K_est", cams.K),
                          ("dist_est", cams.dist), ("size_est", cams.size)):
                 g[k][gi] = v
             diags[str(gi)] = to_jsonable(diag)
             done.append(gi)
             g.attrs.update({"calibration": diags, "calibrated": done})
-        from .camera import Cameras
-        cams = {gi: Cameras(*(np.asarray(g[k][gi]) for k in ("K_est", "R_est", "t_est", "dist_est", "size_est")))
+        cams = {gi: Cameras.from_store(g, gi, "_est")
                 for gi in range(G) if np.any(rig == gi)}
         # 2. Frame chunks, mapped over the cluster; each written when it arrives.
         w = ChunkedWriter(g, F, chunk)
@@ -520,7 +515,7 @@ def _table1(cfg: dict, A: dict, ds, ref: dict, ks: tuple, pck: float, progress: 
         gt_cfg = {"invisible_conf": 0.5}  # the preset's GT 2D: every joint placed
         sources["gt"] = np.asarray(get_detector("gt")(gt_cfg, ds, slice(None), {}))[train]
     rig = np.asarray(ds["rig"][:])[train]
-    extrinsics = all(_cameras(ds, g).has_extrinsics for g in np.unique(rig))
+    extrinsics = all(Cameras.from_store(ds, g).has_extrinsics for g in np.unique(rig))
     rows = {}
     for name, kp in sources.items():
         for mode in LABEL_MODES:
@@ -536,7 +531,7 @@ def _table1(cfg: dict, A: dict, ds, ref: dict, ks: tuple, pck: float, progress: 
                        "frame_ok": np.zeros(len(train), bool)}
                 for g in np.unique(rig):
                     sel = rig == g
-                    cams = _cameras(ds, g) if mode == "known" else _cameras(ds, g).without_extrinsics()
+                    cams = Cameras.from_store(ds, g) if mode == "known" else Cameras.from_store(ds, g).without_extrinsics()
                     res = labels.make_labels(kp[sel], cams, {**lcfg, "mode": mode})
                     out["labels"][sel] = res["labels_cam_mm" if mode == "known" else "labels_cam"]
                     out["valid"][sel], out["frame_ok"][sel] = res["valid"], res["frame_ok"]

@@ -32,6 +32,7 @@ from models.integral import IntegralPoseNet
 from models.resnet import load_backbone_weights
 
 from . import augment as aug
+from .camera import world_to_camera
 from .joints import J, ROOT
 
 ARCH_KEYS = ("resnet", "width", "depth", "deconv_channels", "deconv_layers", "input_size")
@@ -150,7 +151,7 @@ def gt_camera_poses(dataset) -> np.ndarray:
     t = np.asarray(dataset["t"][:], dtype=np.float64)[rig]   # [F,V,3]
     if not np.all(np.isfinite(R)) or not np.all(np.isfinite(t)):
         raise ValueError("fully supervised training needs camera extrinsics; the dataset's R/t contain NaN")
-    Xc = np.einsum("fvij,fkj->fvki", R, X) + t[:, :, None, :]
+    Xc = world_to_camera(X[:, None], R, t)  # [F,V,J,3]
     return (Xc - Xc[:, :, ROOT:ROOT + 1]).astype(np.float32)
 
 

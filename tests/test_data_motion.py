@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from pipeline.data import motion
-from pipeline.joints import INDEX
+from pipeline.joints import BONES, INDEX
 
 
 def _asf(shared):
@@ -58,7 +58,7 @@ def test_every_source_maps_left_to_left_and_stands_up(shared_data):
         stature = z[INDEX["head"]] - min(z[INDEX["l_ankle"]], z[INDEX["r_ankle"]])
         assert 1150 < stature < 1950, (m.source, stature)  # mean over frames, knees bent at times
         bones = motion.bone_lengths(p).mean(0)
-        thigh = bones[list(motion.BONES).index((INDEX["l_knee"], INDEX["l_hip"]))]
+        thigh = bones[list(BONES).index((INDEX["l_knee"], INDEX["l_hip"]))]
         assert 330 < thigh < 480, (m.source, thigh)
 
 

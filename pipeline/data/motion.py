@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from ..joints import BONES, JOINTS, J
+from ..joints import JOINTS, J, bone_lengths  # noqa: F401  (bone_lengths: part of this module's API)
 
 # Y-up mocap -> Z-up world: (x, y, z) -> (x, -z, y); det = +1
 Y_UP_TO_Z_UP = np.array([[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]])
@@ -500,13 +500,6 @@ def split_segments(F: int, n_segments: int, gap: int) -> list[np.ndarray]:
         raise ValueError(f"split_segments: {F} frames cannot hold {n_segments} segments with gap {gap}")
     edges = np.linspace(0, usable, n_segments + 1).round().astype(int)
     return [np.arange(edges[i], edges[i + 1]) + i * gap for i in range(n_segments)]
-
-
-def bone_lengths(poses: np.ndarray) -> np.ndarray:
-    """Lengths of the 16 bones of joints.BONES. poses [...,J,3] -> [...,16]."""
-    child = np.array([c for c, _ in BONES])
-    par = np.array([p for _, p in BONES])
-    return np.linalg.norm(poses[..., child, :] - poses[..., par, :], axis=-1)
 
 
 def mean_bone_mm(poses: np.ndarray) -> float:

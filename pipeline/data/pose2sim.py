@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from ..camera import Cameras, rodrigues_to_matrix
 from ..export import read_trc
-from ..joints import BONES, J
+from ..joints import J, bone_lengths
 from . import videos as vid
 from ..registry import with_defaults
 
@@ -230,9 +230,7 @@ def trc_to_joints17(names: list[str], X: np.ndarray) -> np.ndarray:
 
 def mean_bone_length(poses: np.ndarray) -> float:
     """Median over frames of the mean length of the 16 bones. poses [F,17,3] mm."""
-    child, parent = np.array(BONES).T
-    L = np.linalg.norm(poses[:, child] - poses[:, parent], axis=-1).mean(-1)
-    return float(np.nanmedian(L))
+    return float(np.nanmedian(bone_lengths(poses).mean(-1)))
 
 
 def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
