@@ -11,7 +11,9 @@
    and (b) pseudo-labels plus noise fitted to the SS training errors; both are applied to SS.
 5. On the test subjects: MPJPE (SS scaled by the dataset's mean bone length in mm), NMPJPE,
    PMPJPE; SS/FS ratios; RU gains; training images/s.
-The last line is one JSON object with the figures.
+6. (full size only) Why the RU gains little: the share of SS test poses closer to ground truth
+   after a left/right relabel, and an RU trained on one test clip's pairs applied to the other.
+The last line is one JSON object with the figures. GPU throughput: bench/gpu.py.
 """
 from __future__ import annotations
 
@@ -81,44 +83,39 @@ def scores(pred_mm: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> dict:
             "pmpjpe": float(np.nanmean(metrics.pmpjpe(pred_mm, gt, mask)))}
 
 
-def gpu_throughput(seconds: float = 10.0) -> dict:
-    """On CUDA: the paper-size 2D detector's inference images/s at 256x256 in bf16, and the
-    paper preset's 3D training step images/s (synthetic batches). {} without a GPU."""
-    import torch
-    if not torch.cuda.is_available():
-        return {}
-    from models.integral import IntegralPoseNet
-    dev = torch.device("cuda")
-    torch.backends.cudnn.benchmark = True
-    out = {"gpu": torch.cuda.get_device_name(0)}
-    det = IntegralPoseNet(17, "2d", 50, 1.0, 1, 256).to(dev).eval().to(memory_format=torch.channels_last)
-    x = torch.randn(256, 3, 256, 256, device=dev).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-        for _ in range(3):
-            det(x)
-        torch.cuda.synchronize()
-        t, n = time.perf_counter(), 0
-        while time.perf_counter() - t < seconds:
-            det(x)
-            n += len(x)
-        torch.cuda.synchronize()
-    out["detector_images_per_s_bf16"] = n / (time.perf_counter() - t)
-    net = IntegralPoseNet(17, "3d", 50, 1.0, 64, 256).to(dev).to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(net.parameters(), 1e-3)
-    xb = torch.randn(64, 3, 256, 256, device=dev).contiguous(memory_format=torch.channels_last)
-    tgt = torch.zeros(64, 17, 3, device=dev)
-    for i in range(13):
-        if i == 3:
-            torch.cuda.synchronize()
-            t = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            p = net(xb)
-        loss = torch.nn.functional.smooth_l1_loss(p.float() - p[:, :1].float(), tgt)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    torch.cuda.synchronize()
-    out["train_images_per_s_gpu_paper"] = 10 * len(xb) / (time.perf_counter() - t)
+def ru_study(pred: np.ndarray, gt: np.ndarray, lab: np.ndarray, lmask: np.ndarray, clip: np.ndarray,
+             mb: float, work: Path, ru_over: dict) -> dict:
+    """Why the RU gains little here, on the test frames (pred, gt, lab [f,V,J,3], SS units
+    except gt in mm; clip [f]):
+    - flip_share: share of SS test poses closer to ground truth after a left/right relabel
+      (an ambiguity no pose-only refiner can resolve);
+    - held-out RU: an RU trained on one test clip's (prediction, pseudo-label) pairs, i.e. on
+      errors exactly like the test errors (same unseen person), applied to the other clip:
+      an optimistic bound on what a held-out noise model could give."""
+    from pipeline.joints import FLIP
+    P, G = pred.reshape(-1, *pred.shape[2:]) * mb, gt.reshape(-1, *gt.shape[2:])
+    e = np.linalg.norm(P - G, axis=-1).mean(-1)
+    ef = np.linalg.norm(P[:, FLIP] - G, axis=-1).mean(-1)
+    out = {"flip_share": float(np.mean(ef < e))}
+    clips = np.unique(clip)
+    gains = {}
+    for a, b in zip(clips, np.roll(clips, -1)):
+        if a == b:
+            break
+        A, B = clip == a, clip == b
+        for kind in ("predictions", "noise"):
+            rc = {"training_data": kind, **ru_over}
+            x, y = refine.make_pairs(rc, pred[A].reshape(-1, *pred.shape[2:]), lab[A].reshape(-1, *lab.shape[2:]),
+                                     lmask[A].reshape(-1, lmask.shape[-1]))
+            ck = refine.train_refiner(rc, x, y, work / f"ru-heldout-{kind}-clip{a}", progress=False)
+            pb = pred[B].reshape(-1, *pred.shape[2:])
+            r = refine.apply_refiner(ck, pb)
+            gb = gt[B].reshape(-1, *gt.shape[2:])
+            m = np.all(np.isfinite(gb), -1)
+            s0 = float(np.nanmean(metrics.mpjpe(pb * mb, gb, m)))
+            s1 = float(np.nanmean(metrics.mpjpe(r * mb, gb, m)))
+            gains[f"clip{a}_to_clip{b}_{kind}"] = 1 - s1 / s0
+    out["heldout_ru_gain"] = gains
     return out
 
 
@@ -218,6 +215,8 @@ def main(argv=None) -> dict:
         res[f"SS+RU({kind})"] = scores(r * mb, gt[test], gmask[test])
     # the SS network's own training error, which the noise model copies
     train_err = float(np.nanmean(metrics.mpjpe(P * mb, L * mb, M)))
+    study = {} if a.quick else ru_study(pred_ss, gt[test], lab[test], lmask[test], np.asarray(ds["clip"][:])[test],
+                                        mb, work / "nets" / f"study-{a.detector}{tag}", ru_over)
 
     print(f"\n{'model':<20}{'MPJPE':>9}{'NMPJPE':>9}{'PMPJPE':>9}   (mm, test subjects, {test.size} frames x {V} views)")
     for k, v in res.items():
@@ -232,6 +231,10 @@ def main(argv=None) -> dict:
         print(f"RU gain on SS, trained on {kind}: MPJPE {g['mpjpe']:+.1%}  NMPJPE {g['nmpjpe']:+.1%}  "
               f"PMPJPE {g['pmpjpe']:+.1%}  (paper: 20 %)")
     print(f"SS training error vs its labels (train frames): {train_err:.1f} mm; mean bone {mb:.1f} mm")
+    if study:
+        print(f"SS test poses closer to ground truth after a left/right relabel: {study['flip_share']:.1%}")
+        print("RU trained on one test clip's (prediction, pseudo-label) pairs, MPJPE gain on the other: "
+              + ", ".join(f"{k} {v:+.1%}" for k, v in study["heldout_ru_gain"].items()))
     print(f"training images/s (cpu preset, num_threads={threads}, {os.cpu_count()} cores): SS {ips:.0f}, FS {ips_fs:.0f}")
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     out = {"quick": a.quick, "detector": a.detector, "frames": int(F_), "views": int(V),
@@ -245,12 +248,8 @@ def main(argv=None) -> dict:
            "detector_pck": det["pck@0.1"], "detector_pck_005": det["pck@0.05"], "detector_mean_px": det["mean_px"],
            "labelled_frames": linfo["frames_labelled"],
            "label_nmpjpe": lab_s["nmpjpe"], "label_pmpjpe": lab_s["pmpjpe"], "train_images_per_s": ips,
+           "ss_train_vs_label_mpjpe": train_err, **{f"study_{k}": v for k, v in study.items()},
            "total_s": time.perf_counter() - t_all}
-    gpu = gpu_throughput(2.0 if a.quick else 10.0)
-    if gpu:
-        print(f"GPU {gpu['gpu']}: detector (ResNet-50, 256x256, bf16) {gpu['detector_images_per_s_bf16']:.0f} images/s "
-              f"(goal >= 2000); paper-preset training {gpu['train_images_per_s_gpu_paper']:.0f} images/s")
-        out.update({k: v for k, v in gpu.items()})
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}))
     return out
 

@@ -3,23 +3,23 @@ trained on a dataset's 2D labels of its TRAINING split only, then frozen.
 
 Targets are `keypoints2d_gt` mapped into each crop (docs/stores.md: crop pixel (u, v) ↔
 original (x0 + u·w/S, y0 + v·h/S)) and normalised to [-1, 1]; joints with visibility 0 or
-NaN are masked out of the loss. With `colour_permute` (on by default) every training crop also
-appears with its RGB channels in each of the 6 orders, so that left and right are told apart by
-cues every person shares rather than by the training people's own colours. `evaluate` scores
+NaN are masked out of the loss. With `colour_permute` (on in both presets; see
+train3d.ColourPermuted) every training crop also appears with its RGB channels in each of the 6
+orders, so that left and right are told apart by cues every person shares rather than by the
+training people's own colours. `evaluate` scores
 a checkpoint on held-out frames: mean error in original pixels and PCK at `alpha` × the crop
 box's longer side (alpha = 0.05 by default, ≈ 10 cm on a person filling 80 % of the box: a
 strict PCK; 0.1 is also reported).
 """
 from __future__ import annotations
 
-from itertools import permutations
 from pathlib import Path
 
 import numpy as np
 
 from .joints import J
-from .train3d import (PRESETS as PRESETS_3D, ImageSource, _deterministic, _dist_info, _frames, dataset_images,
-                      fit, load_model, resolve_cfg, run_network)
+from .train3d import (PRESETS as PRESETS_3D, ImageSource, _deterministic, _frames, dataset_images, fit,
+                      load_model, resolve_cfg, run_network)
 
 PRESETS: dict[str, dict] = {
     name: {**p, "min_valid_joints": 4, "smooth_l1_beta": 0.01, "depth": 1, "variance_weight": 0.1,
@@ -47,35 +47,6 @@ def original_coords(n: np.ndarray, boxes: np.ndarray, S: int) -> np.ndarray:
     u = ((n[..., 0] + 1) * S - 1) / 2
     v = ((n[..., 1] + 1) * S - 1) / 2
     return np.stack([b[..., 0] + u * b[..., 2] / S, b[..., 1] + v * b[..., 3] / S], -1)
-
-
-# the 6 orderings of the RGB channels; row 0 is the identity
-_PERMS = np.array(list(permutations(range(3))), dtype=np.int64)
-
-
-class ColourPermuted:
-    """An ImageSource whose view index also names an RGB channel order: view k·V + v reads
-    view v with its channels in order _PERMS[k].
-
-    Why: with a handful of training people the detector tells left from right by each
-    person's absolute clothing colours and fails on a new person (left/right swapped at
-    random). Permuted channels make absolute hue useless while keeping the cues that hold
-    for everyone (the right side's brighter, more saturated accent tone; the dark left shoe),
-    as fit() draws the copies like any other sample: deterministic, resumable."""
-
-    def __init__(self, source, views: int):
-        self.source, self.views = source, int(views)
-
-    def get(self, f: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """f, v [B] (v encoded as k·V + view) -> uint8 [B,S,S,3]."""
-        k, view = np.divmod(np.asarray(v, dtype=np.int64), self.views)
-        img = self.source.get(f, view)
-        return np.take_along_axis(img, _PERMS[k][:, None, None, :], -1)
-
-
-def colour_permuted_samples(samples: np.ndarray, views: int) -> np.ndarray:
-    """(frame, view) samples [N,2] -> [6N,2], one copy per channel order (view encoded k·V + v)."""
-    return np.concatenate([samples + np.array([0, k * views]) for k in range(len(_PERMS))])
 
 
 def _labels(dataset, S: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -106,15 +77,7 @@ def train(cfg: dict, dataset, out_dir: Path, progress: bool = True) -> Path:
     if len(samples) == 0:
         raise ValueError("empty training set: no training-split (frame, view) has enough visible 2D labels")
     images = ImageSource(im, samples[:, 0], cfg["max_memory_mb"], progress)
-    if cfg["colour_permute"]:
-        V = im.shape[1]
-        if not cfg["iters_per_epoch"]:  # an epoch stays one pass over the real samples
-            cfg = {**cfg, "iters_per_epoch": max(1, len(samples) // (int(cfg["batch_size"]) * _dist_info()[1]))}
-        images, samples = ColourPermuted(images, V), colour_permuted_samples(samples, V)
-        src = np.stack([samples[:, 0], samples[:, 1] % V], -1)  # the (frame, view) each copy reads
-    else:
-        src = samples
-    return fit(cfg, "2d", images, samples, n[src[:, 0], src[:, 1]], mask[src[:, 0], src[:, 1]],
+    return fit(cfg, "2d", images, samples, n[samples[:, 0], samples[:, 1]], mask[samples[:, 0], samples[:, 1]],
                1.0, "crop", Path(out_dir), extra_meta={"trained_on": dataset.attrs.get("dataset", "?"),
                                                          "train_subjects": _subjects(dataset, split == 0)},
                progress=progress)
@@ -135,7 +98,7 @@ def predict(ckpt: Path, dataset, frames, progress: bool = True) -> np.ndarray:
     if "crop_boxes" not in dataset:
         raise ValueError("the dataset store has no `crop_boxes`: crop pixels cannot be mapped to the original image")
     fr = _frames(frames, im.shape[0])
-    with _deterministic(meta["cfg"].get("num_threads")):
+    with _deterministic(meta["cfg"].get("num_threads"), meta["cfg"].get("deterministic", True)):
         coords, conf = run_network(model, im, fr, int(meta["cfg"].get("eval_batch_size", 128)), progress, True)
     boxes = np.asarray(dataset["crop_boxes"].oindex[fr], dtype=np.float64) if fr.size else np.zeros((0, im.shape[1], 4))
     xy = original_coords(coords.astype(np.float64), boxes, im.shape[2])

@@ -442,7 +442,8 @@ def _split_frames(ds, split: int) -> np.ndarray:
 
 
 def refine(cfg: dict, store: ArtifactStore, progress: bool = True, force: bool = False) -> str:
-    """Train the refinement unit on (SS prediction, pseudo-label) pairs of the training frames."""
+    """Train the refinement unit from the SS network's predictions on the training frames and
+    their pseudo-labels (refine.make_pairs: pseudo-labels plus the fitted error by default)."""
     A = plan(cfg, store)
     art = A["refine"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import pretrain2d
+from pipeline import pretrain2d, train3d
 from pipeline.detectors import get_detector
 from pipeline.joints import J
 from tests.test_train3d import TINY, make_store
@@ -68,9 +68,9 @@ def test_colour_permuted_source_reads_permuted_channels():
     class Plain:
         def get(self, f, v):
             return im[f, v]
-    src = pretrain2d.ColourPermuted(Plain(), 3)
+    src = train3d.ColourPermuted(Plain(), 3)
     samples = np.array([[0, 2], [4, 1]])
-    cp = pretrain2d.colour_permuted_samples(samples, 3)
+    cp = train3d.colour_permuted_samples(samples, 3)
     assert cp.shape == (12, 2)
     got = src.get(cp[:, 0], cp[:, 1])
     for k, order in enumerate(permutations(range(3))):

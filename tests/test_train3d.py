@@ -118,6 +118,23 @@ def test_train_predict_resume_exact(store, tmp_path):
     assert (tmp_path / "a" / "final.pt").stat().st_mtime_ns == t0
 
 
+
+def test_colour_permute_trains_six_copies_per_epoch_of_real_samples(store, tmp_path):
+    """colour_permute: fit sees each (frame, view) in the 6 RGB orders (n_samples 6x), while an
+    epoch stays a pass over the real samples (iters_per_epoch None); off, the plain samples."""
+    cfg = {**TINY, "iters_per_epoch": None, "batch_size": 4, "epochs": 1}
+    on = torch.load(train3d.train({**cfg, "colour_permute": True}, store, None, None, tmp_path / "on",
+                                  progress=False), weights_only=False)
+    off = torch.load(train3d.train({**cfg, "colour_permute": False}, store, None, None, tmp_path / "off",
+                                   progress=False), weights_only=False)
+    assert on["n_samples"] == 6 * off["n_samples"]
+    assert on["images_seen"] == off["images_seen"] == (off["n_samples"] // 4) * 4
+    # deterministic off (cuDNN autotuning on a GPU) trains too, and leaves torch's flags as they were
+    before = torch.are_deterministic_algorithms_enabled()
+    train3d.train({**cfg, "deterministic": False}, store, None, None, tmp_path / "fast", progress=False)
+    assert torch.are_deterministic_algorithms_enabled() == before
+    assert torch.backends.cudnn.benchmark is False
+
 def test_loss_decreases_on_labels(store, tmp_path):
     """Trained on label-style targets (scale-free), the loss falls: the loop learns."""
     P = train3d.gt_camera_poses(store)
