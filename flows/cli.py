@@ -4,6 +4,8 @@
                 [--root DIR_OR_URL] [--no-progress]
     epipose inspect STORE [--plot DIR] [--frames N]
     epipose config [--preset ...] [--set ...]          # print the resolved configuration
+    epipose clean [--preset ...] [--set ...] [--superseded] [--yes]
+                                                       # leftovers of interrupted runs (dry run without --yes)
 """
 from __future__ import annotations
 
@@ -40,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--frames", type=int, default=4, help="frames drawn by --plot")
     c = sub.add_parser("config", help="print the resolved configuration as JSON")
     _add_config_args(c)
+    k = sub.add_parser("clean", help="list (or with --yes delete) what interrupted and replaced runs left")
+    _add_config_args(k)
+    k.add_argument("--superseded", action="store_true",
+                   help="also complete outputs of this dataset that this configuration does not use")
+    k.add_argument("--yes", action="store_true", help="delete them (default: only list)")
     a = ap.parse_args(argv)
 
     if a.cmd == "inspect":
@@ -59,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "config":
         print(json.dumps(cfg, indent=2, default=str))
         return 0
+    if a.cmd == "clean":
+        return _clean(cfg, a.superseded, a.yes)
     from flows.epipolarpose import epipolarpose, format_metrics, format_stages
     summary = epipolarpose(preset=a.preset, overrides=a.overrides, only=a.only, detector=a.detector,
                            root=a.root, progress=not a.no_progress)
@@ -68,6 +77,31 @@ def main(argv: list[str] | None = None) -> int:
         print(format_metrics(summary["metrics"]))
     if summary.get("report"):
         print(f"\nreport: {summary['report']}")
+    return 0
+
+
+def _clean(cfg: dict, superseded: bool, yes: bool) -> int:
+    """Working folders no run is writing, moved-aside outputs, orphaned locks; with
+    `superseded`, complete outputs of the dataset outside this configuration's plan."""
+    from pipeline.stages import plan
+    from pipeline.store import ArtifactStore
+    store = ArtifactStore(cfg["store"]["root"])
+    ds = cfg["dataset"]["name"]
+    found = store.leftovers(ds)
+    if superseded:
+        keep = {art.location for art in plan(cfg, store).values() if art is not None}
+        found += [(loc, "superseded", int(store.fs.du(loc))) for loc in store.list(ds) if loc not in keep]
+    for loc, kind, size in found:
+        print(f"{kind:<11}{size / 2 ** 20:>9.1f} MB  {loc}")
+    total = sum(size for _, _, size in found) / 2 ** 20
+    if not found:
+        print(f"nothing to clean under {store.root}/{ds}")
+    elif yes:
+        for loc, _, _ in found:
+            store.remove(loc)
+        print(f"removed {len(found)} ({total:.1f} MB)")
+    else:
+        print(f"{len(found)} ({total:.1f} MB); run again with --yes to delete them")
     return 0
 
 

@@ -56,6 +56,35 @@ def heatmap_confidence(prob: torch.Tensor, coords: torch.Tensor, radius: float =
     return (prob * near).sum((2, 3))
 
 
+def heatmap_nll(prob: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of heatmaps against their targets, each target split bilinearly over its
+    four nearest bins (so the target distribution's mean is the target itself).
+
+    prob [B,J,H,W] (sums to 1 over H,W), coords [B,J,2] as (x, y) in [-1,1] -> [B,J] nats.
+    A one-hot heatmap on the target's bin gives 0 (bin-centre target); a uniform one log(H·W).
+    Unlike the soft-argmax loss (only the mean is trained) or E_p||g - t||² (minimised by a
+    delta wherever the target is uncertain), this is a proper scoring rule: where the
+    network cannot tell, its heatmap spreads, so the mass near the peak is a confidence.
+    Targets outside the grid are clamped to its border (mask them out of the loss).
+    """
+    B, J, H, W = prob.shape
+    u = (((coords[..., 0] + 1) * W - 1) / 2).clamp(0, W - 1)  # continuous bin index, bin centres at integers
+    v = (((coords[..., 1] + 1) * H - 1) / 2).clamp(0, H - 1)
+    u0 = u.floor().clamp(max=max(W - 2, 0))
+    v0 = v.floor().clamp(max=max(H - 2, 0))
+    fu, fv = u - u0, v - v0
+    # clamp: log(0) would be -inf; 1e-30 is far below any probability a softmax over a
+    # heatmap gives in practice, so the gradient is lost only where the loss is huge anyway
+    logp = torch.log(prob.float().clamp_min(1e-30)).reshape(B, J, H * W)
+    u1 = (u0 + 1).clamp(max=W - 1)
+    v1 = (v0 + 1).clamp(max=H - 1)
+
+    def at(y, x):
+        return logp.gather(-1, (y * W + x).long()[..., None])[..., 0]
+    return -((1 - fu) * (1 - fv) * at(v0, u0) + fu * (1 - fv) * at(v0, u1)
+             + (1 - fu) * fv * at(v1, u0) + fu * fv * at(v1, u1))
+
+
 class DeconvHead(nn.Module):
     """n x (ConvTranspose 4x4 stride 2 -> BatchNorm -> ReLU), then a 1x1 conv to `out_channels`."""
 

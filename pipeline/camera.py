@@ -82,6 +82,25 @@ class Cameras:
         return cls(*(np.asarray(group[k + suffix][rig], dtype=np.float64) for k in FIELDS))
 
 
+def store_poses_in_cameras(group, frames: np.ndarray | None = None) -> np.ndarray:
+    """A dataset store's ground truth (docs/stores.md: poses3d_world, rig, R, t) in each view's
+    camera frame, mm: [f,V,J,3] for `frames` (int indices; None: all), NaN where unknown.
+    ValueError naming what is missing: the 3D ground truth or finite extrinsics."""
+    for name in ("poses3d_world", "rig", "R", "t"):
+        if name not in group:
+            raise ValueError(f"the dataset store has no `{name}`: its 3D ground truth cannot be put in camera frames")
+    n = group["rig"].shape[0]
+    idx = np.arange(n) if frames is None else np.asarray(frames, dtype=np.int64)
+    X = np.asarray(group["poses3d_world"].get_orthogonal_selection((idx,)), dtype=np.float64)
+    rig = np.asarray(group["rig"][:], dtype=np.int64)[idx]
+    R = np.asarray(group["R"][:], dtype=np.float64)[rig]   # [f,V,3,3]
+    t = np.asarray(group["t"][:], dtype=np.float64)[rig]   # [f,V,3]
+    if not (np.all(np.isfinite(R)) and np.all(np.isfinite(t))):
+        raise ValueError("the dataset's cameras lack extrinsics (R/t hold NaN): its 3D ground truth "
+                         "cannot be put in camera frames")
+    return world_to_camera(X[:, None], R, t)
+
+
 def camera_center(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     """C = -Rᵀ t. R [...,3,3], t [...,3] -> [...,3]."""
     return -np.einsum("...ji,...j->...i", R, t)

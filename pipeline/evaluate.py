@@ -229,7 +229,7 @@ def ground_truth(dataset, frames=None) -> dict:
              "actions" [f] str, "subjects" [f] str, "frame_ids" [f] int, "mean_bone_mm" float|None}.
     Raises ValueError when the store has no 3D ground truth or no extrinsics.
     """
-    from .camera import world_to_camera
+    from .camera import store_poses_in_cameras
 
     if "poses3d_world" not in dataset:
         raise ValueError("dataset has no 3D ground truth (poses3d_world): nothing to evaluate against")
@@ -241,14 +241,7 @@ def ground_truth(dataset, frames=None) -> dict:
     else:
         frames = np.asarray(frames)
         idx = np.flatnonzero(frames) if frames.dtype == bool else frames.astype(np.int64)
-    X = np.asarray(dataset["poses3d_world"].get_orthogonal_selection((idx,)), dtype=np.float64) \
-        if len(idx) else np.zeros((0, J, 3))
-    rig = np.asarray(dataset["rig"][...])[idx]
-    R = np.asarray(dataset["R"][...], dtype=np.float64)[rig]
-    t = np.asarray(dataset["t"][...], dtype=np.float64)[rig]
-    if not (np.all(np.isfinite(R)) and np.all(np.isfinite(t))):
-        raise ValueError("dataset cameras lack extrinsics: ground truth cannot be put in camera frames")
-    gt = world_to_camera(X[:, None], R, t)  # [f,V,J,3]
+    gt = store_poses_in_cameras(dataset, idx)  # [f,V,J,3]
     attrs = dict(dataset.attrs)
     clips = list(attrs.get("clips", []))
     act = attrs.get("actions", {})

@@ -23,7 +23,10 @@ from .train3d import (PRESETS as PRESETS_3D, ImageSource, _deterministic, _frame
 
 PRESETS: dict[str, dict] = {
     name: {**p, "min_valid_joints": 4, "smooth_l1_beta": 0.01, "depth": 1, "variance_weight": 0.1,
-           "colour_permute": True}
+           "colour_permute": True,
+           # > 0 adds the heatmap's cross-entropy (models.integral.heatmap_nll) to the loss, which
+           # makes the heatmap confidence track the error; see the module docstring
+           "heatmap_nll_weight": 0.0}
     for name, p in PRESETS_3D.items()
 }
 # the 2D network trains faster (no volume); fewer iterations suffice on the CPU. 20 epochs,

@@ -10,13 +10,14 @@ Two ways to get (noisy input, clean target) pairs, both from training data only:
 Poses are root-relative, in whatever units the caller uses (mean bones for SS); the unit
 works on poses divided by one scalar stored with it.
 
-Measured on the default studio (bench/train.py, four full runs): "noise" changed SS test
-MPJPE by -0.7 to +2.4 % (mean +0.3 %), "predictions" by -2.4 to +0.1 % (mean -1.3 %), so
-"noise" is the default; the paper reports 20 %. An RU trained on one test clip's pairs, i.e. on
-errors exactly like the test errors, gained -4 to +1 % on the other clip: the SS test error
-here is label noise the network learnt (its labels are 72 mm NMPJPE from ground truth) and
-left/right confusion on an unseen person (29 % of test poses are closer to ground truth
-relabelled), which a refiner that sees only the pose cannot undo.
+Measured with bench/train.py in four full runs (two studios, before and after the 3D network's
+colour permutation), the RU's gain (the share of SS test MPJPE it removes) was -0.7 to +2.4 %
+with "noise" (mean +0.3 %) and -2.4 to +0.1 % with "predictions" (mean -1.3 %), so "noise" is
+the default; the paper reports 20 %. An RU trained on one test clip's pairs, i.e. on errors
+exactly like the test errors, gained -12 to -9 % on the other clip (the benchmark's study). The SS test error here is
+label noise the network learnt (its labels are 72 mm NMPJPE from ground truth) and left/right
+confusion on an unseen person (28 % of test poses are closer to ground truth relabelled),
+which a refiner that sees only the pose cannot undo.
 """
 from __future__ import annotations
 

@@ -53,6 +53,14 @@ DEPENDS = {
     "report": ("evaluate",),
 }
 
+# Each stage's code version, part of its outputs' fingerprints: bump a stage's number when a
+# change of code (a fix, another algorithm) changes its output for the same configuration, so
+# stores written by older code are rebuilt rather than reused (and so is what follows them).
+CODE_VERSIONS = {
+    "dataset": 1, "pretrain2d": 2, "detect2d": 1, "label": 1, "train3d": 2, "refine": 2,
+    "pss_reference": 1, "evaluate": 1, "report": 1,
+}
+
 
 def impl(role: str):
     """The module playing `role` (see MODULES), with a clear error when it is not there."""
@@ -88,7 +96,7 @@ def plan(cfg: dict, store: ArtifactStore) -> dict[str, Artifact | None]:
     A: dict[str, Artifact | None] = {}
 
     def art(stage, name, inputs, section=None, extra=None):
-        conf = {"section": to_jsonable(cfg[section or stage])}
+        conf = {"section": to_jsonable(cfg[section or stage]), "code": CODE_VERSIONS[stage]}
         if extra:
             conf.update(extra)
         return store.artifact(ds_name, stage, name, conf, {k: A[k] for k in inputs if A.get(k)})

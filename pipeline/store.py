@@ -182,6 +182,45 @@ class ArtifactStore:
                 out.append(loc)
         return out
 
+    def leftovers(self, dataset: str | None = None) -> list[tuple[str, str, int]]:
+        """What interrupted or replaced runs left under the root: (location, kind, bytes) for
+        working folders (kind "partial") and moved-aside outputs ("old") that no run is writing
+        now, and their lock files ("lock"). Safe to delete; `epipose clean` does."""
+        out = []
+        for p in sorted(self.fs.glob(self.fs_path(dataset or "*", "*", ".*"))):
+            parts = p.rstrip("/").rsplit("/", 3)[-3:]
+            ds, stage, base = parts
+            if base.endswith(".partial"):
+                kind, dirname = "partial", base[1:-len(".partial")]
+            elif ".old-" in base:
+                kind, dirname = "old", base[1:base.index(".old-")]
+            elif base.endswith(".lock"):
+                kind, dirname = "lock", base[1:-len(".lock")]
+            else:
+                continue
+            name, _, fp = dirname.rpartition("-")
+            if kind != "old" and Artifact(self, ds, stage, name, fp, {}).being_written():
+                continue
+            if kind == "lock" and (self.fs.exists(self.fs_path(ds, stage, f".{dirname}.partial"))
+                                   or self.fs.exists(self.fs_path(ds, stage, dirname))):
+                continue  # an output's lock: kept while the output or its working folder is there
+            out.append((self.url(ds, stage, base), kind, int(self.fs.du(p))))
+        return out
+
+    def remove(self, location: str) -> None:
+        """Delete one output or leftover (a folder or a file) under the root."""
+        rel = os.path.relpath(location, self.root) if self.local else location[len(self.root) + 1:]
+        if rel.startswith("..") or rel.count("/") != 2:
+            raise StoreError(f"{location} is not an output under {self.root}")
+        ds, stage, base = rel.split("/")
+        self.fs.rm(self.fs_path(ds, stage, base), recursive=True)
+        dirname = base[1:-len(".partial")] if base.endswith(".partial") else base
+        lock = self.fs_path(ds, stage, f".{dirname}.lock")
+        if not base.startswith(".") or base.endswith(".partial"):  # its lock goes with the last of the pair
+            if not any(self.fs.exists(self.fs_path(ds, stage, d)) for d in (dirname, f".{dirname}.partial")):
+                if self.fs.exists(lock):
+                    self.fs.rm(lock)
+
 
 def _protocols(fs) -> tuple[str, ...]:
     p = fs.protocol
@@ -266,13 +305,8 @@ class Artifact:
         publish wins and later ones discard their copy).
         """
         import fcntl
-        if self.store.local:
-            lock_dir = Path(self.store.root, self.dataset, self.stage)
-        else:
-            key = hashlib.sha256(self.location.encode()).hexdigest()[:16]
-            lock_dir = Path(tempfile.gettempdir(), "epipose-locks", key)
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        path = lock_dir / f".{self.dirname}.lock"
+        path = self._lock_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a+") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -283,6 +317,26 @@ class Artifact:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _lock_path(self) -> Path:
+        if self.store.local:
+            return Path(self.store.root, self.dataset, self.stage, f".{self.dirname}.lock")
+        key = hashlib.sha256(self.location.encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir(), "epipose-locks", key, f".{self.dirname}.lock")
+
+    def being_written(self) -> bool:
+        """True while a run holds this output's lock (it is writing it now)."""
+        import fcntl
+        path = self._lock_path()
+        if not path.exists():
+            return False
+        with open(path, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
 
     def begin(self, fresh: bool = False) -> zarr.Group:
         """Create (or, after an interruption, reopen) the working group. Call under `lock()`.

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.integral import IntegralPoseNet
+from models.integral import IntegralPoseNet, heatmap_nll
 from models.resnet import load_backbone_weights
 
 from . import augment as aug
-from .camera import world_to_camera
+from .camera import store_poses_in_cameras
 from .joints import J, ROOT
 
 ARCH_KEYS = ("resnet", "width", "depth", "deconv_channels", "deconv_layers", "input_size")
@@ -60,7 +60,8 @@ PRESETS: dict[str, dict] = {
         "smooth_l1_beta": 0.02, "target_extent": 0.8, "min_valid_joints": 8,
         "augment": {}, "pretrained": None, "seed": 0, "amp": True, "num_threads": None,
         "max_memory_mb": 16384, "eval_batch_size": 128, "variance_weight": 0.0, "virtual_camera": True,
-        # off: cuDNN autotuning, 860 vs 706 images/s at batch 32 on an H200 (bench/gpu.py)
+        # off: cuDNN autotuning; at batch 32, 1,131 vs 796 images/s on an H200, 1,057 vs 876 on an
+        # H100 (bench/gpu.py, second epoch)
         "colour_permute": False, "deterministic": False,
     },
 }
@@ -182,16 +183,10 @@ def _read_frames(images, frames: np.ndarray, progress: bool) -> np.ndarray:
 
 def gt_camera_poses(dataset) -> np.ndarray:
     """Ground-truth root-relative poses in each camera's frame, mm: [F,V,J,3] (NaN where unknown)."""
-    for name in ("poses3d_world", "rig", "R", "t"):
-        if name not in dataset:
-            raise ValueError(f"fully supervised training needs `{name}` in the dataset store; it is absent")
-    X = np.asarray(dataset["poses3d_world"][:], dtype=np.float64)
-    rig = np.asarray(dataset["rig"][:], dtype=np.int64)
-    R = np.asarray(dataset["R"][:], dtype=np.float64)[rig]   # [F,V,3,3]
-    t = np.asarray(dataset["t"][:], dtype=np.float64)[rig]   # [F,V,3]
-    if not np.all(np.isfinite(R)) or not np.all(np.isfinite(t)):
-        raise ValueError("fully supervised training needs camera extrinsics; the dataset's R/t contain NaN")
-    Xc = world_to_camera(X[:, None], R, t)  # [F,V,J,3]
+    try:
+        Xc = store_poses_in_cameras(dataset)
+    except ValueError as e:
+        raise ValueError(f"fully supervised training: {e}") from e
     return (Xc - Xc[:, :, ROOT:ROOT + 1]).astype(np.float32)
 
 
@@ -298,8 +293,8 @@ def load_model(path: Path, mode: str | None = None) -> tuple[IntegralPoseNet, di
 
 @contextlib.contextmanager
 def _deterministic(threads: int | None, on: bool = True):
-    """Deterministic algorithms (on) or cuDNN's autotuned ones (off: about 20 % faster training
-    on an H200, not reproducible bit for bit); `threads` CPU threads. Restored on exit."""
+    """Deterministic algorithms (on) or cuDNN's autotuned ones (off: 20-40 % faster training on
+    an H100/H200, not reproducible bit for bit); `threads` CPU threads. Restored on exit."""
     prev = torch.are_deterministic_algorithms_enabled()
     prev_bench = torch.backends.cudnn.benchmark
     prev_threads = torch.get_num_threads()
@@ -400,6 +395,7 @@ def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets:
         amp = bool(cfg["amp"]) and device.type == "cuda"
         beta = float(cfg["smooth_l1_beta"])
         vw = float(cfg["variance_weight"])
+        hw = float(cfg.get("heatmap_nll_weight", 0.0))  # 2D only (pretrain2d.PRESETS)
         from tqdm.auto import tqdm
         bar = tqdm(total=epochs * iters, initial=start * iters, desc=f"train {mode}",
                    disable=not progress or rank != 0)
@@ -436,6 +432,8 @@ def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets:
                 loss = (err * m).sum() / m.sum().clamp_min(1.0) / pred.shape[-1]
                 if vw > 0 and mode == "2d":
                     loss = loss + vw * _spread_loss(prob, tgt, m)
+                if hw > 0 and mode == "2d":
+                    loss = loss + hw * (heatmap_nll(prob, tgt) * m).sum() / m.sum().clamp_min(1.0)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

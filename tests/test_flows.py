@@ -84,6 +84,30 @@ def test_stage_flow_alone_and_cli(tmp_path, harness, capsys):
     assert '"name": "h36m"' in capsys.readouterr().out
 
 
+def test_clean_lists_then_deletes_leftovers_and_superseded(tmp_path, harness, capsys):
+    """`epipose clean`: a dry run by default; --yes deletes an interrupted run's working folder;
+    --superseded adds complete outputs of the dataset the configuration no longer uses."""
+    from flows.cli import main
+    from flows.epipolarpose import STAGE_FLOWS
+    register()
+    old = STAGE_FLOWS["dataset"](overrides={**_ov(tmp_path), "label.chunk": 8}, progress=False)["location"]
+    ov = {**_ov(tmp_path), "dataset.seed": 1}
+    new = STAGE_FLOWS["dataset"](overrides=ov, progress=False)["location"]
+    stale = tmp_path / "toy" / "label" / ".rig-0123456789ab.partial"
+    stale.mkdir(parents=True)
+    (stale / "zarr.json").write_text("{}")
+    sets = [a for k, v in ov.items() for a in ("--set", f"{k}={v}")]
+    assert main(["clean"] + sets) == 0
+    out = capsys.readouterr().out
+    assert "partial" in out and str(stale) in out and old not in out and "--yes" in out and stale.exists()
+    assert main(["clean", "--superseded", "--yes"] + sets) == 0
+    out = capsys.readouterr().out
+    assert "superseded" in out and old in out and "removed 2" in out
+    assert not stale.exists() and not Path(old).exists() and Path(new).is_dir()
+    assert main(["clean"] + sets) == 0
+    assert "nothing to clean" in capsys.readouterr().out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -2,10 +2,12 @@
 weight loading, the integral network's shapes."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from models.integral import IntegralPoseNet, heatmap_confidence, soft_argmax_2d, soft_argmax_3d
+from models.integral import IntegralPoseNet, heatmap_confidence, heatmap_nll, soft_argmax_2d, soft_argmax_3d
 from models.resnet import ResNet, load_backbone_weights
 
 
@@ -60,6 +62,46 @@ def test_soft_argmax_closed_form():
     assert heatmap_confidence(p2, c2)[0, 0] > 0.99
     _, pf = soft_argmax_2d(torch.zeros(1, 1, 8, 8))
     assert heatmap_confidence(pf, torch.zeros(1, 1, 2))[0, 0] < 0.2
+
+
+def test_heatmap_nll_closed_form():
+    """Cross-entropy against the bilinear splat of the target: 0 for a one-hot heatmap on a
+    bin-centre target, log(H·W) for a uniform heatmap, the two-bin entropy mix for a target
+    between two bins; minimised (over heatmaps) by the splat itself, whose soft-argmax is the target."""
+    H, W = 6, 8
+    centre = lambda i, n: (2 * i + 1) / n - 1
+    p = torch.zeros(1, 1, H, W)
+    p[0, 0, 2, 5] = 1.0
+    t = torch.tensor([[[centre(5, W), centre(2, H)]]])
+    torch.testing.assert_close(heatmap_nll(p, t), torch.zeros(1, 1), atol=1e-6, rtol=0)
+    u = torch.full((1, 1, H, W), 1 / (H * W))
+    torch.testing.assert_close(heatmap_nll(u, t), torch.full((1, 1), math.log(H * W)))
+    # a target a quarter of the way from bin 5 to bin 6 (same row): weights 0.75 / 0.25
+    tq = torch.tensor([[[0.75 * centre(5, W) + 0.25 * centre(6, W), centre(2, H)]]])
+    q = torch.zeros(1, 1, H, W)
+    q[0, 0, 2, 5], q[0, 0, 2, 6] = 0.75, 0.25
+    ent = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    torch.testing.assert_close(heatmap_nll(q, tq), torch.full((1, 1), ent))
+    assert float(heatmap_nll(u, tq)) > ent and float(heatmap_nll(p, tq)) > ent
+    c, _ = soft_argmax_2d(torch.log(q.clamp_min(1e-30)))
+    torch.testing.assert_close(c, tq)
+    # targets on the last bin and beyond the grid are clamped, not indexed out of range
+    edge = torch.tensor([[[1.5, centre(H - 1, H)]]])
+    pe = torch.zeros(1, 1, H, W)
+    pe[0, 0, H - 1, W - 1] = 1.0
+    torch.testing.assert_close(heatmap_nll(pe, edge), torch.zeros(1, 1), atol=1e-6, rtol=0)
+
+
+def test_heatmap_confidence_orders_spread():
+    """The mass near the soft-argmax falls as an isotropic Gaussian heatmap widens: 1 for a
+    delta, low for a uniform heatmap."""
+    H = W = 16
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    confs = []
+    for sigma in (0.2, 0.5, 1.0, 2.0, 4.0):
+        c, p = soft_argmax_2d((-((xs - 7.5) ** 2 + (ys - 7.5) ** 2) / (2 * sigma ** 2))[None, None])
+        confs.append(float(heatmap_confidence(p, c)))
+    assert confs[0] > 0.999 and all(a > b for a, b in zip(confs, confs[1:])) and confs[-1] < 0.2
 
 
 @pytest.mark.parametrize("mode,dim", [("3d", 3), ("2d", 2)])

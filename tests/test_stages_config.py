@@ -65,6 +65,17 @@ def test_what_a_change_reruns():
     assert run == base
 
 
+def test_a_stage_code_version_reruns_it_and_what_follows(monkeypatch):
+    """CODE_VERSIONS: new code for the label stage (same configuration) rebuilds the labels and
+    everything fed by them, nothing else."""
+    cfg = config.resolve("cpu", {"detect2d.detector": "gt"})
+    base = _fps(cfg)
+    monkeypatch.setitem(stages.CODE_VERSIONS, "label", stages.CODE_VERSIONS["label"] + 1)
+    new = _fps(cfg)
+    assert {k for k in base if base[k] != new[k]} == {"label", "train3d_ss", "refine", "evaluate", "report"}
+    assert set(stages.CODE_VERSIONS) == set(stages.DEPENDS)
+
+
 def test_override_of_the_presets_plugin_wins():
     """cpu names the network detector; an override naming another must stick (it was reset
     to the preset's by the preset's own soft overrides), with that plug-in's keys."""

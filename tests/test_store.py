@@ -125,3 +125,23 @@ def test_fsspec_root(tmp_path):
         a2.commit()
     assert (a2.local_path() / "checkpoints" / "final.pt").read_bytes() == b"weights"
     assert st.list("toy", "train3d") == [a2.location]
+
+
+def test_leftovers_are_what_no_run_is_writing(tmp_path):
+    """leftovers(): an interrupted working folder is listed (and removable) once no run holds
+    its lock; one being written, a complete output and its lock are never listed."""
+    st = ArtifactStore(tmp_path)
+    done = _write(st.artifact("toy", "label", "rig", {"k": 1}))
+    stale = _write(st.artifact("toy", "label", "rig", {"k": 2}), commit=False, upto=1)  # a killed run
+    busy = st.artifact("toy", "label", "rig", {"k": 3})
+    with busy.lock():
+        busy.begin()
+        assert busy.being_written() and not stale.being_written()
+        found = st.leftovers("toy")
+        assert [(loc, kind) for loc, kind, _ in found] == [(stale.work_location, "partial")]
+        assert found[0][2] > 0
+    assert {loc for loc, _, _ in st.leftovers()} == {stale.work_location, busy.work_location}
+    st.remove(stale.work_location)
+    assert not Path(stale.work_location).exists() and done.is_complete()
+    with pytest.raises(StoreError, match="not an output"):
+        st.remove(str(tmp_path))
