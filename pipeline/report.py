@@ -34,6 +34,11 @@ results = {
                                            #   present, else the first model)
   "n_worst":  int,                         # worst frames shown per model (default 6)
   "timings":  {"<stage>": seconds},        # per-stage wall time
+  "training": {                            # training curves (one PNG, one table)
+      "<network>": {"loss": [float, ...],  #   mean loss per epoch
+                    "images_per_s": float, #   optional
+                    "note": str},          #   optional, e.g. the loss and its units
+      }, ...},
 }
 """
 from __future__ import annotations
@@ -168,6 +173,31 @@ def _error_cdf(models: dict, out_dir: Path) -> list[str]:
     plt.close(fig)
     return ["Cumulative distribution of per-pose errors (dashed: the 150 mm PCK threshold).", "",
             "![error CDF](error_cdf.png)", ""]
+
+
+def _training_section(training: dict, out_dir: Path) -> list[str]:
+    """Loss per epoch of each trained network: one panel each (log scale), and a table."""
+    curves = {n: np.asarray(e.get("loss", []), dtype=np.float64) for n, e in training.items()}
+    curves = {n: c for n, c in curves.items() if c.size}
+    if not curves:
+        return []
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.2 * len(curves), 2.8), squeeze=False)
+    for ax, (name, c) in zip(axes[0], curves.items()):
+        ax.plot(np.arange(1, c.size + 1), c, marker="o", ms=3)
+        ax.set_yscale("log")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("training loss")
+    fig.tight_layout()
+    fig.savefig(out_dir / "training_curves.png", dpi=100)
+    plt.close(fig)
+    rows = [[n, str(c.size), f"{c[0]:.4g}", f"{c[-1]:.4g}",
+             _fmt(training[n].get("images_per_s"), "num"), training[n].get("note", "")]
+            for n, c in curves.items()]
+    return ["## Training", "", _table(["network", "epochs", "first loss", "last loss", "images/s", "loss"], rows),
+            "", "![training curves](training_curves.png)", ""]
 
 
 def _stability_section(stab) -> list[str]:
@@ -370,6 +400,11 @@ def write_report(results: dict, out_dir: Path) -> Path:
         md += _error_cdf(models, out_dir)
     else:
         skipped.append("model table (no `models`)")
+
+    training = _training_section(results.get("training") or {}, out_dir)
+    md += training
+    if not training:
+        skipped.append("training curves (no `training`)")
 
     if results.get("pss_stability"):
         md += _stability_section(results["pss_stability"])

@@ -58,7 +58,7 @@ DEPENDS = {
 # stores written by older code are rebuilt rather than reused (and so is what follows them).
 CODE_VERSIONS = {
     "dataset": 1, "pretrain2d": 2, "detect2d": 1, "label": 1, "train3d": 2, "refine": 2,
-    "pss_reference": 1, "evaluate": 1, "report": 1,
+    "pss_reference": 1, "evaluate": 1, "report": 2,
 }
 
 
@@ -629,6 +629,7 @@ def report(cfg: dict, store: ArtifactStore, progress: bool = True, force: bool =
                    "models": models, "pss_reference": _reference_dict(A["pss_reference"].open()),
                    "pss_stability": list(e.attrs.get("pss_stability", [])), "samples": samples,
                    "n_worst": int(cfg["report"]["n_worst"]), "timings": _stage_timings(store, cfg),
+                   "training": _training_curves(A),
                    "config": {"preset": cfg.get("preset"),
                               "fingerprints": {k: a.fingerprint for k, a in A.items() if a is not None}}}
         path = rep.write_report(results, art.work_dir())
@@ -636,6 +637,22 @@ def report(cfg: dict, store: ArtifactStore, progress: bool = True, force: bool =
 
     _produce(store, "report", art, build, force)
     return str(Path(art.local_path()) / "report.md")
+
+
+def _training_curves(A) -> dict:
+    """Loss per epoch (and images/s) of the networks this report's models came from."""
+    import torch
+    out = {}
+    for key, name, note in (("pretrain2d", "2D detector", "smooth L1, crop coordinates"),
+                            ("train3d_ss", "SS", "smooth L1, pseudo-labels"),
+                            ("train3d_fs", "FS", "smooth L1, ground truth"),
+                            ("refine", "RU", "L1, intermediate + final")):
+        if A.get(key) is None or not A[key].is_complete():
+            continue
+        ck = torch.load(checkpoint_of(A[key]), map_location="cpu", weights_only=False, mmap=True)
+        out[name] = {"loss": [float(x) for x in ck.get("losses", [])], "images_per_s": ck.get("images_per_s"),
+                     "note": note}
+    return out
 
 
 class _TakeFrames:

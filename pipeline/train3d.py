@@ -50,7 +50,7 @@ PRESETS: dict[str, dict] = {
         "max_memory_mb": 4096, "eval_batch_size": 256, "variance_weight": 0.0, "virtual_camera": True,
         # six copies of every crop, one per RGB channel order (ColourPermuted): on the studio's
         # unseen test person SS MPJPE went from 174 to 163 mm
-        "colour_permute": True, "deterministic": True,
+        "colour_permute": True, "deterministic": True, "keep_checkpoints": 2,
     },
     # The paper: ResNet-50, 256x256 input, a 64^3 volume, 140 epochs, lr x0.1 at 90 and 120.
     "paper": {
@@ -62,7 +62,7 @@ PRESETS: dict[str, dict] = {
         "max_memory_mb": 16384, "eval_batch_size": 128, "variance_weight": 0.0, "virtual_camera": True,
         # off: cuDNN autotuning; at batch 32, 1,131 vs 796 images/s on an H200, 1,057 vs 876 on an
         # H100 (bench/gpu.py, second epoch)
-        "colour_permute": False, "deterministic": False,
+        "colour_permute": False, "deterministic": False, "keep_checkpoints": 2,
     },
 }
 
@@ -83,6 +83,8 @@ def resolve_cfg(cfg: dict | None, presets: dict[str, dict] = PRESETS) -> dict:
     out["augment"] = aug.resolve(out["augment"])
     if int(out["batch_size"]) < 2:
         raise ValueError("batch_size must be >= 2 (BatchNorm needs more than one sample)")
+    if int(out["keep_checkpoints"]) < 0:
+        raise ValueError("keep_checkpoints must be >= 0 (0 keeps every epoch's checkpoint)")
     return out
 
 
@@ -310,8 +312,13 @@ def _deterministic(threads: int | None, on: bool = True):
         torch.set_num_threads(prev_threads)
 
 
+def _checkpoints(ckdir: Path) -> list[Path]:
+    """The epoch checkpoints in ckdir, oldest first."""
+    return sorted(p for p in ckdir.glob("epoch-*.pt") if re.fullmatch(r"epoch-\d{4}\.pt", p.name))
+
+
 def _latest_checkpoint(ckdir: Path) -> Path | None:
-    found = sorted(p for p in ckdir.glob("epoch-*.pt") if re.fullmatch(r"epoch-\d{4}\.pt", p.name))
+    found = _checkpoints(ckdir)
     return found[-1] if found else None
 
 
@@ -454,6 +461,9 @@ def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets:
                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "losses": losses,
                     "train_seconds": seconds, "images_seen": n_seen, **(extra_meta or {}),
                 }, ckdir / f"epoch-{epoch + 1:04d}.pt")
+                # resuming needs only the newest; the paper preset's are ~300 MB each (0: keep all)
+                for old in _checkpoints(ckdir)[:-int(cfg["keep_checkpoints"])]:
+                    old.unlink()
         bar.close()
         if ddp:
             import torch.distributed as dist

@@ -49,6 +49,9 @@ def test_whole_chain_tiny_studio(tmp_path):
     report = runs["report"]["location"]
     text = open(report).read()
     assert "Table 1" in text and "| SS + RU |" in text
+    # the networks' training curves, read from their checkpoints (gt detector: no 2D network)
+    assert "![training curves](training_curves.png)" in text
+    assert all(f"| {n} | " in text for n in ("SS", "FS", "RU")) and "2D detector" not in text
     # a second pass reuses every output
     again = {s: stages.run_stage(s, cfg, store, progress=False)["status"] for s in config.STAGES}
     assert set(again.values()) <= {"reused", "skipped"}

@@ -39,6 +39,8 @@ def results(tmp_path_factory):
         "n_worst": 2,
         "timings": {"dataset": 1.5, "label": 12.25},
         "config": {"detector": "gt"},
+        "training": {"SS": {"loss": [0.3, 0.1, 0.05], "images_per_s": 321.0, "note": "smooth L1"},
+                     "RU": {"loss": [1.0, 0.5]}},
     }
 
 
@@ -48,7 +50,7 @@ def test_full_report(results, tmp_path):
     path = report.write_report(results, tmp_path)
     text = path.read_text()
     for section in ("Table 1", "Tables 2 and 3", "Per action", "PSS stability", "Fig. 6",
-                    "Qualitative", "Worst frames", "Stage timings", "Configuration"):
+                    "Qualitative", "Worst frames", "Stage timings", "Configuration", "## Training"):
         assert section in text, section
     assert "Not in this report" not in text
     # the tables carry the evaluation's own numbers
@@ -58,8 +60,9 @@ def test_full_report(results, tmp_path):
         assert f"{100 * o['mpss_k50']:.1f}" in text
     assert "| 97.0 |" in text  # label coverage
     assert "| **total** | 13.8 |" in text
+    assert "| SS | 3 | 0.3 | 0.05 | 321.0 | smooth L1 |" in text and "| RU | 2 | 1 | 0.5 | – |" in text
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert {"qualitative.png", "pss_centres_k50.png", "per_action_mpjpe.png", "error_cdf.png",
+    assert {"qualitative.png", "pss_centres_k50.png", "per_action_mpjpe.png", "error_cdf.png", "training_curves.png",
             "worst_FS.png", "worst_SS.png", "worst_SS___RU.png"} <= set(pngs)
     for p in pngs:
         assert f"({p})" in text
@@ -71,7 +74,8 @@ def test_partial_report_lists_what_is_missing(results, tmp_path):
     only = {"models": {"SS": {"summary": results["models"]["SS"]["summary"]}}}
     text = report.write_report(only, tmp_path).read_text()
     assert "Tables 2 and 3" in text and "| SS |" in text
-    for missing in ("training-label table", "PSS stability", "cluster centres", "qualitative figure"):
+    for missing in ("training-label table", "PSS stability", "cluster centres", "qualitative figure",
+                    "training curves"):
         assert missing in text
     assert not (tmp_path / "qualitative.png").exists()
 

@@ -135,6 +135,21 @@ def test_colour_permute_trains_six_copies_per_epoch_of_real_samples(store, tmp_p
     assert torch.are_deterministic_algorithms_enabled() == before
     assert torch.backends.cudnn.benchmark is False
 
+
+def test_only_the_newest_checkpoints_are_kept_and_resume_from_them(store, tmp_path):
+    """keep_checkpoints 2: after 3 epochs only epochs 2 and 3 remain; a run killed after epoch 3
+    of 4 resumes from them and ends bit-identical to an uninterrupted one."""
+    cfg = {**TINY, "epochs": 4, "iters_per_epoch": 2, "keep_checkpoints": 2}
+    a = train3d.train(cfg, store, None, None, tmp_path / "a", progress=False)
+    train3d.train({**cfg, "epochs": 3}, store, None, None, tmp_path / "b", progress=False)
+    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["epoch-0002.pt", "epoch-0003.pt"]
+    (tmp_path / "b" / "final.pt").unlink()
+    b = train3d.train(cfg, store, None, None, tmp_path / "b", progress=False)
+    wa, wb = torch.load(a, weights_only=False)["model"], torch.load(b, weights_only=False)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    with pytest.raises(ValueError, match="keep_checkpoints"):
+        train3d.resolve_cfg({"keep_checkpoints": -1})
+
 def test_loss_decreases_on_labels(store, tmp_path):
     """Trained on label-style targets (scale-free), the loss falls: the loop learns."""
     P = train3d.gt_camera_poses(store)
