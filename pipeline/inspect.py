@@ -5,8 +5,8 @@ per stage: the dataset's splits and subjects; the detector's per-joint detection
 pixel error against the ground-truth 2D; the labels' per-joint validity, failures by cause
 and per camera pair, and their error against the ground truth (MPJPE in mm through the
 dataset's mean bone length, NMPJPE, PMPJPE, per joint) where the dataset has it; the
-evaluation's metrics. `plot_dir` also writes PNGs: label skeletons over the images and
-error histograms.
+evaluation's metrics; a training output's epochs, loss and images/s. `plot_dir` also writes
+PNGs: label skeletons over the images and error histograms, or the training curve.
 """
 from __future__ import annotations
 
@@ -61,17 +61,38 @@ def _provenance_section(prov: dict, attrs: dict) -> list[str]:
     return out
 
 
-def _gt_camera(ds, frames=None):
-    """GT root-relative camera-frame poses [f,V,J,3] mm of a dataset store, or None."""
-    if ds is None or "poses3d_world" not in ds:
+def _gt_camera(ds):
+    """GT root-relative camera-frame poses [F,V,J,3] mm of a dataset store, or None."""
+    from .camera import store_poses_in_cameras
+    try:
+        X = store_poses_in_cameras(ds)
+    except (ValueError, TypeError):
         return None
-    from .camera import world_to_camera
-    rig = np.asarray(ds["rig"][:], dtype=np.int64)
-    R, t = np.asarray(ds["R"][:], float)[rig], np.asarray(ds["t"][:], float)[rig]
-    if not (np.all(np.isfinite(R)) and np.all(np.isfinite(t))):
-        return None
-    X = world_to_camera(np.asarray(ds["poses3d_world"][:], float)[:, None], R, t)
     return X - X[..., :1, :]
+
+
+def _training(location: str, prov: dict) -> dict | None:
+    """The checkpoint's training record of a training output (train3d, pretrain2d, refine)."""
+    rel = prov.get("checkpoint")
+    if not rel or prov.get("stage") not in ("train3d", "pretrain2d", "refine"):
+        return None
+    import torch
+    path = Path(location) / rel
+    if not path.is_file():
+        return None
+    ck = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return {k: ck.get(k) for k in ("losses", "images_per_s", "epoch", "n_samples", "n_train", "units", "arch")}
+
+
+def _training_section(t: dict) -> list[str]:
+    loss = [float(x) for x in t.get("losses") or []]
+    out = [f"training:    {len(loss)} epochs, loss {loss[0]:.4g} -> {loss[-1]:.4g}" if loss else "training:    no losses"]
+    if t.get("images_per_s"):
+        out.append(f"             {float(t['images_per_s']):.0f} images/s")
+    n = t.get("n_samples") or t.get("n_train")
+    if n:
+        out.append(f"             {n} training samples" + (f", targets in {t['units']}" if t.get("units") else ""))
+    return out
 
 
 def label_errors(lab, ds, min_joints: int = 8) -> dict | None:
@@ -214,8 +235,11 @@ def inspect_store(location: str, plot_dir: str | None = None, n_frames: int = 4)
         out += _dataset_section(g)
     elif stage == "evaluate":
         out += _evaluate_section(g)
+    training = _training(str(location), prov) if prov else None
+    if training:
+        out += _training_section(training)
     if plot_dir is not None:
-        paths = plot_store(g, prov, Path(plot_dir), n_frames)
+        paths = plot_store(g, prov, Path(plot_dir), n_frames, training)
         out.append("figures: " + ", ".join(str(p) for p in paths))
     return "\n".join(out)
 
@@ -234,11 +258,26 @@ def _weak_perspective(X: np.ndarray, uv: np.ndarray) -> np.ndarray:
     return np.stack([sol[0] * X[:, 0] + sol[1], sol[0] * X[:, 1] + sol[2]], -1)
 
 
-def plot_store(g, prov: dict, out: Path, n_frames: int = 4) -> list[Path]:
-    """PNGs for a label store: label skeletons over the images, error histograms."""
+def plot_store(g, prov: dict, out: Path, n_frames: int = 4, training: dict | None = None) -> list[Path]:
+    """PNGs: for a label store, label skeletons over the images and error histograms; for a
+    training output, its loss per epoch."""
     from .plots import draw_skeleton_2d, plt
     out.mkdir(parents=True, exist_ok=True)
     paths = []
+    if training and training.get("losses"):
+        loss = np.asarray(training["losses"], float)
+        fig, ax = plt.subplots(figsize=(4.5, 3))
+        ax.plot(np.arange(1, loss.size + 1), loss, marker="o", ms=3)
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("training loss")
+        ax.set_title(f"{prov.get('stage')} {prov.get('name')}", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        fig.tight_layout()
+        p = out / "training_curve.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
     if "labels_cam" not in g:
         return paths
     ds = _input_group(prov, "dataset")
