@@ -58,6 +58,18 @@ def test_spread_loss_closed_form():
     torch.testing.assert_close(_spread_loss(u, torch.zeros(1, 1, 2), m), 2 * (centres ** 2).mean())
 
 
+def test_heatmap_nll_weight_trains(tmp_path):
+    """heatmap_nll_weight adds the heatmap cross-entropy to the 2D loss: training runs, the
+    checkpoint records the weight, the loss stays finite; 3D training ignores it."""
+    import torch
+    store = make_store(tmp_path / "ds.zarr", F=16)
+    ck = pretrain2d.train({**TINY, "epochs": 1, "heatmap_nll_weight": 0.05}, store, tmp_path / "p2d", progress=False)
+    meta = torch.load(ck, weights_only=False)
+    assert meta["cfg"]["heatmap_nll_weight"] == 0.05 and np.all(np.isfinite(meta["losses"]))
+    with pytest.raises(ValueError, match="unknown|heatmap_nll_weight"):
+        train3d.train({**TINY, "heatmap_nll_weight": 0.05}, store, None, None, tmp_path / "3d", progress=False)
+
+
 def test_colour_permuted_source_reads_permuted_channels():
     """View k·V + v of ColourPermuted is view v with its channels in the k-th order (all 6
     orders, the identity first), and each sample copy keeps its (frame, view)'s target."""

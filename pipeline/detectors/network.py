@@ -4,6 +4,7 @@
 (its final.pt, or the folder holding it). The network runs on the dataset's crops and its
 outputs are mapped back to original-image pixels with the stored crop boxes. Confidence is
 the heatmap's probability mass within 1.5 bins of the soft-argmax (models.integral).
+It tracks the error only for a detector trained with heatmap_nll_weight > 0 (pipeline/pretrain2d.py).
 """
 from __future__ import annotations
 
