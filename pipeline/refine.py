@@ -10,14 +10,17 @@ Two ways to get (noisy input, clean target) pairs, both from training data only:
 Poses are root-relative, in whatever units the caller uses (mean bones for SS); the unit
 works on poses divided by one scalar stored with it.
 
-Measured with bench/train.py in four full runs (two studios, before and after the 3D network's
-colour permutation), the RU's gain (the share of SS test MPJPE it removes) was -0.7 to +2.4 %
-with "noise" (mean +0.3 %) and -2.4 to +0.1 % with "predictions" (mean -1.3 %), so "noise" is
-the default; the paper reports 20 %. An RU trained on one test clip's pairs, i.e. on errors
-exactly like the test errors, gained -12 to -9 % on the other clip (the benchmark's study). The SS test error here is
-label noise the network learnt (its labels are 72 mm NMPJPE from ground truth) and left/right
-confusion on an unseen person (28 % of test poses are closer to ground truth relabelled),
-which a refiner that sees only the pose cannot undo.
+Measured with bench/train.py in six full runs (two studios; the 3D network with and without
+colour permutation; the detector with and without its heatmap loss; GT 2D), the RU's gain
+(the share of SS test MPJPE it removes) was -0.8 to +2.4 % with "noise" and -3.0 to +1.1 %
+with "predictions", so "noise" is the default; the paper reports 20 %. The benchmark's study
+trains an RU on one test clip's pairs, i.e. on errors exactly like the test errors, and
+applies it to the other clip: -12 to +1 % from the detector's labels, +3.5 to +7.6 % from
+GT-2D labels, so even a perfect noise model leaves the RU far from 20 % here. The SS test
+error is the unseen test person: the network is 51 mm from its labels on its training frames
+and 151 mm from the ground truth on the test person, where 31 % of its poses are closer to the
+ground truth with left and right relabelled, a confusion that a refiner seeing only the pose
+cannot undo.
 """
 from __future__ import annotations
 

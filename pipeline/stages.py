@@ -643,7 +643,7 @@ def _training_curves(A) -> dict:
     """Loss per epoch (and images/s) of the networks this report's models came from."""
     import torch
     out = {}
-    for key, name, note in (("pretrain2d", "2D detector", "smooth L1, crop coordinates"),
+    for key, name, note in (("pretrain2d", "2D detector", "smooth L1 + heatmap terms, crop coordinates"),
                             ("train3d_ss", "SS", "smooth L1, pseudo-labels"),
                             ("train3d_fs", "FS", "smooth L1, ground truth"),
                             ("refine", "RU", "L1, intermediate + final")):
