@@ -57,7 +57,7 @@ DEPENDS = {
 # change of code (a fix, another algorithm) changes its output for the same configuration, so
 # stores written by older code are rebuilt rather than reused (and so is what follows them).
 CODE_VERSIONS = {
-    "dataset": 1, "pretrain2d": 2, "detect2d": 1, "label": 1, "train3d": 2, "refine": 2,
+    "dataset": 2, "pretrain2d": 2, "detect2d": 1, "label": 1, "train3d": 2, "refine": 2,
     "pss_reference": 1, "evaluate": 1, "report": 2,
 }
 

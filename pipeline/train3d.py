@@ -48,8 +48,8 @@ PRESETS: dict[str, dict] = {
         # one thread: on a busy 2-core machine two OpenMP threads ran 13x slower (4 vs 51 img/s)
         "augment": {}, "pretrained": None, "seed": 0, "amp": True, "num_threads": 1,
         "max_memory_mb": 4096, "eval_batch_size": 256, "variance_weight": 0.0, "virtual_camera": True,
-        # six copies of every crop, one per RGB channel order (ColourPermuted): on the studio's
-        # unseen test person SS MPJPE went from 174 to 163 mm
+        # six copies of every crop, one per RGB channel order (ColourPermuted): on the studio
+        # with 3 training people, SS MPJPE on the unseen test person went from 174 to 163 mm
         "colour_permute": True, "deterministic": True, "keep_checkpoints": 2,
     },
     # The paper: ResNet-50, 256x256 input, a 64^3 volume, 140 epochs, lr x0.1 at 90 and 120.

@@ -166,3 +166,15 @@ def test_bad_configuration(shared_data, tmp_path):
         studio.build(_cfg(shared_data, split_by="performer"), g, progress=False)
     with pytest.raises(ValueError, match="no files match"):
         studio.build({"motion_dir": str(tmp_path)}, g, progress=False)
+
+
+def test_test_set_does_not_depend_on_the_number_of_train_people(tiny, shared_data, tmp_path):
+    """Test people draw from random streams of their own: with 3 train people instead of 2,
+    every test frame (poses, boxes, images) is the same, and the train images differ."""
+    g = zarr.open_group(tmp_path / "s3.zarr", mode="w")
+    studio.build(_cfg(shared_data, train_people=3), g, progress=False)
+    te, te3 = np.asarray(tiny["split"][:]) == 1, np.asarray(g["split"][:]) == 1
+    np.testing.assert_array_equal(te, te3)
+    for name in ("poses3d_world", "crop_boxes", "images"):
+        np.testing.assert_array_equal(np.asarray(tiny[name][:])[te], np.asarray(g[name][:])[te3], err_msg=name)
+    assert not np.array_equal(np.asarray(tiny["images"][:])[~te], np.asarray(g["images"][:])[~te3])

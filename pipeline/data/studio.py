@@ -14,7 +14,8 @@ same performance: disjoint in time, never the same frames, but the same person's
 Subjects in the store are synthetic people: an appearance (clothing, skin, hair, build),
 a skeleton scale, a heading (the motion rotated about the vertical) and a room. Each train
 clip is performed by `renders_per_train_clip` train people; test clips by test people only,
-whose looks and rooms no train image shows. Root translation comes from the mocap,
+whose looks and rooms no train image shows (drawn from random streams of their own, so the
+test set is the same whatever `train_people` is). Root translation comes from the mocap,
 recentred on the capture volume; a clip whose root path leaves a `volume_mm` square is cut
 into windows that fit, each recentred (a walk across 8 m becomes several clips).
 """
@@ -58,7 +59,8 @@ DEFAULTS: dict = {
     "rig_options": {},             # random_rig keywords (radius_mm, height_mm, focal_px, distortion, image_size)
     "crop_size": 64,
     "crop_margin": 0.1,
-    "train_people": 3,
+    "train_people": 8,             # appearances seen in training: 8 rather than 3 took the detector's
+                                   # PCK@0.05 on the test person from 0.73 to 0.87, SS MPJPE from 131 to 102
     "test_people": 1,
     "renders_per_train_clip": 2,
     "scale_range": [0.92, 1.08],   # skeleton scale of the synthetic people
@@ -197,10 +199,13 @@ def prepare_frames(cfg: dict, progress: bool = False) -> dict:
     rng = np.random.default_rng([seed, 1])
     people = []
     for i in range(n_train + n_test):
-        a = render.random_appearance(np.random.default_rng([seed, 2, i]))
-        scale = float(np.random.default_rng([seed, 4, i]).uniform(*cfg["scale_range"]))
+        # random streams (look, size, room): test people have their own, so the test set stays
+        # the same whatever train_people is
+        (look, size, room), j = ((2, 4, 3), i) if i < n_train else ((6, 7, 8), i - n_train)
+        a = render.random_appearance(np.random.default_rng([seed, look, j]))
+        scale = float(np.random.default_rng([seed, size, j]).uniform(*cfg["scale_range"]))
         people.append(dict(colours=a.colours, thickness=a.thickness, light=a.light, ambient=a.ambient,
-                           scale=scale))
+                           scale=scale, room=[seed, room, j]))
 
     out = dict(poses=[], subject=[], clip=[], split=[], frame_index=[])
     clip_names, actions, clip_performer = [], {}, {}
@@ -322,8 +327,8 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
     people = fr["people"]
     bg_scale = float(cfg["bg_scale"])
     n_people = len(people)
-    backgrounds = np.stack([render.room_background(cams, v, np.random.default_rng([int(cfg["seed"]), 3, p]), bg_scale)
-                            for p in range(n_people) for v in range(V)])
+    backgrounds = np.stack([render.room_background(cams, v, np.random.default_rng(person["room"]), bg_scale)
+                            for person in people for v in range(V)])
     slot = np.array([render.SLOTS.index(p[5]) for p in render.PARTS])
     colours = np.stack([p["colours"][slot] for p in people])          # [people,P,3]
     thick = np.array([p["thickness"] for p in people])
