@@ -10,19 +10,19 @@ Two ways to get (noisy input, clean target) pairs, both from training data only:
 Poses are root-relative, in whatever units the caller uses (mean bones for SS); the unit
 works on poses divided by one scalar stored with it.
 
-Measured with bench/train.py (full size) in nine runs over configurations of the studio (3 or
+Measured with bench/train.py (full size) in ten runs over configurations of the studio (3 or
 8 training people, three test people, the 3D network with and without colour permutation, the
 detector with and without its heatmap loss, GT 2D), the RU's gain, the share of SS test MPJPE it
-removes, was -3.0 to +1.1 % with "predictions" and -0.8 to +3.1 % with "noise"; the paper
+removes, was -3.0 to +1.5 % with "predictions" and -0.8 to +3.1 % with "noise"; the paper
 reports 20 %. On the default studio (8 training people) "predictions" gained +0.2 % MPJPE and
 +9.3 % PMPJPE, "noise" -0.0 % and +4.6 %, so "predictions" is the default. The benchmark's
 study trains an RU on one test clip's pairs, i.e. on errors exactly like the test errors, and
 applies it to the other clip: it lost 7 to 14 % MPJPE on the default studio, and gained at
-most 7.6 % in any configuration (GT-2D labels), so a better noise model would not reach 20 %
-here. The SS test error is the network's generalisation to an unseen person (about 48 mm from
-its labels on its training frames, 102 mm from the ground truth on the test person, 10 % of
-whose poses are closer to it with left and right relabelled): a refiner that sees only the
-pose has little to correct it with.
+most 13.5 % in any configuration (GT-2D labels, one clip; -12.6 % the other way round), so a
+better noise model would not reach 20 % here. The SS test error is the network's
+generalisation to an unseen person (about 48 mm from its labels on its training frames,
+102 mm from the ground truth on the test person, 10 % of whose poses are closer to it with
+left and right relabelled): a refiner that sees only the pose has little to correct it with.
 """
 from __future__ import annotations
 
