@@ -71,17 +71,21 @@ def _gt_camera(ds):
     return X - X[..., :1, :]
 
 
+def training_record(checkpoint: Path) -> dict:
+    """What a training checkpoint (train3d, pretrain2d, refine) says of its training: losses per
+    epoch, images/s, epoch, samples, units, architecture (None where it does not say)."""
+    import torch
+    ck = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    return {k: ck.get(k) for k in ("losses", "images_per_s", "epoch", "n_samples", "n_train", "units", "arch")}
+
+
 def _training(location: str, prov: dict) -> dict | None:
-    """The checkpoint's training record of a training output (train3d, pretrain2d, refine)."""
+    """The training record of a training output, None for any other output."""
     rel = prov.get("checkpoint")
     if not rel or prov.get("stage") not in ("train3d", "pretrain2d", "refine"):
         return None
-    import torch
     path = Path(location) / rel
-    if not path.is_file():
-        return None
-    ck = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    return {k: ck.get(k) for k in ("losses", "images_per_s", "epoch", "n_samples", "n_train", "units", "arch")}
+    return training_record(path) if path.is_file() else None
 
 
 def _training_section(t: dict) -> list[str]:

@@ -641,7 +641,7 @@ def report(cfg: dict, store: ArtifactStore, progress: bool = True, force: bool =
 
 def _training_curves(A) -> dict:
     """Loss per epoch (and images/s) of the networks this report's models came from."""
-    import torch
+    from .inspect import training_record
     out = {}
     for key, name, note in (("pretrain2d", "2D detector", "smooth L1 + heatmap terms, crop coordinates"),
                             ("train3d_ss", "SS", "smooth L1, pseudo-labels"),
@@ -649,8 +649,8 @@ def _training_curves(A) -> dict:
                             ("refine", "RU", "L1, intermediate + final")):
         if A.get(key) is None or not A[key].is_complete():
             continue
-        ck = torch.load(checkpoint_of(A[key]), map_location="cpu", weights_only=False, mmap=True)
-        out[name] = {"loss": [float(x) for x in ck.get("losses", [])], "images_per_s": ck.get("images_per_s"),
+        rec = training_record(checkpoint_of(A[key]))
+        out[name] = {"loss": [float(x) for x in rec["losses"] or []], "images_per_s": rec["images_per_s"],
                      "note": note}
     return out
 

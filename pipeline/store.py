@@ -214,12 +214,14 @@ class ArtifactStore:
             raise StoreError(f"{location} is not an output under {self.root}")
         ds, stage, base = rel.split("/")
         self.fs.rm(self.fs_path(ds, stage, base), recursive=True)
+        if base.startswith(".") and not base.endswith(".partial"):
+            return  # a lock or a moved-aside copy: nothing goes with it
+        # an output's lock goes with the last of the output and its working folder
         dirname = base[1:-len(".partial")] if base.endswith(".partial") else base
+        pair = (self.fs_path(ds, stage, dirname), self.fs_path(ds, stage, f".{dirname}.partial"))
         lock = self.fs_path(ds, stage, f".{dirname}.lock")
-        if not base.startswith(".") or base.endswith(".partial"):  # its lock goes with the last of the pair
-            if not any(self.fs.exists(self.fs_path(ds, stage, d)) for d in (dirname, f".{dirname}.partial")):
-                if self.fs.exists(lock):
-                    self.fs.rm(lock)
+        if not any(map(self.fs.exists, pair)) and self.fs.exists(lock):
+            self.fs.rm(lock)
 
 
 def _protocols(fs) -> tuple[str, ...]:
