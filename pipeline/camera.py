@@ -82,6 +82,46 @@ class Cameras:
         return cls(*(np.asarray(group[k + suffix][rig], dtype=np.float64) for k in FIELDS))
 
 
+def check_rig(cams: Cameras, names=None, what: str = "cameras") -> None:
+    """Refuse a rig that cannot triangulate, with a ValueError naming the cameras.
+
+    Extrinsics must be all known or all unknown (NaN: the self-supervised setting); where
+    known, every R a rotation (RᵀR = I within 1e-6, det +1), every t finite, and no two
+    cameras at the same centre (a baseline under 1e-3 of the rig's median baseline, or
+    under 1e-6 mm): a duplicated camera has no parallax and its labels would be noise.
+    """
+    names = list(names) if names is not None else [f"camera {v}" for v in range(cams.V)]
+    if len(names) != cams.V:
+        raise ValueError(f"{what}: {len(names)} names for {cams.V} cameras")
+    known = np.all(np.isfinite(cams.R), axis=(1, 2)) & np.all(np.isfinite(cams.t), axis=1)
+    some = np.any(np.isfinite(cams.R), axis=(1, 2)) | np.any(np.isfinite(cams.t), axis=1)
+    partial = [names[v] for v in range(cams.V) if some[v] and not known[v]]
+    if partial:
+        raise ValueError(f"{what}: {', '.join(partial)} have non-finite rotation or translation values; "
+                         "fix the calibration (or give no extrinsics at all for the self-supervised setting)")
+    if known.any() and not known.all():
+        missing = [names[v] for v in range(cams.V) if not known[v]]
+        raise ValueError(f"{what}: extrinsics are given for some cameras but not for {', '.join(missing)}")
+    if not known.all():
+        return
+    eye = np.einsum("vji,vjk->vik", cams.R, cams.R)
+    bad = [names[v] for v in range(cams.V)
+           if np.abs(eye[v] - np.eye(3)).max() > 1e-6 or np.linalg.det(cams.R[v]) < 0]
+    if bad:
+        raise ValueError(f"{what}: the rotation of {', '.join(bad)} is not a rotation matrix (RᵀR != I or det < 0)")
+    if cams.V < 2:
+        return
+    C = cams.centers
+    d = np.linalg.norm(C[:, None] - C[None], axis=-1)
+    iu = np.triu_indices(cams.V, 1)
+    tol = max(1e-3 * float(np.median(d[iu])), 1e-6)
+    same = [(names[i], names[j], d[i, j]) for i, j in zip(*iu) if d[i, j] < tol]
+    if same:
+        a, b, dist = same[0]
+        raise ValueError(f"{what}: {a} and {b} are at the same place (baseline {dist:.3g} mm): a duplicated "
+                         "camera gives no parallax; remove one of them or fix the calibration")
+
+
 def store_poses_in_cameras(group, frames: np.ndarray | None = None) -> np.ndarray:
     """A dataset store's ground truth (docs/stores.md: poses3d_world, rig, R, t) in each view's
     camera frame, mm: [f,V,J,3] for `frames` (int indices; None: all), NaN where unknown.
