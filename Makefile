@@ -6,6 +6,8 @@ STAMP   := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export OMP_NUM_THREADS ?= 2
+# a loaded machine can miss Prefect's default start-up deadline of its temporary server
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
 .PHONY: demo test test-slow bench install clean
 

@@ -68,12 +68,13 @@ def label_speedup(root: Path, overrides: list[str], min_frames: int, repeats: in
     import numpy as np
     from distributed import Client, LocalCluster
 
-    from pipeline import config, stages
     from pipeline.camera import Cameras
-    from pipeline.store import ArtifactStore
+    from pipeline.orchestration import ArtifactStore, plan, resolve
+    from pipeline.orchestration.cluster import local_cluster_config, worker_setup
+    from pipeline.orchestration.stages import label as label_stage
 
-    cfg = config.resolve("cpu", [f"store.root={root}", *overrides])
-    A = stages.plan(cfg, ArtifactStore(root))
+    cfg = resolve("cpu", [f"store.root={root}", *overrides])
+    A = plan(cfg, ArtifactStore(root))
     ds, lab = A["dataset"].open(), A["label"].open()
     kp = np.asarray(A["detect2d"].open()["keypoints2d"][:])
     rig = np.asarray(ds["rig"][:], dtype=np.int64)
@@ -82,10 +83,10 @@ def label_speedup(root: Path, overrides: list[str], min_frames: int, repeats: in
     cams = {g: Cameras.from_store(lab, g, "_est")
             for g in np.unique(rig)}
     chunk = int(chunk or cfg["label"]["chunk"])
-    lcfg = config.stage_params(cfg, "label")
+    lcfg = {k: v for k, v in cfg["label"].items() if k not in label_stage.OWN}
     tasks = []
     for s in range(0, len(rig), chunk):
-        seg = stages._segments(rig[s:s + chunk])
+        seg = label_stage.segments(rig[s:s + chunk])
         tasks.append((kp[s:s + chunk], seg, {g: cams[g] for _, _, g in seg}))
     # Both clusters up at once and measured alternately (best of `repeats`), so a change in
     # the machine's other load hits both alike.
@@ -94,15 +95,16 @@ def label_speedup(root: Path, overrides: list[str], min_frames: int, repeats: in
     with contextlib.ExitStack() as stack:
         clients = {}
         for n in (1, 2):
-            stack.enter_context(stages.local_cluster_config())
+            stack.enter_context(local_cluster_config())
             cluster = stack.enter_context(LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                                        dashboard_address=":0", silence_logs=40))
             clients[n] = stack.enter_context(Client(cluster))
-            clients[n].run(stages.worker_setup)  # one thread per worker process, imports warmed
+            clients[n].run(worker_setup)  # one thread per worker process
         for _ in range(repeats):
             for n, client in clients.items():
                 t0 = time.perf_counter()
-                futs = [client.submit(stages._label_task, k, sg, c, lcfg, stages.MODULES["labels"], pure=False)
+                futs = [client.submit(label_stage.label_task, k, sg, c, lcfg, label_stage.labelling.label_chunk,
+                                      pure=False)
                         for k, sg, c in tasks]
                 client.gather(futs)
                 times[n] = min(times[n], time.perf_counter() - t0)

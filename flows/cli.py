@@ -6,6 +6,8 @@
     epipose config [--preset ...] [--set ...]          # print the resolved configuration
     epipose clean [--preset ...] [--set ...] [--superseded] [--yes]
                                                        # leftovers of interrupted runs (dry run without --yes)
+
+A user's mistake (a bad key, value, file or input) is one line on stderr and exit status 2.
 """
 from __future__ import annotations
 
@@ -14,10 +16,13 @@ import json
 import os
 import sys
 
+USER_ERRORS = (ValueError, FileNotFoundError)
+
 
 def _env() -> None:
     # Prefect runs in its ephemeral mode unless PREFECT_API_URL points at a server.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -26,6 +31,11 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="override one configuration key, e.g. --set label.mode=known (repeatable)")
     p.add_argument("--detector", default=None, help="2D detector (shorthand for --set detect2d.detector=NAME)")
     p.add_argument("--root", default=None, help="artifact root: a folder or an fsspec URL (default artifacts/)")
+
+
+def _fail(cmd: str, e: BaseException | str) -> int:
+    print(f"epipose {cmd}: {e}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,28 +59,34 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--yes", action="store_true", help="delete them (default: only list)")
     a = ap.parse_args(argv)
 
+    from pipeline.orchestration import StoreError
+    errors = USER_ERRORS + (StoreError,)
     if a.cmd == "inspect":
         from pipeline.inspect import inspect_store
         try:
             print(inspect_store(a.store, plot_dir=a.plot, n_frames=a.frames))
-        except (ValueError, FileNotFoundError) as e:
-            print(f"epipose inspect: {e}", file=sys.stderr)
-            return 2
+        except errors as e:
+            return _fail("inspect", e)
         return 0
     from flows.epipolarpose import resolve_config
     try:
         cfg = resolve_config(a.preset, a.overrides, a.detector, a.root)
-    except ValueError as e:
-        print(f"epipose: {e}", file=sys.stderr)
-        return 2
+    except errors as e:
+        return _fail(a.cmd, e)
     if a.cmd == "config":
         print(json.dumps(cfg, indent=2, default=str))
         return 0
     if a.cmd == "clean":
-        return _clean(cfg, a.superseded, a.yes)
+        try:
+            return _clean(cfg, a.superseded, a.yes)
+        except errors as e:
+            return _fail("clean", e)
     from flows.epipolarpose import epipolarpose, format_metrics, format_stages
-    summary = epipolarpose(preset=a.preset, overrides=a.overrides, only=a.only, detector=a.detector,
-                           root=a.root, progress=not a.no_progress)
+    state = epipolarpose(preset=a.preset, overrides=a.overrides, only=a.only, detector=a.detector,
+                         root=a.root, progress=not a.no_progress, return_state=True)
+    if state.is_failed():
+        return _fail("run", state.message or "the run failed")
+    summary = state.result()
     print(format_stages(summary))
     if summary.get("metrics"):
         print()
@@ -83,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 def _clean(cfg: dict, superseded: bool, yes: bool) -> int:
     """Working folders no run is writing, moved-aside outputs, orphaned locks; with
     `superseded`, complete outputs of the dataset outside this configuration's plan."""
-    from pipeline.stages import plan
-    from pipeline.store import ArtifactStore
+    from pipeline.orchestration import ArtifactStore, plan
     store = ArtifactStore(cfg["store"]["root"])
     ds = cfg["dataset"]["name"]
     found = store.leftovers(ds)

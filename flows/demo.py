@@ -17,7 +17,11 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
-    summary = epipolarpose(preset="cpu", overrides=[a for a in argv if "=" in a] or None)
+    state = epipolarpose(preset="cpu", overrides=[a for a in argv if "=" in a] or None, return_state=True)
+    if state.is_failed():
+        print(f"demo: {state.message}", file=sys.stderr)
+        return 2
+    summary = state.result()
     print()
     print(format_stages(summary))
     print(f"\nwhole chain: {time.perf_counter() - t0:.1f} s")

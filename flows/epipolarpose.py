@@ -1,9 +1,10 @@
 """Prefect flows: one per stage, and `epipolarpose` chaining them.
 
 The flows are thin: they resolve the configuration (a named preset plus dotted overrides,
-validated: an unknown key fails the run with an error naming it), call pipeline.stages, and
-forward the stage logic's log lines (logger "pipeline") to Prefect's run logger. The stage
-logic draws its own tqdm bars on the console; the chain adds one over the stages.
+validated before anything is written), call the runner of pipeline.orchestration for each
+stage record in order, and forward the stage logic's log lines (logger "pipeline") to
+Prefect's run logger. A user's mistake (bad configuration or input: ValueError, StoreError)
+ends the run Failed with its one-line message, without a traceback.
 """
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ import time
 from typing import Any, Dict, List, Optional, Union
 
 from prefect import flow, get_run_logger
+from prefect.states import Failed
 
-from pipeline import config as config_mod
-from pipeline import stages as stages_mod
-from pipeline.config import STAGES
-from pipeline.store import ArtifactStore
+from pipeline import orchestration as orch
+from pipeline.orchestration import ArtifactStore, StoreError
 
 Overrides = Optional[Union[List[str], Dict[str, Any]]]
+USER_ERRORS = (ValueError, StoreError, FileNotFoundError)
 
 
 class _ToPrefect(logging.Handler):
@@ -54,85 +55,95 @@ def forward_logs():
 def resolve_config(preset: str = "cpu", overrides: Overrides = None, detector: Optional[str] = None,
                    root: Optional[str] = None) -> dict:
     """The run's configuration; `detector` and `root` are shorthands for two overrides."""
-    ov = config_mod.parse_overrides(overrides)
+    ov = orch.parse_overrides(overrides)
     if detector:
         ov["detect2d.detector"] = detector
     if root:
         ov["store.root"] = root
-    return config_mod.resolve(preset, ov)
+    return orch.resolve(preset, ov)
+
+
+class StageFailed(RuntimeError):
+    """A stage stopped on a user's mistake; the message names the stage and the cause."""
 
 
 def _run(stage: str, cfg: dict, force: bool, progress: bool) -> dict:
     logger = get_run_logger()
     store = ArtifactStore(cfg["store"]["root"])
     with forward_logs():
-        r = stages_mod.run_stage(stage, cfg, store, force=force, progress=progress)
+        r = orch.run_stage(stage, cfg, store, force=force, progress=progress)
     logger.info("%s: %s in %.1f s -> %s", stage, r["status"], r["seconds"], r["location"])
     return r
 
 
 def _make_stage_flow(stage: str):
     def stage_flow(preset: str = "cpu", overrides: Overrides = None, force: bool = False,
-                   progress: bool = True, cfg: Optional[Dict[str, Any]] = None) -> dict:
-        if cfg is None:
-            cfg = resolve_config(preset, overrides)
-        return _run(stage, cfg, force, progress)
+                   progress: bool = True, cfg: Optional[Dict[str, Any]] = None):
+        try:
+            return _run(stage, cfg if cfg is not None else resolve_config(preset, overrides), force, progress)
+        except USER_ERRORS as e:
+            get_run_logger().error("%s: %s", stage, e)
+            return Failed(message=f"{stage}: {e}")
 
     stage_flow.__name__ = f"{stage}_flow"
-    stage_flow.__doc__ = f"Run the {stage!r} stage (reused when its output is complete). {stages_mod.STAGE_FUNCTIONS[stage].__doc__}"
+    stage_flow.__doc__ = f"Run the {stage!r} stage (reused when its output is complete). {orch.stage_of(stage).doc}"
     return flow(name=stage, log_prints=True, validate_parameters=True)(stage_flow)
 
 
-STAGE_FLOWS = {s: _make_stage_flow(s) for s in STAGES}
+STAGE_FLOWS = {s: _make_stage_flow(s) for s in orch.stage_names()}
 # module-level names, so a deployment can point at e.g. flows/epipolarpose.py:label_flow
 globals().update({f"{s}_flow": f for s, f in STAGE_FLOWS.items()})
 
 
 @flow(name="epipolarpose", log_prints=True, validate_parameters=True)
 def epipolarpose(preset: str = "cpu", overrides: Overrides = None, only: Optional[str] = None,
-                 detector: Optional[str] = None, root: Optional[str] = None, progress: bool = True) -> dict:
+                 detector: Optional[str] = None, root: Optional[str] = None, progress: bool = True):
     """The whole pipeline: dataset -> detect2d -> label -> train3d -> refine -> evaluate -> report.
 
     preset: "cpu" (default) or "paper"; overrides: ["section.key=value", ...] or a mapping.
     only: run the chain up to this stage and rebuild this stage (upstream outputs are reused).
     detector: shorthand for detect2d.detector (re-runs detect2d and what follows it).
     Returns {"config", "stages": [{stage, status, location, seconds}], "report", "metrics"}.
+    A bad configuration or input ends the run Failed with a one-line message naming the cause.
     """
     logger = get_run_logger()
-    cfg = resolve_config(preset, overrides, detector, root)
-    if only is not None and only not in STAGES:
-        raise ValueError(f"only: unknown stage {only!r}; choose one of {list(STAGES)}")
-    chain = list(STAGES[: STAGES.index(only) + 1]) if only else list(STAGES)
+    try:
+        cfg = resolve_config(preset, overrides, detector, root)
+        names = orch.stage_names()
+        if only is not None and only not in names:
+            raise ValueError(f"only: unknown stage {only!r}; choose one of {list(names)}")
+    except USER_ERRORS as e:
+        logger.error("%s", e)
+        return Failed(message=str(e))
+    chain = list(names[: names.index(only) + 1]) if only else list(names)
     logger.info("epipolarpose: preset %s, root %s, stages %s", preset, cfg["store"]["root"], chain)
     from tqdm.auto import tqdm
     results = []
     t0 = time.perf_counter()
-    bar = tqdm(chain, desc="epipolarpose", disable=not progress, unit="stage")
     store = ArtifactStore(cfg["store"]["root"])
-    for stage in bar:
-        bar.set_postfix_str(stage)
-        force = stage == only
-        t1 = time.perf_counter()
-        if not force and stages_mod.is_done(stage, cfg, store):
-            # complete outputs: no sub-flow run needed (this keeps a second run to seconds)
-            arts = stages_mod.outputs_of(stage, cfg, store)
-            locs = [a.location for a in arts]
-            status = "reused" if locs else "skipped"
-            loc = (locs[0] if len(locs) == 1 else dict(zip(("ss", "fs"), locs))) if locs else None
-            if stage == "report" and arts:
-                loc = str(arts[0].local_path() / "report.md")
-            logger.info("%s: %s %s", stage, status, loc or "")
-            results.append({"stage": stage, "status": status, "location": loc,
-                            "seconds": time.perf_counter() - t1})
-            continue
-        results.append(STAGE_FLOWS[stage](cfg=cfg, force=force, progress=progress))
-    bar.close()
-    summary = {"config": cfg, "stages": [{k: r[k] for k in ("stage", "status", "location", "seconds")}
+    with tqdm(chain, desc="epipolarpose", disable=not progress, unit="stage") as bar:
+        for stage in bar:
+            bar.set_postfix_str(stage)
+            force = stage == only
+            try:
+                r = orch.status(stage, cfg, store)
+            except USER_ERRORS as e:
+                logger.error("%s: %s", stage, e)
+                return Failed(message=f"{stage}: {e}")
+            if force or r["status"] == "pending":
+                state = STAGE_FLOWS[stage](cfg=cfg, force=force, progress=progress, return_state=True)
+                if state.is_failed():
+                    return Failed(message=state.message)
+                r = state.result()
+            else:  # complete and verified: no sub-flow run needed (keeps a second run to seconds)
+                logger.info("%s: %s %s", stage, r["status"], r["location"] or "")
+            results.append(r)
+    summary = {"config": cfg, "stages": [{k: r[k] for k in ("stage", "status", "location", "seconds", "result")}
                                          for r in results],
                "seconds": time.perf_counter() - t0}
     for r in results:
         if r["stage"] == "report":
-            summary["report"] = r["location"]
+            summary["report"] = r["result"]
         if r["stage"] == "evaluate" and r["location"]:
             summary["metrics"] = metrics_of(r["location"])
     logger.info("epipolarpose: done in %.1f s (%s)", summary["seconds"],
@@ -142,8 +153,7 @@ def epipolarpose(preset: str = "cpu", overrides: Overrides = None, only: Optiona
 
 def metrics_of(evaluate_location: str) -> dict:
     """Overall metrics per model, from an evaluate output's attributes."""
-    from pipeline.store import open_group
-    g = open_group(evaluate_location, "r")
+    g = orch.open_group(evaluate_location, "r")
     return {name: m["summary"]["overall"] for name, m in dict(g.attrs.get("models", {})).items()}
 
 

@@ -273,3 +273,49 @@ def evaluate_dataset(pred: np.ndarray, dataset, frames=None, *, units: str = "mm
     kw.setdefault("mean_bone_mm", g["mean_bone_mm"])
     return evaluate(pred, g["gt"], m, g["actions"], units=units, reference=reference,
                     frame_ids=g["frame_ids"], subjects=g["subjects"], model=model, **kw)
+
+
+LABEL_MODES = ("known", "rig", "per-frame")
+
+
+def label_table(sources: dict, dataset, frames: np.ndarray, label_cfg: dict, trained: tuple[str, str],
+                trained_labels: dict, reference, ks, pck_threshold: float) -> dict:
+    """The paper's Table 1 on a dataset: pseudo-labels of `frames` against ground truth, for
+    each 2D source (name -> keypoints2d [f,V,J,3] at `frames`) and each labelling mode: with
+    extrinsics (`known`, in mm, when the dataset has them) and without (`rig`, `per-frame`,
+    in mean bones). The (source, mode) pair `trained` is the label stage's own output, given
+    as `trained_labels` ({"labels", "valid", "frame_ok"} at `frames`); the others are
+    labelled here with `label_cfg`. Returns {row name: {"coverage", "summary"}}."""
+    from . import labels as labelling
+    from .camera import Cameras
+
+    rig = np.asarray(dataset["rig"][:])[frames]
+    extrinsics = all(Cameras.from_store(dataset, g).has_extrinsics for g in np.unique(rig))
+    rows = {}
+    for name, kp in sources.items():
+        for mode in LABEL_MODES:
+            if mode == "known" and not extrinsics:
+                continue
+            if (name, mode) == tuple(trained):
+                out = trained_labels
+            else:
+                out = {"labels": np.full(kp.shape, np.nan, np.float32), "valid": np.zeros(kp.shape[:3], bool),
+                       "frame_ok": np.zeros(len(frames), bool)}
+                for g in np.unique(rig):
+                    sel = rig == g
+                    cams = Cameras.from_store(dataset, g)
+                    res = labelling.make_labels(kp[sel], cams if mode == "known" else cams.without_extrinsics(),
+                                                {**label_cfg, "mode": mode})
+                    out["labels"][sel] = res["labels_cam_mm" if mode == "known" else "labels_cam"]
+                    out["valid"][sel], out["frame_ok"][sel] = res["valid"], res["frame_ok"]
+            ok = np.asarray(out["frame_ok"], dtype=bool)
+            mask = np.asarray(out["valid"], dtype=bool) & np.all(np.isfinite(out["labels"]), -1)
+            row = {"coverage": float(ok.mean()), "summary": {"overall": {}}}
+            if ok.any():
+                summary, _ = evaluate_dataset(np.where(mask[ok][..., None], out["labels"][ok], np.nan), dataset,
+                                              frames[ok], units="mm" if mode == "known" else "bones",
+                                              mask=mask[ok], reference=reference, ks=ks, model="labels",
+                                              pck_threshold=pck_threshold)
+                row["summary"] = summary
+            rows[f"{name} 2D, {mode}" + (" (trained on)" if (name, mode) == tuple(trained) else "")] = row
+    return rows

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .joints import JOINTS, J
-from .store import open_group, read_provenance
+from .orchestration.store import open_group, read_provenance
 
 
 def _fmt_table(header: list[str], rows: list[list]) -> str:
@@ -81,7 +81,7 @@ def training_record(checkpoint: Path) -> dict:
 
 def _training(location: str, prov: dict) -> dict | None:
     """The training record of a training output, None for any other output."""
-    rel = prov.get("checkpoint")
+    rel = prov.get("result")
     if not rel or prov.get("stage") not in ("train3d", "pretrain2d", "refine"):
         return None
     path = Path(location) / rel

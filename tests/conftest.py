@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 # Real data beside the project (read-only). A user's clone has no ../shared: tests that need it skip.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -1,5 +1,5 @@
 """The whole chain, dataset -> report, on a tiny studio: every stage runs for real, through
-pipeline.stages (no Prefect), and the report carries the paper's tables. Checks against
+pipeline.orchestration (no Prefect), and the report carries the paper's tables. Checks against
 closed forms: labels from exact GT 2D with known extrinsics equal the ground truth (the
 paper's Table 1, "GT 2D, with R" row), and rig / per-frame labels equal it up to scale."""
 from __future__ import annotations
@@ -29,12 +29,11 @@ def _overrides(root, cache):
 
 
 def test_whole_chain_tiny_studio(tmp_path):
-    from pipeline import config, stages
-    from pipeline.store import ArtifactStore
+    from pipeline.orchestration import ArtifactStore, resolve, run_stage, stage_names
 
-    cfg = config.resolve("cpu", _overrides(tmp_path / "artifacts", tmp_path / "cache"))
+    cfg = resolve("cpu", _overrides(tmp_path / "artifacts", tmp_path / "cache"))
     store = ArtifactStore(cfg["store"]["root"])
-    runs = {s: stages.run_stage(s, cfg, store, progress=False) for s in config.STAGES}
+    runs = {s: run_stage(s, cfg, store, progress=False) for s in stage_names()}
     assert runs["pretrain2d"]["status"] == "skipped"  # the gt detector needs no network
     assert all(r["status"] == "ran" for s, r in runs.items() if s != "pretrain2d")
 
@@ -46,7 +45,7 @@ def test_whole_chain_tiny_studio(tmp_path):
     assert known["mpjpe"] < 1e-3 and rows["gt 2D, known"]["coverage"] == 1.0
     for r in ("gt 2D, rig (trained on)", "gt 2D, per-frame"):
         assert float(rows[r]["summary"]["overall"]["pmpjpe"]) < 1e-2  # scale-free: exact
-    report = runs["report"]["location"]
+    report = runs["report"]["result"]
     text = open(report).read()
     assert "Table 1" in text and "| SS + RU |" in text
     # the networks' training curves, read from their checkpoints (gt detector: no 2D network)
@@ -57,5 +56,5 @@ def test_whole_chain_tiny_studio(tmp_path):
     out = inspect_store(runs["train3d"]["location"]["ss"], plot_dir=str(tmp_path / "insp"))
     assert "training:" in out and "images/s" in out and (tmp_path / "insp" / "training_curve.png").is_file()
     # a second pass reuses every output
-    again = {s: stages.run_stage(s, cfg, store, progress=False)["status"] for s in config.STAGES}
+    again = {s: run_stage(s, cfg, store, progress=False)["status"] for s in stage_names()}
     assert set(again.values()) <= {"reused", "skipped"}

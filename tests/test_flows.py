@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -56,16 +57,23 @@ def test_only_and_detector_rerun_the_right_stages(tmp_path, harness):
 
 
 def test_parameters_are_validated(tmp_path, harness):
+    """A bad parameter ends the run Failed with a one-line message naming it (no traceback),
+    before anything is written."""
     from flows.epipolarpose import epipolarpose
     register()
-    with pytest.raises(ValueError, match="label.chunkz"):
-        epipolarpose(overrides={**_ov(tmp_path), "label.chunkz": 3}, only="dataset", progress=False)
-    with pytest.raises(ValueError, match="unknown preset 'fast'"):
-        epipolarpose(preset="fast", overrides=_ov(tmp_path), progress=False)
-    with pytest.raises(ValueError, match="unknown stage 'labels'"):
-        epipolarpose(overrides=_ov(tmp_path), only="labels", progress=False)
-    with pytest.raises(ValueError, match=r"label.chunk.*expected a value like \d+ \(int\)"):
-        epipolarpose(overrides={**_ov(tmp_path), "label.chunk": "many"}, only="dataset", progress=False)
+
+    def failed(**kw):
+        state = epipolarpose(progress=False, return_state=True, **kw)
+        assert state.is_failed()
+        return state.message
+
+    assert "label.chunkz" in failed(overrides={**_ov(tmp_path), "label.chunkz": 3}, only="dataset")
+    assert "unknown preset 'fast'" in failed(preset="fast", overrides=_ov(tmp_path))
+    assert "unknown stage 'labels'" in failed(overrides=_ov(tmp_path), only="labels")
+    msg = failed(overrides={**_ov(tmp_path), "label.chunk": "many"}, only="dataset")
+    assert re.search(r"label.chunk.*expected a value like \d+ \(int\)", msg)
+    assert "mode must be one of" in failed(overrides={**_ov(tmp_path), "label.mode": "../../../x"})
+    assert not any(tmp_path.iterdir())  # nothing written: not even a lock
 
 
 def test_stage_flow_alone_and_cli(tmp_path, harness, capsys):

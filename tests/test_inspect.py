@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from flows.cli import main
-from pipeline import stages
+from pipeline import orchestration as stages
 from pipeline.inspect import inspect_store, label_errors
-from pipeline.store import ArtifactStore, open_group
+from pipeline.orchestration import ArtifactStore, open_group
 from tests.test_stages_standins import toy_config
 
 

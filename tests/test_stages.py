@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import stages
-from pipeline.store import ArtifactStore, open_group
+from pipeline import orchestration as stages
+from pipeline.orchestration import ArtifactStore, open_group
 from tests.test_stages_standins import toy_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,24 +76,22 @@ def test_reuse_and_detector_change_reruns_only_downstream(tmp_path):
     _assert_identical(_arrays(forced["location"]), lab)
 
 
-def test_corrupt_chunk_is_detected_and_only_it_recomputed(tmp_path):
+def test_corrupt_chunk_is_detected_and_only_it_recomputed(tmp_path, monkeypatch):
+    from pipeline.orchestration.stages import label
     from tests import test_stages_slowlabels as slow
-    os.environ["STANDIN_DELAY_S"] = "0"
+    monkeypatch.setenv("STANDIN_DELAY_S", "0")
     cfg = toy_config(tmp_path)
-    stages.MODULES["labels"] = "tests.test_stages_slowlabels"
-    try:
-        loc = _run(cfg)["label"]["location"]
-        before = _arrays(loc)
-        chunk_file = Path(loc, "labels_cam", "c", "2", "0", "0", "0")
-        assert chunk_file.is_file()
-        chunk_file.write_bytes(chunk_file.read_bytes()[:-7])  # truncated on disk
-        slow.CALLS.clear()
-        r = _run(cfg)
-        assert r["label"]["status"] == "ran" and r["label"]["location"] == loc
-        assert slow.CALLS == [8]  # one chunk of 8 frames relabelled, the rest kept
-        _assert_identical(_arrays(loc), before)
-    finally:
-        stages.MODULES["labels"] = "pipeline.labels"
+    monkeypatch.setattr(label, "labelling", slow)
+    loc = _run(cfg)["label"]["location"]
+    before = _arrays(loc)
+    chunk_file = Path(loc, "labels_cam", "c", "2", "0", "0", "0")
+    assert chunk_file.is_file()
+    chunk_file.write_bytes(chunk_file.read_bytes()[:-7])  # truncated on disk
+    slow.CALLS.clear()
+    r = _run(cfg)
+    assert r["label"]["status"] == "ran" and r["label"]["location"] == loc
+    assert slow.CALLS == [8]  # one chunk of 8 frames relabelled, the rest kept
+    _assert_identical(_arrays(loc), before)
 
 
 def _label_work(root) -> list[Path]:
@@ -184,7 +182,7 @@ def test_kill9_during_train3d_then_resume_is_bit_identical(tmp_path):
         b = Path(ref[v])
         assert a.name == b.name
         prov_a = open_group(str(a)).attrs["provenance"]
-        sa, sb = _state(a / prov_a["checkpoint"]), _state(b / prov_a["checkpoint"])
+        sa, sb = _state(a / prov_a["result"]), _state(b / prov_a["result"])
         assert len(sa) > 10 and sa.keys() == sb.keys() and all(sa[k].tobytes() == sb[k].tobytes() for k in sa)
 
 

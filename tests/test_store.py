@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.store import ArtifactStore, ChunkedWriter, StoreError, checksum, fingerprint, open_group
+from pipeline.orchestration.store import ArtifactStore, ChunkedWriter, StoreError, checksum, fingerprint, open_group
 
 
 def _write(art, n=10, chunk=4, commit=True, upto=None):
@@ -79,16 +79,84 @@ def test_resume_keeps_done_chunks_and_checksums_catch_corruption(tmp_path):
         w = ChunkedWriter(g, 10, 4)
         assert w.pending() == [2]
     _write(art, n=10, chunk=4)
-    assert art.verify() == []
-    # Garble chunk 1 of x on disk: detected (reference: the sha256 recorded when it was written).
+    assert art.check().ok
+    # Garble chunk 1 of x on disk: detected by the manifest (the sha256 of every file recorded
+    # at commit) and, once back in the working folder, by the chunk's own checksum.
     chunk_file = Path(art.location, "x", "c", "1", "0")
     assert chunk_file.is_file()
     chunk_file.write_bytes(b"garbage")
-    assert art.verify() == [1]
+    v = art.check()
+    assert not v.ok and v.chunks == {"x": [1]} and v.other == []
+    assert ChunkedWriter.from_group(open_group(art.location)).corrupt_chunks() == [1]
     # A valid-but-different chunk (values changed behind the store's back) is caught too.
     g = open_group(art.location, "r+")
     g["x"][0] = -1
-    assert art.verify() == [0, 1]
+    assert art.check().chunks == {"x": [0, 1]}
+    assert ChunkedWriter.from_group(open_group(art.location)).corrupt_chunks() == [0, 1]
+
+
+def test_manifest_covers_every_file_and_the_attributes(tmp_path):
+    """Outputs that are not chunks (a checkpoint, an estimated rig, attributes) are verified
+    too; a changed, truncated, added or removed file is named."""
+    st = ArtifactStore(tmp_path)
+    art = st.artifact("toy", "train3d", "ss", {})
+    with art.lock():
+        g = art.begin()
+        g.create_array("R_est", data=np.eye(3)[None], dimension_names=("rig", "r", "c"))
+        (art.work_dir() / "train").mkdir()
+        (art.work_dir() / "train" / "final.pt").write_bytes(b"weights" * 100)
+        g.attrs["calibration"] = {"0": {"rms_px": 1.0}}
+        art.commit(result="train/final.pt")
+    assert art.check().ok
+    final = Path(art.location, "train", "final.pt")
+    final.write_bytes(final.read_bytes()[:50])  # truncated
+    assert art.check().other == ["train/final.pt"]
+    final.write_bytes(b"weights" * 100)
+    assert art.check().ok
+    open_group(art.location, "r+")["R_est"][0, 0, 0] = 0.5  # an edited rig
+    v = art.check()
+    assert not v.ok and v.other and v.other[0].startswith("R_est/") and v.chunks == {}
+    open_group(art.location, "r+")["R_est"][0, 0, 0] = 1.0
+    assert art.check().ok
+    g = open_group(art.location, "r+")
+    g.attrs["calibration"] = {"0": {"rms_px": 0.1}}  # edited attributes
+    assert art.check().other == ["zarr.json"]
+    g.attrs["calibration"] = {"0": {"rms_px": 1.0}}
+    (final.parent / "extra.pt").write_bytes(b"x")  # a file nobody wrote
+    assert art.check().other == ["train/extra.pt"]
+
+
+def test_an_input_rebuilt_with_other_content_makes_its_users_stale(tmp_path):
+    """The provenance records each input's content digest as it was used: rebuilding the input
+    under the same fingerprint with other content makes the output stale; with the same
+    content (a deterministic rebuild) it stays valid."""
+    st = ArtifactStore(tmp_path)
+    up = st.artifact("toy", "dataset", "toy", {})
+
+    def build_up(value):
+        with up.lock():
+            g = up.begin(fresh=True)
+            g.create_array("x", data=np.full(4, value), dimension_names=("frame",))
+            up.commit()
+
+    build_up(1.0)
+    down = _write(st.artifact("toy", "detect2d", "gt", {}, {"dataset": up}))
+    assert down.check().ok
+    build_up(1.0)
+    assert down.check().ok
+    build_up(2.0)
+    v = down.check()
+    assert not v.ok and v.stale == ["dataset"] and "rebuilt" in str(v)
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", ".hidden", "", "x" * 65, "a b"])
+def test_no_configuration_value_becomes_an_unsafe_path(tmp_path, name):
+    st = ArtifactStore(tmp_path)
+    with pytest.raises(StoreError, match="cannot name an output"):
+        st.artifact("toy", "label", name, {})
+    with pytest.raises(StoreError, match="cannot name an output"):
+        st.artifact(name, "label", "rig", {})
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_chunk_layout_change_is_an_error(tmp_path):
@@ -114,7 +182,7 @@ def test_fsspec_root(tmp_path):
     assert not st.local
     art = _write(st.artifact("toy", "detect2d", "gt", {"u": 1}))
     assert art.location.startswith("memory://epipose-test/toy/detect2d/gt-")
-    assert art.is_complete() and art.verify() == []
+    assert art.is_complete() and art.check().ok
     np.testing.assert_array_equal(art.open()["x"][:, 0], np.arange(10))
     # Files a stage writes itself (checkpoints) travel with the commit.
     a2 = st.artifact("toy", "train3d", "ss", {})

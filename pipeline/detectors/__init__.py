@@ -17,6 +17,14 @@ DETECTORS = {
 }
 
 
+# Detectors that run the project's own 2D network (the pretrain2d stage trains it for them).
+NEEDS_NETWORK = frozenset({"network"})
+
+
+def needs_network(name: str) -> bool:
+    return name in NEEDS_NETWORK
+
+
 def get_detector(name: str):
     return resolve(DETECTORS, name, "detector")
 

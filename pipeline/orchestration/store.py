@@ -1,9 +1,11 @@
-"""The artifact store: fingerprinted, atomic, resumable stage outputs.
+"""The artifact store: fingerprinted, verified, atomic, resumable stage outputs.
 
 Every stage output lives at `<root>/<dataset>/<stage>/<name>-<fingerprint>` and is a zarr v3
 group (training stages also keep files such as checkpoints inside the same folder). The
-fingerprint hashes the stage's resolved configuration and its inputs' fingerprints, so a
-changed setting gives a new location and an old output is never mistaken for the new one.
+fingerprint hashes the stage's resolved configuration, code version, source files and its
+inputs' fingerprints, so a changed setting gives a new location and an old output is never
+mistaken for the new one. Path components are checked (`NAME_RE`): no configuration value
+can place an output, a lock or a working folder outside the root.
 
 Life of an output (`Artifact`):
   1. `lock()`     : one writer per output (an OS file lock, released by the kernel even on
@@ -13,8 +15,13 @@ Life of an output (`Artifact`):
   3. chunked writes (`ChunkedWriter`): a chunk is marked complete in the group's attributes,
                     with a checksum, only after its data is written; a resumed or reused
                     output re-verifies the checksums and recomputes any chunk that fails;
-  4. `commit()`   : provenance marked complete, then the working folder renamed onto the
-                    final name (atomic on a local file system).
+  4. `commit()`   : a manifest of every file's sha256 (and of the group's attributes) and
+                    its digest go into the provenance, marked complete, then the working
+                    folder is renamed onto the final name (atomic on a local file system).
+  5. `check()`    : before reuse, every file is hashed against the manifest; a mismatch in a
+                    chunk of a chunked array is repaired chunk by chunk, any other is rebuilt.
+                    The provenance also records the digest of each input as it was used:
+                    an output whose input has been rebuilt with other content is stale.
 The root may be an fsspec URL (e.g. `memory://`, `s3://bucket/x`); there the publication is a
 copy and completeness is the `complete` flag written last.
 """
@@ -26,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -41,7 +49,11 @@ import zarr
 
 log = logging.getLogger("pipeline")
 
-SCHEMA = 1  # bump when the store layout changes: every fingerprint changes with it
+SCHEMA = 2  # bump when the store layout changes: every fingerprint changes with it
+
+# One path component of an output: dataset, stage and output names.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+=,-]{0,63}")
+ROOT_META = "zarr.json"  # the group's own metadata: attributes, provenance (verified through attrs_sha)
 
 # Dimension names by array name (xarray needs them, docs/stores.md lists the contracts).
 DIMS = {
@@ -51,7 +63,9 @@ DIMS = {
     "keypoints2d": ("frame", "view", "joint", "xyc"),
     "poses3d_world": ("frame", "joint", "xyz"),
     "labels_cam": ("frame", "view", "joint", "xyz"),
-    "labels_mm": ("frame", "view", "joint", "xyz"),
+    "labels_cam_mm": ("frame", "view", "joint", "xyz"),
+    "image_ok": ("frame", "view"),
+    "people_count": ("frame", "view"),
     "valid": ("frame", "view", "joint"),
     "frame_ok": ("frame",),
     "failure": ("frame",),
@@ -116,6 +130,19 @@ def checksum(arrays: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()[:16]
 
 
+def check_name(value: str, what: str) -> str:
+    """`value` when it is a safe single path component (NAME_RE), else StoreError naming it."""
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+        raise StoreError(f"{what} {value!r} cannot name an output: use letters, digits, '_', '-', '+', '=' "
+                         "or ',' (at most 64, starting with a letter or digit)")
+    return value
+
+
+def file_sha256(fs, path: str) -> str:
+    with fs.open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -165,6 +192,8 @@ class ArtifactStore:
 
     def artifact(self, dataset: str, stage: str, name: str, config: Mapping,
                  inputs: Mapping[str, "Artifact"] | None = None) -> "Artifact":
+        for value, what in ((dataset, "dataset"), (stage, "stage"), (name, f"{stage} output name")):
+            check_name(value, what)
         inputs = dict(inputs or {})
         fp = fingerprint(stage, name, config, {k: a.fingerprint for k, a in inputs.items()})
         return Artifact(self, dataset, stage, name, fp, dict(config), inputs)
@@ -270,7 +299,7 @@ class Artifact:
         return {
             "stage": self.stage, "name": self.name, "dataset": self.dataset,
             "fingerprint": self.fingerprint, "config": to_jsonable(self.config),
-            "inputs": {k: {"fingerprint": a.fingerprint, "location": a.location}
+            "inputs": {k: {"fingerprint": a.fingerprint, "location": a.location, "digest": a.digest()}
                        for k, a in self.inputs.items()},
             "package_version": _version(), "schema": SCHEMA,
             "host": socket.gethostname(), "created": _now(), "complete": False,
@@ -289,6 +318,49 @@ class Artifact:
     def _matches(self, prov: dict) -> bool:
         return (prov.get("fingerprint") == self.fingerprint and prov.get("stage") == self.stage
                 and canonical_json(prov.get("config", {})) == canonical_json(self.config))
+
+    def digest(self) -> str | None:
+        """The content digest of the complete output (None when it is not complete)."""
+        prov = read_provenance(self.location, self.store.storage_options)
+        return prov.get("digest") if prov.get("complete") and self._matches(prov) else None
+
+    def check(self) -> "Verdict":
+        """Hash every file of the complete output against its manifest, and its inputs' current
+        digests against those it was built from (see Verdict)."""
+        prov = read_provenance(self.location, self.store.storage_options)
+        manifest = prov.get("files")
+        if manifest is None:
+            return Verdict(False, other=["<no manifest: written before verification existed>"])
+        fs, base = self.store.fs, self._fs("final")
+        found = {p[len(base) + 1:].replace(os.sep, "/") for p in fs.find(base)} - {ROOT_META}
+        bad = sorted(set(manifest) ^ found)
+        for rel in sorted(set(manifest) & found):
+            try:
+                if file_sha256(fs, f"{base}/{rel}") != manifest[rel]:
+                    bad.append(rel)
+            except OSError:
+                bad.append(rel)
+        try:
+            attrs = dict(open_group(self.location, "r", self.store.storage_options).attrs)
+        except Exception:
+            attrs = None
+        if attrs is None or _attrs_sha(attrs) != prov.get("attrs_sha"):
+            bad.append(ROOT_META)
+        chunked = set((attrs or {}).get("chunks", {}).get("arrays", []))
+        size = int((attrs or {}).get("chunks", {}).get("size", 0) or 0)
+        chunks, other = {}, []
+        for rel in bad:
+            parts = rel.split("/")
+            # <array>/c/<i>/0/... : chunk i of a frame-chunked array (ChunkedWriter aligns them)
+            if size and len(parts) >= 3 and parts[0] in chunked and parts[1] == "c" and parts[2].isdigit() \
+                    and rel in manifest:
+                chunks.setdefault(parts[0], set()).add(int(parts[2]))
+            else:
+                other.append(rel)
+        stale = [k for k, a in self.inputs.items()
+                 if (prov.get("inputs", {}).get(k) or {}).get("digest") != a.digest()]
+        return Verdict(not bad and not stale, chunks={k: sorted(v) for k, v in chunks.items()}, other=other,
+                       stale=stale)
 
     def open(self, mode: str = "r") -> zarr.Group:
         """The complete output's group. Raises StoreError when it is not complete."""
@@ -392,11 +464,22 @@ class Artifact:
         g = open_group(self.work_location, "r+", self.store.storage_options)
         prov = dict(g.attrs["provenance"])
         prov.update(complete=True, finished=_now(), **to_jsonable(attrs))
+        # the inputs as they are now, after the build read them
+        prov["inputs"] = {k: {"fingerprint": a.fingerprint, "location": a.location, "digest": a.digest()}
+                          for k, a in self.inputs.items()}
         if not self.store.local:
             local = self.work_dir()
             files = [p for p in local.rglob("*") if p.is_file()]
             for p in files:
                 fs.put_file(str(p), self._fs("work") + "/" + p.relative_to(local).as_posix())
+        work = self._fs("work")
+        manifest = {p[len(work) + 1:].replace(os.sep, "/"): file_sha256(fs, p) for p in sorted(fs.find(work))}
+        manifest.pop(ROOT_META, None)
+        attrs_now = {k: v for k, v in g.attrs.items() if k != "provenance"}
+        prov["files"] = manifest
+        prov["attrs_sha"] = _attrs_sha({**attrs_now, "provenance": prov})
+        # the content alone (not when or where it was built): an identical rebuild keeps it
+        prov["digest"] = hashlib.sha256(canonical_json([manifest, attrs_now]).encode()).hexdigest()[:16]
         g.attrs["provenance"] = prov
         final = self._fs("final")
         if fs.exists(final):
@@ -411,15 +494,46 @@ class Artifact:
             shutil.rmtree(self.work_dir(), ignore_errors=True)
         return self.location
 
-    def discard(self) -> None:
-        """Remove the final output (to force a re-run); its working copy is left alone."""
-        if self.store.fs.exists(self._fs("final")):
-            self.store.fs.rm(self._fs("final"), recursive=True)
+    def reopen_for_repair(self) -> zarr.Group:
+        """Move a complete output back to its working folder, marked incomplete, so that a
+        build recomputes what fails its checksums and keeps the rest. Call under `lock()`."""
+        fs = self.store.fs
+        if fs.exists(self._fs("work")):
+            fs.rm(self._fs("work"), recursive=True)
+        fs.mv(self._fs("final"), self._fs("work"), recursive=True)
+        g = open_group(self.work_location, "r+", self.store.storage_options)
+        prov = dict(g.attrs["provenance"])
+        prov["complete"] = False
+        g.attrs["provenance"] = prov
+        return g
 
-    def verify(self) -> list[int]:
-        """Indices of chunks whose stored data no longer match their checksums (complete output)."""
-        g = open_group(self.location, "r", self.store.storage_options)
-        return ChunkedWriter.from_group(g).corrupt_chunks()
+
+@dataclass
+class Verdict:
+    """The result of `Artifact.check()`: `ok`, or what failed: `chunks` {array: [chunk
+    indices]} of frame-chunked arrays (repairable chunk by chunk), `other` files (the output
+    must be rebuilt), `stale` inputs (rebuilt since with other content)."""
+    ok: bool
+    chunks: dict = field(default_factory=dict)
+    other: list = field(default_factory=list)
+    stale: list = field(default_factory=list)
+
+    def __str__(self) -> str:
+        parts = []
+        if self.stale:
+            parts.append(f"inputs {self.stale} were rebuilt since")
+        if self.chunks:
+            parts.append("corrupt chunks " + ", ".join(f"{k} {v}" for k, v in self.chunks.items()))
+        if self.other:
+            parts.append(f"files {self.other[:5]}{' ...' if len(self.other) > 5 else ''} differ from the manifest")
+        return "; ".join(parts) or "verified"
+
+
+def _attrs_sha(attrs: Mapping) -> str:
+    """sha256 of a group's attributes, without the manifest fields the provenance adds."""
+    a = dict(attrs)
+    prov = {k: v for k, v in dict(a.pop("provenance", {}) or {}).items() if k not in ("files", "attrs_sha", "digest")}
+    return hashlib.sha256(canonical_json({**a, "provenance": prov}).encode()).hexdigest()[:16]
 
 
 class ChunkedWriter:

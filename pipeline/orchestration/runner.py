@@ -1,0 +1,154 @@
+"""The plan and the runner: every output's location from the stage records, and running a
+stage's outputs, reusing what is complete and verified.
+
+`plan(cfg, store)` walks the stage records in order: an output's fingerprint hashes its
+stage's section, code version, source files' identities, its own params and its inputs'
+fingerprints, so a change anywhere upstream moves it. `run_stage` returns a complete output
+as it is when it verifies (every file against its manifest, its inputs' content unchanged
+since it was built); repairs corrupt chunks of chunked arrays; rebuilds anything else that
+fails; and otherwise builds the output under its lock, resuming what an interrupted run left.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Mapping
+
+from .config import stage_names
+from .context import Context
+from .identity import sources_identity
+from .record import Output, Stage
+from .stages import BY_NAME, STAGES
+from .store import Artifact, ArtifactStore, StoreError, read_provenance, to_jsonable
+
+log = logging.getLogger("pipeline")
+
+
+def plan(cfg: Mapping, store: ArtifactStore) -> dict[str, Artifact | None]:
+    """Every output's Artifact for a configuration, by plan key; None where not needed."""
+    ds_name = cfg["dataset"]["name"]
+    A: dict[str, Artifact | None] = {}
+    for stage in STAGES:
+        section = cfg[stage.name]
+        outs = [o for o in stage.outputs if o.needed(cfg)]
+        sources = sources_identity(stage.sources(section)) if outs else {}
+        for out in stage.outputs:
+            if out not in outs:
+                A[out.key] = None
+                continue
+            unknown = [k for k in out.inputs if k not in A]
+            if unknown:
+                raise RuntimeError(f"{out.key}: inputs {unknown} are not outputs of an earlier stage")
+            conf = {"section": to_jsonable(section), "code": stage.version}
+            if sources:
+                conf["sources"] = sources
+            if out.params:
+                conf["params"] = dict(out.params)
+            A[out.key] = store.artifact(ds_name, stage.name, out.folder_name(section), conf,
+                                        {k: A[k] for k in out.inputs if A[k] is not None})
+    return A
+
+
+def stage_of(name: str) -> Stage:
+    if name not in BY_NAME:
+        raise ValueError(f"unknown stage {name!r}; choose one of {list(stage_names())}")
+    return BY_NAME[name]
+
+
+def _verdict(art: Artifact, verify: bool):
+    """(reusable, Verdict or None) of an output."""
+    if not art.is_complete():
+        return False, None
+    if not verify:
+        return True, None
+    v = art.check()
+    return v.ok, v
+
+
+def _event(out: Output, art: Artifact | None, status: str, t0: float, stage: Stage) -> dict:
+    result = None
+    if art is not None and stage.result and status != "pending":
+        rel = read_provenance(art.location, art.store.storage_options).get(stage.result)
+        result = str(art.local_path() / rel) if rel else None
+    return {"key": out.key, "name": art.name if art else out.key, "status": status,
+            "location": art.location if art else None, "result": result, "seconds": time.perf_counter() - t0}
+
+
+def _summary(stage: Stage, events: list[dict], t0: float) -> dict:
+    status = ("ran" if any(e["status"] == "ran" for e in events) else
+              "pending" if any(e["status"] == "pending" for e in events) else
+              "skipped" if all(e["status"] == "skipped" for e in events) else "reused")
+    live = [e for e in events if e["status"] != "skipped"]
+    if not live:
+        loc = None
+    elif len(stage.outputs) == 1:
+        loc = live[0]["location"]
+    else:
+        loc = {e["name"]: e["location"] for e in live}
+    return {"stage": stage.name, "status": status, "location": loc, "seconds": time.perf_counter() - t0,
+            "result": live[0]["result"] if len(live) == 1 else None, "outputs": events}
+
+
+def status(name: str, cfg: Mapping, store: ArtifactStore) -> dict:
+    """What `run_stage` would do, without doing it: status "reused", "skipped" or "pending"."""
+    stage, t0 = stage_of(name), time.perf_counter()
+    A = plan(cfg, store)
+    events = []
+    for out in stage.outputs:
+        art = A[out.key]
+        if art is None:
+            events.append(_event(out, None, "skipped", t0, stage))
+        else:
+            ok, _ = _verdict(art, cfg["store"]["verify"])
+            events.append(_event(out, art, "reused" if ok else "pending", t0, stage))
+    return _summary(stage, events, t0)
+
+
+def run_stage(name: str, cfg: Mapping, store: ArtifactStore, force: bool = False, progress: bool = True) -> dict:
+    """Run one stage's outputs. Returns {"stage", "status" (ran/reused/skipped), "location"
+    (one output's, or {name: location}), "result" (its main file, if any), "seconds",
+    "outputs": [per-output events]}. `force` rebuilds complete outputs from scratch."""
+    stage, t0 = stage_of(name), time.perf_counter()
+    A = plan(cfg, store)
+    events = []
+    for out in stage.outputs:
+        art = A[out.key]
+        t1 = time.perf_counter()
+        if art is None:
+            events.append(_event(out, None, "skipped", t1, stage))
+            continue
+        ran = _produce(stage, out, art, cfg, store, A, force, progress)
+        events.append(_event(out, art, "ran" if ran else "reused", t1, stage))
+    return _summary(stage, events, t0)
+
+
+def _produce(stage: Stage, out: Output, art: Artifact, cfg: Mapping, store: ArtifactStore,
+             A: Mapping, force: bool, progress: bool) -> bool:
+    """Build `art` unless it is complete and verifies; True when it was built."""
+    verify = bool(cfg["store"]["verify"])
+    t0 = time.perf_counter()
+    ok, _ = _verdict(art, verify)
+    if ok and not force:
+        log.info("%s: reusing %s", stage.name, art.location)
+        return False
+    with art.lock():
+        ok, v = _verdict(art, verify)
+        if ok and not force:  # a concurrent run finished it while we waited
+            return False
+        if v is not None and not force and v.chunks and not v.other and not v.stale:
+            log.warning("%s: %s: %s; recomputing them", stage.name, art.location, v)
+            group = art.reopen_for_repair()
+        else:
+            if v is not None and not v.ok:
+                log.warning("%s: %s: %s; rebuilding it", stage.name, art.location, v)
+            group = art.begin(fresh=force or v is not None)
+        missing = [k for k in out.inputs if A.get(k) is not None and not A[k].is_complete()]
+        if missing:
+            raise StoreError(f"{stage.name}: inputs {missing} are not built "
+                             f"({', '.join(A[k].location for k in missing)}); run their stages first")
+        log.info("%s: building %s", stage.name, art.location)
+        attrs = stage.build(Context(stage, out, cfg, store, A, group, progress)) or {}
+        seconds = time.perf_counter() - t0
+        art.commit(seconds=round(seconds, 3), **attrs)
+    log.info("%s: wrote %s in %.1f s", stage.name, art.location, seconds)
+    return True

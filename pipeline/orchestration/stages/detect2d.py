@@ -1,0 +1,63 @@
+"""detect2d: the frozen 2D detector writes keypoints for every frame and view, chunk by
+chunk (resumable)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ... import detectors
+from ...detectors import gt as gt_detector
+from .. import plugins
+from ..context import Context
+from ..progress import Progress
+from ..record import Output, Stage
+from ..store import ChunkedWriter, to_jsonable
+
+KIND = "detector"
+OWN = ("detector", "chunk")
+
+
+def _defaults(preset: str, name: str | None) -> dict:
+    sec = plugins.section(detectors.DETECTORS, name, KIND, preset, {"detector": name, "chunk": 256})
+    if preset == "cpu" and name == "gt" and "invisible_conf" in sec and not hasattr(gt_detector, "PRESETS"):
+        sec["invisible_conf"] = 0.5  # GT 2D places every joint, as a real detector does
+    return sec
+
+
+def _params(section) -> dict:
+    return {k: v for k, v in section.items() if k not in OWN}
+
+
+def _validate(section) -> None:
+    from ...registry import check_number
+    check_number(section, "chunk", "detect2d", lo=1, integer=True)
+    plugins.validate(detectors.DETECTORS, section["detector"], KIND, _params(section))
+
+
+def _sources(section) -> list:
+    return plugins.sources(detectors.DETECTORS, section["detector"], KIND, _params(section))
+
+
+def build(ctx: Context) -> dict:
+    name = ctx.section["detector"]
+    detect = detectors.get_detector(name)
+    ds = ctx.open("dataset")
+    context = {"dataset": ctx.input("dataset").location}
+    if ctx.has("pretrain2d"):
+        context["pretrain2d"] = str(ctx.result_path("pretrain2d"))
+    w = ChunkedWriter(ctx.group, int(ds["rig"].shape[0]), int(ctx.section["chunk"]))
+    todo = w.pending(verify=ctx.cfg["store"]["verify"])
+    with Progress(len(todo), f"detect2d ({name})", ctx.progress) as bar:
+        for i in todo:
+            kp = np.asarray(detect(ctx.params, ds, w.frames(i), context), dtype=np.float32)
+            w.write(i, {"keypoints2d": kp})
+            bar.update()
+    ctx.group.attrs.update({"detector": name, "detector_config": to_jsonable(ctx.params),
+                            "flags": to_jsonable(context.get("flags", {}))})
+    return {"frames": w.n_frames}
+
+
+STAGE = Stage(
+    name="detect2d", version=1, doc=__doc__.strip(), module=__name__,
+    outputs=(Output("detect2d", name=lambda s: s["detector"], inputs=("dataset", "pretrain2d")),),
+    build=build, defaults=_defaults, validate=_validate, sources=_sources, own_keys=OWN,
+    plugin_key="detector", plugins=lambda: plugins.modules(detectors.DETECTORS))

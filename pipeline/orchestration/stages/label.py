@@ -1,0 +1,116 @@
+"""label: pseudo-labels from multi-view geometry. Each rig is calibrated first (its cameras
+persisted before any chunk, so a resumed run reuses them exactly), then frame chunks are
+labelled, on Dask when there are enough of them."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ... import labels as labelling
+from ...camera import Cameras
+from ..cluster import dask_client
+from ..config import module_section
+from ..context import Context
+from ..progress import Progress
+from ..record import Output, Stage
+from ..store import ChunkedWriter, StoreError, dims_for, to_jsonable
+
+log = logging.getLogger("pipeline")
+OWN = ("chunk",)
+RIG_ARRAYS = (("R_est", (3, 3)), ("t_est", (3,)), ("K_est", (3, 3)), ("dist_est", (5,)), ("size_est", (2,)))
+
+
+def _defaults(preset: str, _plugin) -> dict:
+    sec = {"chunk": 1024, **module_section(labelling, preset)}
+    if preset == "cpu" and not hasattr(labelling, "PRESETS"):
+        sec["min_confidence"] = 0.0  # the network detector's joints are all kept
+    return sec
+
+
+def _validate(section) -> None:
+    from ...registry import check_number
+    check_number(section, "chunk", "label", lo=1, integer=True)
+    labelling.resolve_cfg({k: v for k, v in section.items() if k not in OWN})
+
+
+def label_task(kp: np.ndarray, segments: list, cams: dict, lcfg: dict, label_chunk) -> dict:
+    """Labels of one frame chunk: label_chunk per rig segment, concatenated (runs on a worker)."""
+    parts = [label_chunk(kp[a:b], cams[gi], lcfg) for a, b, gi in segments]
+    return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+
+
+def segments(rig: np.ndarray) -> list[tuple[int, int, int]]:
+    """Runs of equal rig index in a chunk: [(start, stop, rig), ...] (chunk-relative)."""
+    cuts = np.flatnonzero(np.diff(rig)) + 1
+    starts, stops = np.r_[0, cuts], np.r_[cuts, len(rig)]
+    return [(int(a), int(b), int(rig[a])) for a, b in zip(starts, stops)]
+
+
+def _calibrate(ctx: Context, ds, kp_arr, rig: np.ndarray) -> dict[int, Cameras]:
+    """Every rig's cameras for labelling, estimated once and kept in the working group."""
+    g = ctx.group
+    G, V = int(ds["K"].shape[0]), int(ds["K"].shape[1])
+    if "R_est" not in g:
+        for k, shape in RIG_ARRAYS:
+            g.create_array(k, shape=(G, V) + shape, dtype="f8", fill_value=np.nan,
+                           dimension_names=dims_for(k, 2 + len(shape), "rig"))
+    done = list(g.attrs.get("calibrated", []))
+    diags = dict(g.attrs.get("calibration", {}))
+    for gi in range(G):
+        frames = np.flatnonzero(rig == gi)
+        if gi in done or len(frames) == 0:
+            continue
+        log.info("label: calibrating rig %d from %d frames", gi, len(frames))
+        cams, diag = labelling.calibrate(np.asarray(kp_arr.get_orthogonal_selection((frames,))),
+                                         Cameras.from_store(ds, gi), ctx.params)
+        for k, v in (("R_est", cams.R), ("t_est", cams.t), ("K_est", cams.K), ("dist_est", cams.dist),
+                     ("size_est", cams.size)):
+            g[k][gi] = v
+        diags[str(gi)] = to_jsonable(diag)
+        done.append(gi)
+        g.attrs.update({"calibration": diags, "calibrated": done})
+    return {gi: Cameras.from_store(g, gi, "_est") for gi in range(G) if np.any(rig == gi)}
+
+
+def build(ctx: Context) -> dict:
+    ds = ctx.open("dataset")
+    kp_arr = ctx.open("detect2d")["keypoints2d"]
+    rig = np.asarray(ds["rig"][:], dtype=np.int64)
+    F = len(rig)
+    if kp_arr.shape[0] != F:
+        raise StoreError(f"detect2d has {kp_arr.shape[0]} frames, the dataset {F}")
+    cams = _calibrate(ctx, ds, kp_arr, rig)
+    w = ChunkedWriter(ctx.group, F, int(ctx.section["chunk"]))
+    todo = w.pending(verify=ctx.cfg["store"]["verify"])
+    args = {i: (np.asarray(kp_arr[w.frames(i)]), segments(rig[w.frames(i)])) for i in todo}
+    lcfg = ctx.params
+    d = ctx.cfg["dask"]
+    left = sum(w.frames(i).stop - w.frames(i).start for i in todo)
+    use_dask = len(todo) > 1 and (d.get("address") or left >= int(d.get("min_frames") or 0))
+    client, close = dask_client(d) if use_dask else (None, lambda: None)
+    with Progress(len(todo), "label", ctx.progress) as bar:
+        try:
+            if client is None:
+                for i in todo:
+                    kp, seg = args[i]
+                    w.write(i, label_task(kp, seg, {gi: cams[gi] for *_, gi in seg}, lcfg, labelling.label_chunk))
+                    bar.update()
+            else:
+                from distributed import as_completed
+                futs = {client.submit(label_task, kp, seg, {gi: cams[gi] for *_, gi in seg}, lcfg,
+                                      labelling.label_chunk, pure=False): i for i, (kp, seg) in args.items()}
+                for fut in as_completed(futs):
+                    w.write(futs[fut], fut.result())
+                    bar.update()
+        finally:
+            close()
+    ctx.group.attrs["failures"] = {str(k): v for k, v in getattr(labelling, "FAILURES", {}).items()}
+    ok = np.asarray(ctx.group["frame_ok"][:]) if "frame_ok" in ctx.group else np.zeros(F, bool)
+    return {"frames": F, "frames_labelled": int(ok.sum())}
+
+
+STAGE = Stage(
+    name="label", version=1, doc=__doc__.strip(), module=__name__,
+    outputs=(Output("label", name=lambda s: s["mode"], inputs=("dataset", "detect2d")),),
+    build=build, defaults=_defaults, validate=_validate, own_keys=OWN)

@@ -1,0 +1,33 @@
+"""pretrain2d: train the project's 2D detector on the training split's 2D labels (only for
+detectors that need it)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ... import detectors, pretrain2d, train3d
+from ..config import module_section
+from ..context import Context
+from ..record import Output, Stage
+
+
+def _defaults(preset: str, _plugin) -> dict:
+    return module_section(pretrain2d, preset)
+
+
+def _validate(section) -> None:
+    # every preset has the same keys: the section's values are what is checked
+    train3d.resolve_cfg({**section, "preset": "cpu"}, pretrain2d.PRESETS)
+
+
+def build(ctx: Context) -> dict:
+    ds = ctx.open("dataset")
+    ckpt = Path(pretrain2d.train({**ctx.params, "preset": ctx.preset}, ds, ctx.work_dir / "train",
+                                 progress=ctx.progress))
+    return {"result": ctx.relative(ckpt)}
+
+
+STAGE = Stage(
+    name="pretrain2d", version=2, doc=__doc__.strip(), module=__name__,
+    outputs=(Output("pretrain2d", "network", inputs=("dataset",),
+                    needed=lambda cfg: detectors.needs_network(cfg["detect2d"]["detector"])),),
+    build=build, defaults=_defaults, validate=_validate, result="result")
