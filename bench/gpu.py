@@ -216,8 +216,8 @@ def train_one(tag: str, cfg: dict, fast: bool, data: tuple, dev: torch.device, w
     except ModuleNotFoundError as e:  # no zarr: fit trained, then failed writing its loss curve
         err, path = repr(e), work / tag / "checkpoints" / "epoch-0002.pt"
     wall = time.perf_counter() - t
-    e1, e2 = (torch.load(work / tag / "checkpoints" / f"epoch-000{i}.pt", map_location="cpu",
-                         weights_only=False, mmap=True) for i in (1, 2))
+    from pipeline.checkpoint import load_checkpoint  # weights_only=True
+    e1, e2 = (load_checkpoint(work / tag / "checkpoints" / f"epoch-000{i}.pt", "integral", mmap=True) for i in (1, 2))
     steady = (e2["images_seen"] - e1["images_seen"]) / (e2["train_seconds"] - e1["train_seconds"])
     ips = e2["images_seen"] / e2["train_seconds"]  # what fit stores as images_per_s
     r = RES.setdefault("train", {})[tag] = {

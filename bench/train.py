@@ -188,10 +188,9 @@ def main(argv=None) -> dict:
     t = time.perf_counter()
     ck_fs = train3d.train(o3, ds, None, None, work / "nets" / f"fs{tag}")
     timings["train_fs_s"] = time.perf_counter() - t
-    import torch
-    ck_meta = torch.load(ck_ss, weights_only=False)
+    ck_meta = train3d.load_checkpoint(ck_ss)  # weights_only=True (pipeline.checkpoint)
     ips, threads = float(ck_meta["images_per_s"]), ck_meta["cfg"]["num_threads"]
-    ips_fs = float(torch.load(ck_fs, weights_only=False)["images_per_s"])
+    ips_fs = float(train3d.load_checkpoint(ck_fs)["images_per_s"])
 
     gt = train3d.gt_camera_poses(ds)
     gmask = np.all(np.isfinite(gt), -1)

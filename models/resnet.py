@@ -122,9 +122,26 @@ def load_backbone_weights(model: ResNet, path: str | Path) -> list[str]:
     """Load a torchvision-style ResNet state dict (or a checkpoint holding one under
     'state_dict'/'model') into `model`. Returns the names of parameters not found in the file.
 
-    Raises ValueError when a tensor's shape differs (a file for another depth or width).
+    Raises ValueError when a tensor's shape differs (a file for another depth or width), and
+    when the file is missing, unreadable, or holds anything but tensors and plain data (it is
+    loaded with weights_only=True, so such a file is refused without running any of it).
     """
-    obj = torch.load(Path(path), map_location="cpu", weights_only=True)
+    import pickle
+    import warnings
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"pretrained weights {path} do not exist")
+    try:
+        with warnings.catch_warnings():  # torch warns of a plain pickle's protocol before refusing it
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        detail = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+        raise ValueError(f"{path}: refused: it holds Python objects besides tensors and plain data, and loading "
+                         f"it could run code ({detail[:120] or 'weights_only load failed'}); it was not loaded") from None
+    except (RuntimeError, EOFError, KeyError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable weights file ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:160] if str(e) else 'truncated'})") from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
             if key in obj and isinstance(obj[key], dict):

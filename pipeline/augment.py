@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .joints import FLIP
-from .registry import with_defaults
+from .registry import check_number, with_defaults
 
 DEFAULTS = {
     "rotation": 30.0,          # degrees, uniform in [-rotation, rotation]
@@ -37,8 +37,28 @@ IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
 def resolve(cfg: dict | None) -> dict:
-    """DEFAULTS overridden by cfg; unknown keys are a ValueError. cfg False/None-like 'off' disables."""
-    return with_defaults(cfg, DEFAULTS, "augment")
+    """DEFAULTS overridden by cfg (None or {}: the defaults); an unknown key, a value of the
+    wrong type or out of range is a one-line ValueError naming it. To switch a transform off,
+    set its probability or amplitude to 0 (rotation_prob, color, occluder_prob; scale [1, 1])."""
+    if cfg is not None and not isinstance(cfg, dict):
+        raise ValueError(f"augment must be a mapping of {sorted(DEFAULTS)}, got {cfg!r}")
+    what = "augment"
+    c = with_defaults(cfg, DEFAULTS, what)
+    check_number(c, "rotation", what, lo=0.0, hi=180.0)
+    for k in ("rotation_prob", "color", "occluder_prob"):
+        check_number(c, k, what, lo=0.0, hi=1.0)
+    if not isinstance(c["flip"], bool):
+        raise ValueError(f"{what}: flip must be true or false, got {c['flip']!r}")
+    for k, lo, hi in (("scale", 0.05, 20.0), ("occluder_size", 0.0, 1.0)):
+        v = c[k]
+        if not (isinstance(v, (list, tuple)) and len(v) == 2):
+            raise ValueError(f"{what}: {k} must be a pair [low, high], got {v!r}")
+        pair = {"low": v[0], "high": v[1]}
+        for part in pair:
+            check_number(pair, part, f"{what}: {k}", lo=lo, hi=hi)
+        if v[0] > v[1]:
+            raise ValueError(f"{what}: {k} must be [low, high] with low <= high, got {v!r}")
+    return c
 
 
 def identity_params(n: int) -> dict[str, np.ndarray]:

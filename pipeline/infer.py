@@ -8,12 +8,22 @@ each frame starts from the previous frame's box. The crop follows docs/stores.md
 crops used. Poses are root-relative in the camera frame, in the 3D network's units
 (mm for FS, mean bones for SS; multiply by the dataset's `mean_bone_mm` for millimetres).
 
-    python -m pipeline.infer VIDEO_OR_IMAGE --net3d train3d/final.pt --net2d pretrain2d/final.pt --out out/
+The checkpoints are the training stages' outputs, `<store>/train/final.pt` inside each stage's
+output folder (or that folder itself), e.g. with the default artifact root:
+
+    python -m pipeline.infer VIDEO_OR_IMAGE \
+        --net3d artifacts/studio/train3d/ss-<fingerprint>/train/final.pt \
+        --net2d artifacts/studio/pretrain2d/network-<fingerprint>/train/final.pt --out out/
+
+They are loaded with weights_only=True (pipeline.checkpoint): a file that holds anything but
+tensors and plain data is refused unloaded. A missing, wrong or refused checkpoint, or an
+unreadable input, is one line on stderr and exit status 2.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import cv2
@@ -62,12 +72,23 @@ def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(image[..., :3])
 
 
+def checkpoint_path(path: Path) -> Path:
+    """A training checkpoint named by its file, or by a stage output folder (`<store>/train/final.pt`)
+    or its `train` folder (`final.pt`); the path as given when none of those exists."""
+    path = Path(path)
+    if path.is_dir():
+        for cand in (path / "train" / "final.pt", path / "final.pt"):
+            if cand.is_file():
+                return cand
+    return path
+
+
 class Estimator:
     """The frozen 2D detector and 3D network, ready to run on frames."""
 
     def __init__(self, net3d: Path, net2d: Path, margin: float = 1.4, min_conf: float = 0.2, iterations: int = 2):
-        self.m3, self.meta3 = load_model(Path(net3d), "3d")
-        self.m2, self.meta2 = load_model(Path(net2d), "2d")
+        self.m3, self.meta3 = load_model(checkpoint_path(net3d), "3d")
+        self.m2, self.meta2 = load_model(checkpoint_path(net2d), "2d")
         self.S3 = int(self.meta3["arch"]["input_size"])
         self.S2 = int(self.meta2["arch"]["input_size"])
         self.margin, self.min_conf, self.iterations = margin, min_conf, iterations
@@ -182,11 +203,14 @@ def run(source: Path, net3d: Path, net2d: Path, out_dir: Path, every: int = 1, m
     return {"poses": npz, "figures": pngs, "frames": len(rows), "units": est.units}
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description="3D human pose from an image or a video")
+def main(argv=None) -> int:
+    """The command line; returns 0, or 2 after one line on stderr for a user's mistake."""
+    ap = argparse.ArgumentParser(prog="python -m pipeline.infer", description="3D human pose from an image or a video")
     ap.add_argument("source", type=Path)
-    ap.add_argument("--net3d", type=Path, required=True, help="train3d checkpoint (final.pt)")
-    ap.add_argument("--net2d", type=Path, required=True, help="pretrain2d checkpoint (final.pt)")
+    ap.add_argument("--net3d", type=Path, required=True,
+                    help="the train3d checkpoint: <train3d output>/train/final.pt (or the output folder)")
+    ap.add_argument("--net2d", type=Path, required=True,
+                    help="the pretrain2d checkpoint: <pretrain2d output>/train/final.pt (or the output folder)")
     ap.add_argument("--out", type=Path, default=Path("infer_out"))
     ap.add_argument("--every", type=int, default=1)
     ap.add_argument("--max-frames", type=int, default=None)
@@ -194,9 +218,17 @@ def main(argv=None) -> None:
     ap.add_argument("--margin", type=float, default=1.4,
                     help="box side / joints' extent (the studio's crops: about 1.4)")
     a = ap.parse_args(argv)
-    res = run(a.source, a.net3d, a.net2d, a.out, a.every, a.max_frames, a.figures, a.margin)
+    if a.every < 1 or (a.max_frames is not None and a.max_frames < 1) or a.figures < 0 or not a.margin > 0:
+        print("pipeline.infer: --every and --max-frames must be >= 1, --figures >= 0, --margin > 0", file=sys.stderr)
+        return 2
+    try:
+        res = run(a.source, a.net3d, a.net2d, a.out, a.every, a.max_frames, a.figures, a.margin)
+    except (ValueError, OSError) as e:  # a missing or refused checkpoint, an unreadable input: one line
+        print("pipeline.infer: " + " ".join(str(e).split()), file=sys.stderr)
+        return 2
     print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in res.items() if k != "figures"}))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -73,9 +73,12 @@ def _gt_camera(ds):
 
 def training_record(checkpoint: Path) -> dict:
     """What a training checkpoint (train3d, pretrain2d, refine) says of its training: losses per
-    epoch, images/s, epoch, samples, units, architecture (None where it does not say)."""
-    import torch
-    ck = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    epoch, images/s, epoch, samples, units, architecture (None where it does not say).
+
+    Loaded with weights_only=True (pipeline.checkpoint); a missing, corrupt or refused file is a
+    CheckpointError (ValueError) naming it."""
+    from .checkpoint import load_checkpoint
+    ck = load_checkpoint(checkpoint, ("integral", "refiner"), mmap=True, what="a training (integral or refiner)")
     return {k: ck.get(k) for k in ("losses", "images_per_s", "epoch", "n_samples", "n_train", "units", "arch")}
 
 

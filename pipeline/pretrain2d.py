@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from .joints import J
-from .train3d import (PRESETS as PRESETS_3D, ImageSource, _deterministic, _frames, dataset_images, fit,
-                      load_model, resolve_cfg, run_network)
+from .train3d import (PRESETS as PRESETS_3D, ImageSource, _deterministic, _frames, dataset_images, fit, image_ok,
+                      load_model, resolve_cfg as _resolve, run_network)
 
 PRESETS: dict[str, dict] = {
     name: {**p, "min_valid_joints": 4, "smooth_l1_beta": 0.01, "depth": 1, "variance_weight": 0.1,
@@ -45,6 +45,12 @@ PRESETS: dict[str, dict] = {
 # heatmap_nll_weight 0.02: measured on the studio (module docstring); the paper preset's
 # 64x64 heatmaps are untested with it, so it keeps 0
 PRESETS["cpu"].update({"epochs": 20, "iters_per_epoch": 60, "lr_steps": (16,), "heatmap_nll_weight": 0.02})
+
+
+def resolve_cfg(cfg: dict | None) -> dict:
+    """PRESETS[cfg['preset']] (default 'cpu') overridden by cfg, every key's type and range
+    checked (train3d.check_cfg; heatmap_nll_weight >= 0): a one-line ValueError naming the key."""
+    return _resolve(cfg, PRESETS, "pretrain2d")
 
 
 def crop_coords(kp: np.ndarray, boxes: np.ndarray, S: int) -> np.ndarray:
@@ -83,15 +89,18 @@ def _labels(dataset, S: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def train(cfg: dict, dataset, out_dir: Path, progress: bool = True) -> Path:
-    """Train the 2D detector on the training split's 2D labels; returns out_dir/final.pt."""
-    cfg = resolve_cfg(cfg, PRESETS)
+    """Train the 2D detector on the training split's 2D labels; returns out_dir/final.pt.
+
+    (frame, view) samples whose image is missing (dataset `image_ok` False) are skipped."""
+    cfg = resolve_cfg(cfg)
     im = dataset_images(dataset, cfg["input_size"])
     S = im.shape[2]
     n, mask, split = _labels(dataset, S)
-    ok = (split[:, None] == 0) & (mask.sum(-1) >= int(cfg["min_valid_joints"]))
+    ok = (split[:, None] == 0) & (mask.sum(-1) >= int(cfg["min_valid_joints"])) & image_ok(dataset, im.shape[:2])
     samples = np.argwhere(ok).astype(np.int64)
     if len(samples) == 0:
-        raise ValueError("empty training set: no training-split (frame, view) has enough visible 2D labels")
+        raise ValueError("empty training set: no training-split (frame, view) has a good image (image_ok) and "
+                         "enough visible 2D labels")
     images = ImageSource(im, samples[:, 0], cfg["max_memory_mb"], progress)
     return fit(cfg, "2d", images, samples, n[samples[:, 0], samples[:, 1]], mask[samples[:, 0], samples[:, 1]],
                1.0, "crop", Path(out_dir), extra_meta={"trained_on": dataset.attrs.get("dataset", "?"),
@@ -108,7 +117,9 @@ def _subjects(dataset, sel: np.ndarray) -> list:
 
 
 def predict(ckpt: Path, dataset, frames, progress: bool = True) -> np.ndarray:
-    """keypoints2d [f,V,J,3] (x, y, confidence) in original pixels for the frames' crops."""
+    """keypoints2d [f,V,J,3] (x, y, confidence) in original pixels for the frames' crops;
+    NaN (x, y and confidence) for every joint of a (frame, view) whose image is missing
+    (dataset `image_ok` False)."""
     model, meta = load_model(Path(ckpt), "2d")
     im = dataset_images(dataset, meta["arch"]["input_size"])
     if "crop_boxes" not in dataset:
@@ -118,13 +129,16 @@ def predict(ckpt: Path, dataset, frames, progress: bool = True) -> np.ndarray:
         coords, conf = run_network(model, im, fr, int(meta["cfg"].get("eval_batch_size", 128)), progress, True)
     boxes = np.asarray(dataset["crop_boxes"].oindex[fr], dtype=np.float64) if fr.size else np.zeros((0, im.shape[1], 4))
     xy = original_coords(coords.astype(np.float64), boxes, im.shape[2])
-    return np.concatenate([xy, conf[..., None]], -1).astype(np.float32)
+    kp = np.concatenate([xy, conf[..., None]], -1).astype(np.float32)
+    kp[~image_ok(dataset, im.shape[:2])[fr]] = np.nan
+    return kp
 
 
 def evaluate(ckpt: Path, dataset, split: int = 1, alphas=(0.05, 0.1), max_frames: int | None = None,
              progress: bool = True) -> dict:
     """PCK and mean pixel error of the detector on the frames of `split` (1 = test subjects),
-    over joints with ground-truth visibility 1. Returns a dict of figures."""
+    over joints with ground-truth visibility 1 in (frame, view)s with a good image (image_ok).
+    Returns a dict of figures."""
     sp = np.asarray(dataset["split"][:])
     fr = np.flatnonzero(sp == split)
     if fr.size == 0:
@@ -135,6 +149,9 @@ def evaluate(ckpt: Path, dataset, split: int = 1, alphas=(0.05, 0.1), max_frames
     gt = np.asarray(dataset["keypoints2d_gt"].oindex[fr], dtype=np.float64)
     boxes = np.asarray(dataset["crop_boxes"].oindex[fr], dtype=np.float64)
     vis = np.all(np.isfinite(gt[..., :2]), -1) & (np.nan_to_num(gt[..., 2]) > 0)
+    vis &= np.all(np.isfinite(pred[..., :2]), -1)  # no prediction where the image is missing
+    if not vis.any():
+        raise ValueError(f"no visible ground-truth joint with a good image in the {fr.size} frames of split {split}")
     err = np.linalg.norm(pred[..., :2] - gt[..., :2], axis=-1)[vis]
     side = np.max(boxes[..., 2:], -1)[..., None].repeat(J, -1)[vis]
     out = {"frames": int(fr.size), "joints": int(vis.sum()), "mean_px": float(err.mean()),

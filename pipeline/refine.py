@@ -26,7 +26,8 @@ left and right relabelled): a refiner that sees only the pose has little to corr
 """
 from __future__ import annotations
 
-import os
+import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,11 @@ import torch
 
 from models.refine import RefineNet
 
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .joints import J, ROOT
-from .registry import with_defaults
+from .registry import check_choice, check_number, with_defaults
+
+log = logging.getLogger("pipeline")
 
 DEFAULTS: dict = {
     "hidden": 512, "blocks": 2, "dropout": 0.5, "slope": 0.2,
@@ -55,14 +59,32 @@ TRAIN_KEYS = ("hidden", "blocks", "dropout", "slope", "epochs", "batch_size", "l
               "intermediate_weight", "seed", "num_threads")
 
 
-def _cfg(cfg: dict | None) -> dict:
+def resolve_cfg(cfg: dict | None) -> dict:
+    """DEFAULTS, then PRESETS[cfg['preset']] when cfg names one, then cfg's other keys; an
+    unknown key, a wrong type or a value out of range is a one-line ValueError naming it.
+    Writes nothing: the orchestration calls it when it resolves a configuration."""
+    what = "refiner"
     cfg = dict(cfg or {})
     preset = cfg.pop("preset", None)
     if preset is not None:
-        if preset not in PRESETS:
-            raise ValueError(f"refiner: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        if not isinstance(preset, str) or preset not in PRESETS:
+            raise ValueError(f"{what}: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
         cfg = {**PRESETS[preset], **cfg}
-    return with_defaults(cfg, DEFAULTS, "refiner")
+    c = with_defaults(cfg, DEFAULTS, what)
+    for k, lo, hi in (("hidden", 1, 65536), ("blocks", 1, 64), ("epochs", 1, None), ("batch_size", 2, None),
+                      ("seed", 0, 2 ** 63 - 1), ("copies", 1, 1000)):
+        check_number(c, k, what, lo=lo, hi=hi, integer=True)
+    check_number(c, "num_threads", what, lo=1, hi=1024, integer=True, allow_none=True)
+    check_number(c, "dropout", what, lo=0.0, hi=0.99)
+    for k in ("slope", "intermediate_weight", "noise_scale"):
+        check_number(c, k, what, lo=0.0)
+    for k in ("lr", "lr_decay"):
+        check_number(c, k, what, lo=0.0, hi=None if k == "lr" else 1.0)
+        if not c[k] > 0:
+            raise ValueError(f"{what}: {k} must be > 0, got {c[k]!r}")
+    check_choice(c, "training_data", ("predictions", "noise"), what)
+    return c
+
 
 
 def _check_poses(a, name: str) -> np.ndarray:
@@ -126,7 +148,7 @@ def make_pairs(cfg: dict | None, pred: np.ndarray, labels: np.ndarray, mask: np.
 
     "predictions": (pred, labels). "noise": clean poses (clean_poses, e.g. motion capture, or the
     labels when None) plus Gaussian errors fitted to pred - labels."""
-    c = _cfg(cfg)
+    c = resolve_cfg(cfg)
     if c["training_data"] == "predictions":
         return prediction_pairs(pred, labels, mask)
     if c["training_data"] == "noise":
@@ -142,12 +164,22 @@ def make_pairs(cfg: dict | None, pred: np.ndarray, labels: np.ndarray, mask: np.
 
 def train_refiner(cfg: dict, inputs: np.ndarray, targets: np.ndarray, out_dir: Path, progress: bool = True) -> Path:
     """Train the RU on pairs inputs [N,J,3] -> targets [N,J,3] (NaN target joints are masked);
-    writes and returns out_dir/final.pt (returned as it is when already there)."""
-    c = _cfg(cfg)
+    writes and returns out_dir/final.pt (returned as it is when already there and it loads; one
+    that does not load is removed with a warning and retrained). A failed write raises
+    checkpoint.CheckpointWriteError naming the file, the folder and the reason.
+
+    Checkpoint keys: kind "refiner", cfg (the resolved configuration, plain data), scale
+    float, model (state dict of tensors), losses [float], n_train int."""
+    c = resolve_cfg(cfg)
     out_dir = Path(out_dir)
     final = out_dir / "final.pt"
     if final.is_file():
-        return final
+        try:
+            load_refiner(final)
+            return final
+        except CheckpointError as e:
+            log.warning("refiner: %s; retraining it", e)
+            final.unlink(missing_ok=True)
     x, y = _check_poses(inputs, "inputs"), _check_poses(targets, "targets")
     if len(x) != len(y):
         raise ValueError(f"inputs ({len(x)}) and targets ({len(y)}) differ in length")
@@ -194,25 +226,29 @@ def train_refiner(cfg: dict, inputs: np.ndarray, targets: np.ndarray, out_dir: P
     finally:
         torch.set_num_threads(prev)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name("final.pt.tmp")
-    torch.save({"kind": "refiner", "cfg": c, "scale": scale, "model": net.state_dict(), "losses": losses,
-                "n_train": len(x)}, tmp)
-    os.replace(tmp, final)
+    save_checkpoint({"kind": "refiner", "cfg": json.loads(json.dumps(c)), "scale": scale, "model": net.state_dict(),
+                     "losses": [float(v) for v in losses], "n_train": int(len(x))}, final)
     return final
+
+
+def load_refiner(ckpt: Path) -> tuple[RefineNet, dict]:
+    """The refinement unit stored at ckpt (eval mode, CPU) and the checkpoint's metadata;
+    loaded with weights_only=True (pipeline.checkpoint). A CheckpointError (ValueError) names
+    the file when it is missing, corrupt, refused or not a refiner's."""
+    ck = load_checkpoint(ckpt, "refiner", ("cfg", "scale", "model"), what="a refinement unit")
+    c = ck["cfg"]
+    try:
+        net = RefineNet(J, int(c["hidden"]), int(c["blocks"]), float(c["dropout"]), float(c["slope"]))
+        net.load_state_dict(ck["model"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{ckpt}: weights do not fit the refiner it names: {str(e)[:200]}") from e
+    net.eval()
+    return net, {k: v for k, v in ck.items() if k != "model"}
 
 
 def apply_refiner(ckpt: Path, poses: np.ndarray) -> np.ndarray:
     """Refined poses [N,J,3] (root-relative, the input's units) for poses [N,J,3]; NaN rows stay NaN."""
-    ck = torch.load(Path(ckpt), map_location="cpu", weights_only=False)
-    if not isinstance(ck, dict) or ck.get("kind") != "refiner":
-        raise ValueError(f"{ckpt} is not a refinement unit checkpoint")
-    c = ck["cfg"]
-    net = RefineNet(J, int(c["hidden"]), int(c["blocks"]), float(c["dropout"]), float(c["slope"]))
-    try:
-        net.load_state_dict(ck["model"])
-    except RuntimeError as e:
-        raise ValueError(f"{ckpt}: weights do not fit the refiner it names: {str(e)[:200]}") from e
-    net.eval()
+    net, ck = load_refiner(ckpt)
     p = _check_poses(poses, "poses")
     out = np.full_like(p, np.nan)
     ok = np.all(np.isfinite(p), axis=(1, 2))

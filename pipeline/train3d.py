@@ -13,11 +13,22 @@ augmentation; its state, torch's RNG, the optimizer and the scheduler are saved 
 epoch's checkpoint, so a run resumed from epoch k ends bit-identical (on CPU) to an
 uninterrupted one. CUDA with bf16 autocast when present; DistributedDataParallel when
 launched by torchrun (WORLD_SIZE > 1).
+
+Checkpoints (pipeline.checkpoint: tensors and plain data only, atomic writes, loaded with
+weights_only=True): `out_dir/checkpoints/epoch-XXXX.pt` after every epoch and `out_dir/final.pt`
+(the last epoch's, plus `images_per_s`); keys in `fit`'s docstring. A checkpoint that does not
+load (truncated, corrupt, refused) is removed with a warning and training resumes from the
+newest one that loads; a final.pt that does not load is rebuilt.
+
+Missing images: a dataset may hold `image_ok` [F,V] bool (False where a video frame could not
+be decoded and the crop is black; absent = every crop is good). Training skips those
+(frame, view) samples and `predict` gives NaN poses for them.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import re
@@ -34,7 +45,11 @@ from models.resnet import load_backbone_weights
 
 from . import augment as aug
 from .camera import store_poses_in_cameras
+from .checkpoint import CheckpointError, load_checkpoint as _load_checked, save_checkpoint
 from .joints import J, ROOT
+from .registry import check_choice, check_number
+
+log = logging.getLogger("pipeline")
 
 ARCH_KEYS = ("resnet", "width", "depth", "deconv_channels", "deconv_layers", "input_size")
 
@@ -67,25 +82,64 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def resolve_cfg(cfg: dict | None, presets: dict[str, dict] = PRESETS) -> dict:
-    """The preset named by cfg['preset'] (default 'cpu') overridden by cfg's other keys.
+def resolve_cfg(cfg: dict | None, presets: dict[str, dict] = PRESETS, what: str = "train3d") -> dict:
+    """The preset named by cfg['preset'] (default 'cpu') overridden by cfg's other keys, checked.
 
-    Unknown keys are a ValueError (a typo would otherwise silently train the default)."""
+    Unknown keys are a ValueError (a typo would otherwise silently train the default), and so
+    is a value of the wrong type or out of range (`check_cfg`), in one line naming the key.
+    Writes nothing: the orchestration calls it when it resolves a configuration."""
     cfg = dict(cfg or {})
     name = cfg.pop("preset", "cpu")
-    if name not in presets:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
+    if not isinstance(name, str) or name not in presets:
+        raise ValueError(f"{what}: unknown preset {name!r}; choose one of {sorted(presets)}")
     base = presets[name]
     unknown = set(cfg) - set(base)
     if unknown:
-        raise ValueError(f"unknown configuration keys {sorted(unknown)}; known: {sorted(base)}")
+        raise ValueError(f"{what}: unknown configuration keys {sorted(unknown)}; known: {sorted(base)}")
     out = {**base, **cfg, "preset": name}
+    check_cfg(out, what)
     out["augment"] = aug.resolve(out["augment"])
-    if int(out["batch_size"]) < 2:
-        raise ValueError("batch_size must be >= 2 (BatchNorm needs more than one sample)")
-    if int(out["keep_checkpoints"]) < 0:
-        raise ValueError("keep_checkpoints must be >= 0 (0 keeps every epoch's checkpoint)")
     return out
+
+
+def _check_bool(cfg: dict, key: str, what: str) -> None:
+    if not isinstance(cfg.get(key), bool):
+        raise ValueError(f"{what}: {key} must be true or false, got {cfg.get(key)!r}")
+
+
+def check_cfg(c: dict, what: str = "train3d") -> None:
+    """ValueError (one line, naming `what`.key) unless every key of a training configuration
+    (PRESETS' keys; pretrain2d's add heatmap_nll_weight) has a usable type and range."""
+    check_choice(c, "resnet", (18, 34, 50), what)
+    num = {  # key: (lo, hi, integer, allow_none)
+        "width": (1e-3, 16, False, False), "deconv_channels": (1, 4096, True, False),
+        "deconv_layers": (0, 6, True, False), "depth": (1, 1024, True, False),
+        "input_size": (32, 4096, True, False),
+        # BatchNorm needs more than one sample per batch
+        "batch_size": (2, None, True, False), "epochs": (1, None, True, False),
+        "iters_per_epoch": (1, None, True, True), "lr": (0, None, False, False),
+        "lr_gamma": (0, None, False, False), "weight_decay": (0, None, False, False),
+        "smooth_l1_beta": (0, None, False, False), "target_extent": (0, 1, False, False),
+        "min_valid_joints": (1, J, True, False), "seed": (0, 2 ** 63 - 1, True, False),
+        "num_threads": (1, 1024, True, True), "max_memory_mb": (0, None, False, False),
+        "eval_batch_size": (1, None, True, False), "variance_weight": (0, None, False, False),
+        "keep_checkpoints": (0, None, True, False), "heatmap_nll_weight": (0, None, False, False),
+    }
+    for k, (lo, hi, integer, none) in num.items():
+        if k in c:
+            check_number(c, k, what, lo=lo, hi=hi, integer=integer, allow_none=none)
+    for k in ("lr", "lr_gamma", "target_extent"):
+        if not c[k] > 0:
+            raise ValueError(f"{what}: {k} must be > 0, got {c[k]!r}")
+    for k in ("amp", "virtual_camera", "colour_permute", "deterministic"):
+        _check_bool(c, k, what)
+    steps = c["lr_steps"]
+    if not isinstance(steps, (list, tuple)) or not all(
+            isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in steps):
+        raise ValueError(f"{what}: lr_steps must be a list of epochs (integers >= 1), got {steps!r}")
+    if c["pretrained"] is not None and not isinstance(c["pretrained"], str):
+        raise ValueError(f"{what}: pretrained must be the path of a ResNet state dict or null, got {c['pretrained']!r}")
+    aug.resolve(c["augment"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,6 +161,23 @@ def dataset_images(dataset, input_size: int | None):
     if im.dtype != np.uint8:
         raise ValueError(f"dataset images must be uint8, got {im.dtype}")
     return im
+
+
+def image_ok(dataset, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """The dataset's `image_ok` [F,V] bool (False where the crop is black: a video frame that
+    could not be decoded); all True when the store has no such array. shape: the expected (F, V)."""
+    if shape is None:
+        shape = tuple(dataset["images"].shape[:2]) if "images" in dataset else None
+    if "image_ok" not in dataset:
+        if shape is None:
+            raise ValueError("image_ok: the dataset store has neither `image_ok` nor `images`")
+        return np.ones(shape, bool)
+    a = np.asarray(dataset["image_ok"][:])
+    if a.dtype != bool:
+        raise ValueError(f"dataset image_ok must be bool [F,V], got {a.dtype}")
+    if shape is not None and a.shape != tuple(shape):
+        raise ValueError(f"dataset image_ok must be [F,V] = {tuple(shape)}, got {a.shape}")
+    return a
 
 
 class ImageSource:
@@ -260,20 +331,16 @@ def _device(local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+# what every integral network checkpoint holds (fit's docstring lists them with their types)
+CHECKPOINT_KEYS = ("kind", "mode", "arch", "scale", "units", "cfg", "epoch", "epochs", "n_samples", "model",
+                   "losses")
 
 
 def load_checkpoint(path: Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {path} does not exist")
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ck, dict) or ck.get("kind") != "integral":
-        raise ValueError(f"{path} is not an integral pose network checkpoint")
-    return ck
+    """An integral network checkpoint (pipeline.checkpoint.load_checkpoint: weights_only=True);
+    a ValueError (CheckpointError) naming the file when it is missing, corrupt, refused or of
+    another kind."""
+    return _load_checked(path, "integral", CHECKPOINT_KEYS, what="an integral pose network")
 
 
 def load_model(path: Path, mode: str | None = None) -> tuple[IntegralPoseNet, dict]:
@@ -322,6 +389,22 @@ def _latest_checkpoint(ckdir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def _newest_intact(ckdir: Path, remove: bool = True) -> tuple[Path, dict] | tuple[None, None]:
+    """The newest epoch checkpoint in ckdir that loads, and its content; (None, None) if none.
+
+    Newer ones that do not load (truncated by a crash or a full disk, corrupt, refused) are
+    removed (remove=True), with a warning naming each, so that a later retry starts clean."""
+    for p in reversed(_checkpoints(ckdir)):
+        try:
+            return p, load_checkpoint(p)
+        except CheckpointError as e:
+            log.warning("training: %s; %s and resuming from the previous epoch's checkpoint", e,
+                        "removed it" if remove else "skipping it")
+            if remove:
+                p.unlink(missing_ok=True)
+    return None, None
+
+
 # ---------------------------------------------------------------------------------------------
 # the training loop, shared by the 3D network and the 2D detector
 
@@ -332,19 +415,36 @@ def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets:
 
     samples [N,2] (frame, view) pairs; targets [N,J,3|2] normalised network coordinates
     (3D: root-relative camera frame / scale; 2D: crop coordinates in [-1,1]); mask [N,J].
-    Resumes from the newest out_dir/checkpoints/epoch-XXXX.pt; returns final.pt as it is when
-    the run is complete.
+    Resumes from the newest out_dir/checkpoints/epoch-XXXX.pt that loads (newer ones that do
+    not are removed with a warning); returns final.pt as it is when the run is complete and
+    it loads (one that does not is removed with a warning and rebuilt from the checkpoints,
+    or retrained). A failed checkpoint write raises checkpoint.CheckpointWriteError (an
+    OSError naming the file, the folder and the reason) and leaves the previous epoch's intact.
+
+    Checkpoint keys (epoch-XXXX.pt and final.pt): kind "integral", mode "2d"|"3d", arch {str:
+    int|float} (ARCH_KEYS), scale float, units str ("mm" | "label" | "crop"), cfg (the resolved
+    configuration as JSON-plain data), epoch int, epochs int, n_samples int, model (state dict
+    of tensors), optimizer and scheduler (their state dicts), rng (numpy bit generator state:
+    dict of str, int), torch_rng (uint8 tensor), losses [float], train_seconds float,
+    images_seen int, extra_meta's keys (plain data); final.pt adds images_per_s float.
     """
     out_dir = Path(out_dir)
     ckdir = out_dir / "checkpoints"
     final = out_dir / "final.pt"
     arch = {k: cfg[k] for k in ARCH_KEYS}
+    rank0 = _dist_info()[0] == 0
     if final.is_file():
-        ck = load_checkpoint(final)
-        if ck["arch"] != arch or ck["mode"] != mode:
-            raise ValueError(f"{final} holds another architecture ({ck['mode']}, {ck['arch']}); "
-                             f"use another out_dir")
-        return final
+        try:
+            ck = load_checkpoint(final)
+        except CheckpointError as e:
+            log.warning("training: %s; rebuilding it from the epoch checkpoints", e)
+            if rank0:
+                final.unlink(missing_ok=True)
+        else:
+            if ck["arch"] != arch or ck["mode"] != mode:
+                raise ValueError(f"{final} holds another architecture ({ck['mode']}, {ck['arch']}); "
+                                 f"use another out_dir")
+            return final
     if len(samples) == 0:
         raise ValueError("empty training set: no training-split sample has a usable target")
     rank, world, local_rank = _dist_info()
@@ -380,9 +480,8 @@ def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets:
         start = 0
         seconds = 0.0
         n_seen = 0
-        last = _latest_checkpoint(ckdir)
+        last, ck = _newest_intact(ckdir, remove=rank == 0)
         if last is not None:
-            ck = load_checkpoint(last)
             if ck["arch"] != arch or ck["mode"] != mode:
                 raise ValueError(f"{last} is a checkpoint of another architecture ({ck['mode']}, {ck['arch']}); "
                                  f"use another out_dir")
@@ -454,7 +553,7 @@ def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets:
             losses.append(total / iters)
             if rank == 0:
                 ckdir.mkdir(parents=True, exist_ok=True)
-                _atomic_save({
+                save_checkpoint({
                     "kind": "integral", "mode": mode, "arch": arch, "scale": float(scale), "units": units,
                     "cfg": _plain(cfg), "epoch": epoch + 1, "epochs": epochs, "n_samples": N,
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -475,7 +574,7 @@ def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets:
         _write_curve(out_dir, losses, {"mode": mode, "preset": cfg["preset"], "architecture": arch, "units": units,
                                        "scale": float(scale), "images_per_s": ips, "epochs": epochs,
                                        "iters_per_epoch": iters, "n_samples": N, **(extra_meta or {})})
-        _atomic_save(ck, final)
+        save_checkpoint(ck, final)
     return final
 
 
@@ -515,7 +614,8 @@ def train(cfg: dict, dataset, targets: np.ndarray | None, mask: np.ndarray | Non
 
     targets [F,V,J,3] root-relative camera-frame poses (None: ground truth in mm, the FS
     baseline); mask [F,V,J] joints usable for the loss (None: where targets are finite).
-    A (frame, view) trains when its root and at least `min_valid_joints` joints are valid.
+    A (frame, view) trains when its root and at least `min_valid_joints` joints are valid and
+    its image is good (the dataset's `image_ok`, when it has one).
     """
     cfg = resolve_cfg(cfg)
     im = dataset_images(dataset, cfg["input_size"])
@@ -530,10 +630,16 @@ def train(cfg: dict, dataset, targets: np.ndarray | None, mask: np.ndarray | Non
         raise ValueError("dataset store has no `split` array")
     split = np.asarray(dataset["split"][:])
     ok = (split[:, None] == 0) & mask[..., ROOT] & (mask.sum(-1) >= int(cfg["min_valid_joints"]))
+    good = image_ok(dataset, (F_, V))
+    skipped = int((ok & ~good).sum())
+    if skipped:
+        log.info("train3d: %d training (frame, view) samples skipped: their image could not be decoded (image_ok)",
+                 skipped)
+    ok &= good
     samples = np.argwhere(ok).astype(np.int64)  # [N,2] (frame, view)
     if len(samples) == 0:
-        raise ValueError("empty training set: no training-split (frame, view) has its root and "
-                         f">= {cfg['min_valid_joints']} valid joints")
+        raise ValueError("empty training set: no training-split (frame, view) has its root, "
+                         f">= {cfg['min_valid_joints']} valid joints" + (" and a good image (image_ok)" if skipped else ""))
     t = targets[samples[:, 0], samples[:, 1]]
     m = mask[samples[:, 0], samples[:, 1]]
     t = t - t[:, ROOT:ROOT + 1]
@@ -591,7 +697,11 @@ def run_network(model: IntegralPoseNet, images, frames: np.ndarray, batch_size: 
 
 def predict(ckpt: Path, dataset, frames: np.ndarray | slice, progress: bool = True) -> np.ndarray:
     """3D poses [f,V,J,3] for the given frames: root-relative, camera frame, in the units the
-    network was trained on (checkpoint 'units': 'mm' for FS, 'label' = mean bones for SS)."""
+    network was trained on (checkpoint 'units': 'mm' for FS, 'label' = mean bones for SS).
+
+    NaN for every joint of a (frame, view) whose image is missing (dataset `image_ok` False):
+    callers leave those out (pipeline.evaluate refuses NaN at a scored joint: pass it
+    mask = np.isfinite(pred).all(-1); refine.make_pairs drops such rows itself)."""
     model, meta = load_model(Path(ckpt), "3d")
     im = dataset_images(dataset, meta["arch"]["input_size"])
     fr = _frames(frames, im.shape[0])
@@ -600,7 +710,9 @@ def predict(ckpt: Path, dataset, frames: np.ndarray | slice, progress: bool = Tr
     pose = (c - c[:, :, ROOT:ROOT + 1]) * meta["scale"]
     if meta.get("virtual_camera"):  # back from the crop's virtual camera to the real one
         pose = np.einsum("fvji,fvkj->fvki", crop_rotations(dataset, fr), pose)
-    return pose.astype(np.float32)
+    pose = pose.astype(np.float32)
+    pose[~image_ok(dataset, im.shape[:2])[fr]] = np.nan
+    return pose
 
 
 def predict_crops(ckpt: Path, crops: np.ndarray) -> np.ndarray:

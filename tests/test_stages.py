@@ -158,7 +158,7 @@ TRAIN_OV = {"dataset.size": 32, "dataset.frames": 32, "train3d.input_size": 32, 
 
 def _state(path: Path) -> dict:
     import torch
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = torch.load(path, map_location="cpu", weights_only=True)
     sd = ck.get("model", ck.get("state_dict", ck))
     return {k: v.numpy() for k, v in sd.items() if hasattr(v, "numpy")}
 

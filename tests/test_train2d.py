@@ -64,7 +64,7 @@ def test_heatmap_nll_weight_trains(tmp_path):
     import torch
     store = make_store(tmp_path / "ds.zarr", F=16)
     ck = pretrain2d.train({**TINY, "epochs": 1, "heatmap_nll_weight": 0.05}, store, tmp_path / "p2d", progress=False)
-    meta = torch.load(ck, weights_only=False)
+    meta = torch.load(ck, weights_only=True)
     assert meta["cfg"]["heatmap_nll_weight"] == 0.05 and np.all(np.isfinite(meta["losses"]))
     with pytest.raises(ValueError, match="unknown|heatmap_nll_weight"):
         train3d.train({**TINY, "heatmap_nll_weight": 0.05}, store, None, None, tmp_path / "3d", progress=False)

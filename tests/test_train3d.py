@@ -104,7 +104,7 @@ def test_train_predict_resume_exact(store, tmp_path):
     train3d.train(one, store, None, None, tmp_path / "b", progress=False)
     (tmp_path / "b" / "final.pt").unlink()  # as if killed after epoch 1's checkpoint
     b = train3d.train(TINY, store, None, None, tmp_path / "b", progress=False)
-    wa, wb = torch.load(a, weights_only=False)["model"], torch.load(b, weights_only=False)["model"]
+    wa, wb = torch.load(a, weights_only=True)["model"], torch.load(b, weights_only=True)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["epoch-0001.pt", "epoch-0002.pt"]
     pa = train3d.predict(a, store, slice(0, 5), progress=False)
@@ -124,9 +124,9 @@ def test_colour_permute_trains_six_copies_per_epoch_of_real_samples(store, tmp_p
     epoch stays a pass over the real samples (iters_per_epoch None); off, the plain samples."""
     cfg = {**TINY, "iters_per_epoch": None, "batch_size": 4, "epochs": 1}
     on = torch.load(train3d.train({**cfg, "colour_permute": True}, store, None, None, tmp_path / "on",
-                                  progress=False), weights_only=False)
+                                  progress=False), weights_only=True)
     off = torch.load(train3d.train({**cfg, "colour_permute": False}, store, None, None, tmp_path / "off",
-                                   progress=False), weights_only=False)
+                                   progress=False), weights_only=True)
     assert on["n_samples"] == 6 * off["n_samples"]
     assert on["images_seen"] == off["images_seen"] == (off["n_samples"] // 4) * 4
     # deterministic off (cuDNN autotuning on a GPU) trains too, and leaves torch's flags as they were
@@ -145,7 +145,7 @@ def test_only_the_newest_checkpoints_are_kept_and_resume_from_them(store, tmp_pa
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["epoch-0002.pt", "epoch-0003.pt"]
     (tmp_path / "b" / "final.pt").unlink()
     b = train3d.train(cfg, store, None, None, tmp_path / "b", progress=False)
-    wa, wb = torch.load(a, weights_only=False)["model"], torch.load(b, weights_only=False)["model"]
+    wa, wb = torch.load(a, weights_only=True)["model"], torch.load(b, weights_only=True)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     with pytest.raises(ValueError, match="keep_checkpoints"):
         train3d.resolve_cfg({"keep_checkpoints": -1})
@@ -161,7 +161,7 @@ def test_loss_decreases_on_labels(store, tmp_path):
     ck = train3d.train(cfg, store, targets, mask, tmp_path / "ss", progress=False)
     losses = zarr.open_group(str(tmp_path / "ss"), mode="r")["loss"][:]
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
-    assert torch.load(ck, weights_only=False)["units"] == "label"
+    assert torch.load(ck, weights_only=True)["units"] == "label"
 
 
 def test_bad_inputs(store, tmp_path):

@@ -32,5 +32,5 @@ def test_torchrun_two_processes(tmp_path):
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         str(script)], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
-    ck = torch.load(tmp_path / "out" / "final.pt", weights_only=False)
+    ck = torch.load(tmp_path / "out" / "final.pt", weights_only=True)
     assert ck["epoch"] == 2 and ck["images_seen"] == 2 * 3 * 4 * 2  # epochs x iters x batch x processes

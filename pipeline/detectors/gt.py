@@ -20,7 +20,7 @@ import numpy as np
 import zarr
 
 from ..joints import FLIP, J
-from ..registry import with_defaults
+from ..registry import check_number, with_defaults
 
 DEFAULTS: dict = {
     "sigma_px": 0.0,        # Gaussian noise, pixels (per coordinate)
@@ -35,15 +35,21 @@ DEFAULTS: dict = {
 }
 
 
-def _check(cfg: dict) -> dict:
-    c = with_defaults(cfg, DEFAULTS, "gt detector")
-    for k in ("outlier_rate", "swap_rate", "drop_rate"):
-        if not 0.0 <= float(c[k]) <= 1.0:
-            raise ValueError(f"gt detector: {k} must lie in [0, 1], got {c[k]}")
+def resolve_cfg(cfg: dict | None) -> dict:
+    """DEFAULTS overridden by cfg; an unknown key, a wrong type or range is a one-line ValueError
+    naming the key."""
+    what = "gt detector"
+    c = with_defaults(cfg, DEFAULTS, what)
+    for k in ("outlier_rate", "swap_rate", "drop_rate", "invisible_conf"):
+        check_number(c, k, what, lo=0.0, hi=1.0)
     for k in ("sigma_px", "outlier_px"):
-        if float(c[k]) < 0:
-            raise ValueError(f"gt detector: {k} must be >= 0, got {c[k]}")
+        check_number(c, k, what, lo=0.0)
+    check_number(c, "conf_outlier", what, lo=0.0, hi=1.0, allow_none=True)
+    check_number(c, "seed", what, lo=0, integer=True)
+    if not isinstance(c["drop_invisible"], bool):
+        raise ValueError(f"{what}: drop_invisible must be true or false, got {c['drop_invisible']!r}")
     return c
+
 
 
 def add_noise(kp: np.ndarray, frame_ids: np.ndarray, cfg: dict) -> np.ndarray:
@@ -52,7 +58,7 @@ def add_noise(kp: np.ndarray, frame_ids: np.ndarray, cfg: dict) -> np.ndarray:
     frame_ids [f]: the frames' indices in the store (they seed the generators).
     Returns [f,V,J,3] float32 (x, y, confidence); NaN where unknown or dropped.
     """
-    c = _check(cfg)
+    c = resolve_cfg(cfg)
     kp = np.asarray(kp, dtype=np.float64)
     if kp.ndim != 4 or kp.shape[2] != J or kp.shape[3] != 3:
         raise ValueError(f"gt detector: keypoints2d_gt must be [F,V,{J},3], got {kp.shape}")
