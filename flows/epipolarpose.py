@@ -17,10 +17,12 @@ from prefect import flow, get_run_logger
 from prefect.states import Failed
 
 from pipeline import orchestration as orch
+from pipeline.checkpoint import CheckpointWriteError
 from pipeline.orchestration import ArtifactStore, StoreError
 
 Overrides = Optional[Union[List[str], Dict[str, Any]]]
-USER_ERRORS = (ValueError, StoreError, FileNotFoundError)
+# a user's mistake or the machine's (a full disk): one line naming the cause, no traceback
+USER_ERRORS = (ValueError, StoreError, FileNotFoundError, CheckpointWriteError)
 
 
 class _ToPrefect(logging.Handler):

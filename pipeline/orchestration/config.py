@@ -157,7 +157,8 @@ def validate(cfg: dict) -> None:
         try:
             stage.validate(cfg[stage.name])
         except ValueError as e:
-            raise ValueError(f"config section {stage.name!r}: {e}") from None
+            msg = str(e)
+            raise ValueError(msg if msg.startswith(stage.name) else f"{stage.name}: {msg}") from None
 
 
 def resolve(preset: str = "cpu", overrides: Iterable[str] | Mapping[str, Any] | None = None) -> dict:

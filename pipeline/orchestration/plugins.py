@@ -1,7 +1,7 @@
 """Plug-ins (dataset adapters, 2D detectors) as the stage records see them: looked up by
 name in their package's table, their section = the orchestration's keys + the plug-in
-module's DEFAULTS and PRESETS[preset], validated by the module's own `validate(cfg)` when it
-has one (else unknown keys are refused), their source files from its `sources(cfg)`."""
+module's DEFAULTS and PRESETS[preset], validated by the module's own `resolve_cfg(cfg)` when
+it has one (else unknown keys are refused), their source files from its `sources(cfg)`."""
 from __future__ import annotations
 
 import importlib
@@ -30,8 +30,8 @@ def section(table: Mapping[str, str], name, kind: str, preset: str, own: Mapping
 
 def validate(table: Mapping[str, str], name, kind: str, params: Mapping) -> None:
     mod = module_of(table, name, kind)
-    if hasattr(mod, "validate"):
-        mod.validate(dict(params))
+    if hasattr(mod, "resolve_cfg"):
+        mod.resolve_cfg(dict(params))
     else:
         with_defaults(dict(params), dict(getattr(mod, "DEFAULTS", {})), f"{kind} {name}")
 

@@ -65,8 +65,9 @@ def build(ctx: Context) -> dict:
                          .reshape(ss.shape), "bones")}
     summaries = {}
     for name, (p, units) in preds.items():
+        # NaN predictions: (frame, view)s whose image could not be decoded (dataset image_ok)
         summary, df = ev.evaluate_dataset(p, ds, test, units=units, reference=ref, model=name, ks=ks,
-                                          pck_threshold=pck)
+                                          pck_threshold=pck, mask=np.isfinite(p).all(-1))
         write_predictions(ctx.group, name, p, units)
         table = f"per_frame_{model_key(name)}.parquet"
         ev.write_per_frame(df, ctx.work_dir / table)
@@ -76,7 +77,7 @@ def build(ctx: Context) -> dict:
     runs = int(c["stability_runs"])
     if runs >= 2:
         gt = ev.ground_truth(ds, test)
-        full = gt["mask"].all(-1)
+        full = gt["mask"].all(-1) & np.isfinite(ss).all((-2, -1))
         train_poses = pss.reference_poses(ds, split_frames(ds, 0))
         pcfg = ctx.cfg["pss_reference"]
         for k in ks:

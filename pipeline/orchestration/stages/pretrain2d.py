@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ... import detectors, pretrain2d, train3d
+from ... import detectors, pretrain2d
 from ..config import module_section
 from ..context import Context
 from ..record import Output, Stage
@@ -16,7 +16,7 @@ def _defaults(preset: str, _plugin) -> dict:
 
 def _validate(section) -> None:
     # every preset has the same keys: the section's values are what is checked
-    train3d.resolve_cfg({**section, "preset": "cpu"}, pretrain2d.PRESETS)
+    pretrain2d.resolve_cfg({**section, "preset": "cpu"})
 
 
 def build(ctx: Context) -> dict:

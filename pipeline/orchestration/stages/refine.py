@@ -19,7 +19,7 @@ def _defaults(preset: str, _plugin) -> dict:
 
 
 def _validate(section) -> None:
-    refine._cfg(dict(section))  # (the refiner's resolver; renamed with its range checks)
+    refine.resolve_cfg(dict(section))
 
 
 def build(ctx: Context) -> dict:
