@@ -87,7 +87,7 @@ def training_store(folder: Path) -> Path:
     ds, out = tiny_training(folder, epochs=1)
     g = zarr.open_group(str(Path(folder)), mode="a")
     g.attrs["provenance"] = {"stage": "train3d", "name": "ss", "fingerprint": "0" * 16, "complete": True,
-                             "checkpoint": "train/final.pt", "config": {}, "inputs": {}}
+                             "result": "train/final.pt", "config": {}, "inputs": {}}
     return Path(folder)
 
 

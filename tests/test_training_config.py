@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import augment, config, pretrain2d, refine, train3d
+from pipeline import augment, pretrain2d, refine, train3d
+from pipeline.orchestration import BY_NAME, config
 from pipeline.detectors import gt, network
+
+
+def _params(cfg, stage):
+    """A stage's section without the orchestration's own keys (what its module receives)."""
+    return {k: v for k, v in cfg[stage].items() if k not in BY_NAME[stage].own_keys}
 
 
 def _one_line_error(fn, key: str):
@@ -21,11 +27,11 @@ def _one_line_error(fn, key: str):
 def test_resolved_presets_pass(preset, detector):
     """What the orchestration resolves (presets, their modules' sections) passes every check."""
     cfg = config.resolve(preset, {"detect2d.detector": detector})
-    t = train3d.resolve_cfg({**config.stage_params(cfg, "train3d"), "preset": preset})
-    p = pretrain2d.resolve_cfg({**config.stage_params(cfg, "pretrain2d"), "preset": preset})
-    r = refine.resolve_cfg(config.stage_params(cfg, "refine"))
+    t = train3d.resolve_cfg({**_params(cfg, "train3d"), "preset": preset})
+    p = pretrain2d.resolve_cfg({**_params(cfg, "pretrain2d"), "preset": preset})
+    r = refine.resolve_cfg(_params(cfg, "refine"))
     assert t["epochs"] >= 1 and p["heatmap_nll_weight"] >= 0 and r["epochs"] >= 1
-    (network if detector == "network" else gt).resolve_cfg(config.stage_params(cfg, "detect2d"))
+    (network if detector == "network" else gt).resolve_cfg(_params(cfg, "detect2d"))
 
 
 def test_the_issue_cases():
