@@ -204,3 +204,44 @@ def test_label_on_dask_matches_in_process(tmp_path):
     # the default: a LocalCluster started by the stage (forced here for a small dataset)
     local = _run(toy_config(tmp_path / "local", **ov, **{"dask.n_workers": 2, "dask.min_frames": 0}))["label"]
     _assert_identical(_arrays(local["location"]), _arrays(ref))
+
+
+def test_a_rebuilt_input_with_other_content_reruns_what_it_feeds(tmp_path, monkeypatch):
+    """`--only dataset` rebuilds the dataset under the same fingerprint; when its content
+    changed (here: the adapter's code behind an unchanged version, the worst case), every
+    output built from the old content is stale and rebuilt, never reused."""
+    from tests import test_stages_standins as toy
+    cfg = toy_config(tmp_path)
+    first = _run(cfg)
+    st = ArtifactStore(cfg["store"]["root"])
+    stages.run_stage("dataset", cfg, st, force=True, progress=False)  # same content: nothing is stale
+    assert [r["status"] for r in _run(cfg).values()] == ["reused", "skipped", "reused", "reused"]
+    plain = toy.build
+
+    def shifted(c, out, progress=True):
+        plain(c, out, progress)
+        kp = np.asarray(out["keypoints2d_gt"][:])
+        out["keypoints2d_gt"][:] = kp + np.float32(100.0)  # the user's keypoints moved 100 px
+
+    monkeypatch.setattr(toy, "build", shifted)
+    assert stages.run_stage("dataset", cfg, st, force=True, progress=False)["status"] == "ran"
+    again = _run(cfg)
+    assert [again[s]["status"] for s in LABEL_CHAIN] == ["reused", "skipped", "ran", "ran"]
+    assert again["label"]["location"] == first["label"]["location"]
+    det = _arrays(again["detect2d"]["location"])["keypoints2d"]
+    ds = _arrays(again["dataset"]["location"])["keypoints2d_gt"]
+    np.testing.assert_array_equal(det[..., :2], ds[..., :2])
+
+
+def test_an_edited_estimated_rig_is_never_reused(tmp_path):
+    """R_est is verified like every file of an output: an edited rig rebuilds the label store
+    (its chunks were computed from the rig, so a repair chunk by chunk would not do)."""
+    cfg = toy_config(tmp_path, **{"label.mode": "rig", "dataset.rigs": 1})
+    loc = _run(cfg)["label"]["location"]
+    before = _arrays(loc)
+    g = open_group(loc, "r+")
+    R = np.asarray(g["R_est"][:])
+    g["R_est"][0, 1] = R[0, 1] @ np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1.0]])  # turned by 90 degrees
+    r = _run(cfg)["label"]
+    assert r["status"] == "ran" and r["location"] == loc
+    _assert_identical(_arrays(loc), before)
