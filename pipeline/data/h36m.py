@@ -19,6 +19,11 @@ weighs the tangential cross terms differently (by under 0.3 px at these magnitud
 keypoints2d_gt here is OpenCV's projection of the 3D ground truth with the stored camera.
 Visibility: Human3.6M annotates none; a joint is 1 inside the image, 0 outside.
 The 17 joints are the usual subset of the 32: 0 1 2 3 6 7 8 12 13 14 15 17 18 19 25 26 27.
+
+A frame that cannot be read (a video that ends early, a frame that does not decode, an
+unreadable image file) gives a black crop flagged in `image_ok` [F, V] (False) with a warning
+naming the file and frames. `sources(cfg)` lists the files a build reads (metadata.xml, CDFs,
+videos or frame images) for the dataset's fingerprint.
 """
 from __future__ import annotations
 

@@ -18,6 +18,9 @@ whose looks and rooms no train image shows (drawn from random streams of their o
 test set is the same whatever `train_people` is). Root translation comes from the mocap,
 recentred on the capture volume; a clip whose root path leaves a `volume_mm` square is cut
 into windows that fit, each recentred (a walk across 8 m becomes several clips).
+
+Every rendered crop is a picture: `image_ok` [F, V] is all True. `sources(cfg)` lists the motion
+files a build reads (none for the default recording: its pinned download identifies it).
 """
 from __future__ import annotations
 

@@ -9,7 +9,16 @@ self-supervised setting). Without any calibration the intrinsics are a guess (fo
 Bad input handled here: views of different resolutions (each view keeps its own size and K),
 portrait or sideways videos (OpenCV applies the container's rotation flag; `rotate` turns
 views by 90/180/270 degrees clockwise more where the flag is missing, and K, size follow),
-videos of unequal length (the store stops at the shortest, with a warning).
+videos of unequal length or truncated (a header promising more frames than decode is
+warned; the store stops at the shortest decodable length, with a warning), differing frame
+rates (warned). Refused with a ValueError naming the file, camera or key: fewer than 2 videos,
+an unreadable video, a calibration that cannot be read or whose arrays have the wrong shape,
+calibrated image sizes that differ from the videos' (rotated or resized footage), duplicated
+cameras and non-finite or non-rotation extrinsics (camera.check_rig), an empty frame range.
+
+Resumable: every array is written with overwrite, so a run killed part-way and started again
+on the same group ends identical to an uninterrupted one. `sources(cfg)` lists the files a
+build reads (videos, calibration) for the dataset's fingerprint.
 
 The store gets the cameras, frame indices and the video paths (attrs `videos`, `rotate`) so a
 detector (pipeline/detectors/mediapipe.py) can read the frames; `keypoints2d_gt` is NaN and

@@ -501,7 +501,14 @@ def detect(cfg: dict, dataset: zarr.Group, frames: slice, context: dict) -> np.n
         if len(srcs) != V:
             raise ValueError(f"openpose: {len(srcs)} keypoint sources for {V} views ({_short([str(s) for s in srcs])})")
         rows = np.flatnonzero(clip == ci)
-        views = [read_view(s, c["format"], c["person"], c["min_conf"]) for s in srcs]
+        # read once per stage run (the context lives as long as the run): no re-listing per chunk
+        cache = context.setdefault("_openpose_views", {})
+        views = []
+        for s in srcs:
+            key = (str(Path(s).resolve()), c["format"], c["person"], float(c["min_conf"]))
+            if key not in cache:
+                cache[key] = read_view(s, c["format"], c["person"], c["min_conf"])
+            views.append(cache[key])
         check_layouts(views)
         for v, vk in enumerate(views):
             names[v] = names[v] or Path(vk.source).name
