@@ -3,7 +3,6 @@ tests/faults_inputs.py gives a clear error naming the file/camera/key, or a flag
 warning; a clean project gives neither. Plus sources() of every adapter, the fetch caches'
 checksums and the safe extraction of archives."""
 import io
-import json
 import shutil
 import tarfile
 import warnings
@@ -17,11 +16,6 @@ import zarr
 from pipeline.data import fetch, h36m, pose2sim, studio, videos
 from pipeline.detectors import mediapipe, openpose
 from tests import faults_inputs as fi
-
-
-@pytest.fixture(scope="module")
-def kind():
-    return fi.base_kind()
 
 
 def _open(loc):
@@ -136,7 +130,6 @@ def test_pose2sim_sources_list_what_the_build_reads(tmp_path, monkeypatch):
     assert pose2sim.sources({"root": None}) == []            # the demo: identified by its pinned wheels
     # each listed kind of file changes what the build writes when edited
     g0 = _build_p2s(proj)
-    names, cams = pose2sim.read_toml_calibration(cal)
     c = fi.read_toml(cal)
     c["cam_1"]["matrix"][0][0] *= 1.5
     fi.write_toml(cal, c)
