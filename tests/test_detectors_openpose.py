@@ -95,7 +95,12 @@ def test_detector_reads_folders_selects_the_person_and_flags_gaps(tmp_path):
     with pytest.warns(UserWarning, match="without a file"):
         kp = get_detector("openpose")({}, g, slice(None), ctx)
     assert kp.shape == (F, 2, J, 3)
-    assert ctx["flags"]["openpose"] == {"missing_file": 1, "no_person": 1}
+    flags = ctx["flags"]["openpose"]
+    assert {k: flags[k] for k in ("missing_file", "no_person", "damaged_file")} == \
+        {"missing_file": 1, "no_person": 1, "damaged_file": 0}
+    # people per file (-1: no file), and the share of frames with more than one person
+    assert flags["people_count"] == [[2, 1], [2, 1], [0, 1], [2, 1], [-1, 1], [2, 1]]
+    assert flags["multi_person"] == {"cam01_json": pytest.approx(4 / 6)}
     assert np.all(np.isnan(kp[2, 0])) and np.all(np.isnan(kp[4, 0]))
     expect = to_joints17(big[0], LAYOUTS["body25b"])
     np.testing.assert_allclose(kp[0, 0], expect, atol=1e-3)     # the larger person was chosen

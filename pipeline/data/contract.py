@@ -2,6 +2,11 @@
 
 `check_dataset(group)` returns a list of problems (empty when the store is valid); every
 adapter's tests call it, and `assert_dataset` raises ValueError listing them.
+
+Beyond docs/stores.md's table: a store with `images` has `image_ok` [F, V] bool
+(dimension_names ("frame", "view")), False where the crop could not be decoded (its pixels
+are black: training and detectors skip it); `people_count` [F, V] (integer, optional: people
+in the keypoint file of each frame and view, -1 where no readable file).
 """
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ def check_dataset(g: zarr.Group, require_images: bool = True, require_3d: bool =
             "frame_index"}
     if require_images:
         need.add("images")
+    if "images" in names:
+        need.add("image_ok")
     if require_3d:
         need.add("poses3d_world")
     for n in sorted(need - names):
@@ -47,7 +54,7 @@ def check_dataset(g: zarr.Group, require_images: bool = True, require_3d: bool =
             "clip": ((F,), np.int16), "split": ((F,), np.int16), "frame_index": ((F,), np.int32),
             "K": ((G, V, 3, 3), np.float64), "R": ((G, V, 3, 3), np.float64), "t": ((G, V, 3), np.float64),
             "dist": ((G, V, 5), np.float64), "size": ((G, V, 2), np.float64),
-            "poses3d_world": ((F, J, 3), np.float32)}
+            "poses3d_world": ((F, J, 3), np.float32), "image_ok": ((F, V), np.bool_)}
     for n, (shape, dt) in want.items():
         if n in names and (g[n].shape != shape or g[n].dtype != dt):
             bad.append(f"{n}: want {shape} {np.dtype(dt)}, got {g[n].shape} {g[n].dtype}")
@@ -64,6 +71,10 @@ def check_dataset(g: zarr.Group, require_images: bool = True, require_3d: bool =
             bad.append(f"images: want {(F, V, S, S, 3)} uint8, got {im.shape} {im.dtype}")
         elif tuple(im.chunks[1:]) != (1, S, S, 3):
             bad.append(f"images: chunks should be (n, 1, S, S, 3), got {im.chunks}")
+    if "people_count" in names and (g["people_count"].shape != (F, V) or g["people_count"].dtype.kind != "i"):
+        bad.append(f"people_count: want {(F, V)} integers, got {g['people_count'].shape} {g['people_count'].dtype}")
+    if "image_ok" in names and tuple(_dims(g["image_ok"]) or ()) != ("frame", "view"):
+        bad.append(f"image_ok: dimension_names should be ('frame', 'view'), got {_dims(g['image_ok'])}")
     if list(attrs["joints"]) != list(JOINTS):
         bad.append("attribute 'joints' differs from pipeline/joints.py")
     rig, subj, clip, split = (g[n][:] for n in ("rig", "subject", "clip", "split"))

@@ -19,10 +19,16 @@ weighs the tangential cross terms differently (by under 0.3 px at these magnitud
 keypoints2d_gt here is OpenCV's projection of the 3D ground truth with the stored camera.
 Visibility: Human3.6M annotates none; a joint is 1 inside the image, 0 outside.
 The 17 joints are the usual subset of the 32: 0 1 2 3 6 7 8 12 13 14 15 17 18 19 25 26 27.
+
+A frame that cannot be read (a video that ends early, a frame that does not decode, an
+unreadable image file) gives a black crop flagged in `image_ok` [F, V] (False) with a warning
+naming the file and frames. `sources(cfg)` lists the files a build reads (metadata.xml, CDFs,
+videos or frame images) for the dataset's fingerprint.
 """
 from __future__ import annotations
 
 import re
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -147,27 +153,29 @@ class _Frames:
             cap.release()
 
     def read(self, wanted: np.ndarray):
-        """Yield (index, RGB image) for the sorted frame indices `wanted`."""
+        """Yield (index, RGB image, or None where it cannot be read) for the sorted frame
+        indices `wanted` (a video that ends early or a frame that does not decode gives None)."""
         wanted = set(int(i) for i in wanted)
         if self.files is not None:
             for i in sorted(wanted):
-                img = cv2.imread(str(self.files[i]))
-                if img is None:
-                    raise ValueError(f"{self.files[i]}: unreadable image")
-                yield i, img[..., ::-1]
+                img = cv2.imread(str(self.files[i])) if i < len(self.files) else None
+                yield i, (img[..., ::-1] if img is not None else None)
             return
         cap = cv2.VideoCapture(str(self.path))
-        last = max(wanted)
-        for i in range(last + 1):
-            ok = cap.grab()
-            if not ok:
-                raise ValueError(f"{self.path}: video ends at frame {i}, expected at least {last + 1}")
-            if i in wanted:
-                ok, img = cap.retrieve()
-                if not ok:
-                    raise ValueError(f"{self.path}: cannot decode frame {i}")
-                yield i, img[..., ::-1]
-        cap.release()
+        try:
+            last = max(wanted)
+            ended = False
+            for i in range(last + 1):
+                ok = not ended and cap.grab()
+                ended = not ok
+                if i in wanted:
+                    img = cap.retrieve()[1] if ok else None
+                    yield i, (img[..., ::-1] if img is not None else None)
+        finally:
+            cap.release()
+
+    def name(self, i: int) -> str:
+        return str(self.files[i]) if self.files is not None and i < len(self.files) else f"{self.path} frame {i}"
 
 
 def crop_image(img: np.ndarray, box: np.ndarray, S: int) -> np.ndarray:
@@ -210,17 +218,16 @@ def _views_present(root: Path, subj: str, action: str) -> list[str]:
     return sorted(set(vids) | set(imgs))
 
 
-def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
-    """Write the dataset contract for Human3.6M (public layout) into `out`.
-
-    Resumable: a rerun with the same configuration skips the sequences whose images were
-    written (attrs['sequences_done']); the arrays without images are rewritten (cheap)."""
-    cfg = with_defaults(cfg, DEFAULTS, "h36m")
+def _discover(cfg: dict) -> tuple[Path, Path, list[str], list[str], list[tuple[str, str, Path]]]:
+    """(root, metadata.xml, camera ids, subjects, [(subject, action, cdf)]) by listing only;
+    ValueError naming the missing file or folder."""
     if not cfg["root"]:
         raise ValueError("h36m: set 'root' to the folder holding metadata.xml and S1, S5, ...")
     root = Path(cfg["root"])
     cams_ids = list(cfg["cameras"])
-    V, S = len(cams_ids), int(cfg["crop_size"])
+    V = len(cams_ids)
+    if V < 2 or len(set(cams_ids)) != V:
+        raise ValueError(f"h36m: cameras {cams_ids}: give at least 2 different cameras (triangulation needs 2 views)")
     subjects = list(cfg["train_subjects"]) + list(cfg["test_subjects"])
     meta = root / "metadata.xml"
     if not meta.is_file():
@@ -243,6 +250,36 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
             items.append((subj, action, cdf))
     if not items:
         raise ValueError(f"{root}: no actions found for subjects {subjects}")
+    return root, meta, cams_ids, subjects, items
+
+
+def sources(cfg: dict) -> list[Path]:
+    """Every file a build with this configuration reads: metadata.xml, the pose CDFs of the
+    chosen subjects and actions, and their videos (or the image files of their frame
+    folders). Sorted absolute paths, by listing only."""
+    cfg = with_defaults(cfg, DEFAULTS, "h36m")
+    root, meta, cams_ids, _, items = _discover(cfg)
+    files = {meta.resolve()}
+    for subj, action, cdf in items:
+        files.add(cdf.resolve())
+        for src in _sources(root, subj, action, cams_ids):
+            if src.is_dir():
+                files.update(p.resolve() for p in src.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+            else:
+                files.add(src.resolve())
+    return sorted(files)
+
+
+def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
+    """Write the dataset contract for Human3.6M (public layout) into `out`, with image_ok
+    [F, V] (False where a frame could not be read: its crop is black; warned, naming the
+    video and frames; a view of a sequence none of whose frames read is an error).
+
+    Resumable: a rerun with the same configuration skips the sequences whose images were
+    written (attrs['sequences_done']); the arrays without images are rewritten (cheap)."""
+    cfg = with_defaults(cfg, DEFAULTS, "h36m")
+    root, meta, cams_ids, subjects, items = _discover(cfg)
+    V, S = len(cams_ids), int(cfg["crop_size"])
 
     # --- sizes from the first source of each camera
     sizes = {}
@@ -316,11 +353,13 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
     from .studio import config_hash
     chash = config_hash(cfg)
     done = int(out.attrs.get("sequences_done", 0)) if (out.attrs.get("config_hash") == chash
-                                                        and "images" in out) else 0
+                                                        and "images" in out and "image_ok" in out) else 0
     if done == 0:
         out.create_array("images", shape=(F, V, S, S, 3), dtype=np.uint8, chunks=(int(cfg["chunk"]), 1, S, S, 3),
                          dimension_names=("frame", "view", "y", "x", "rgb"), overwrite=True)
-    images = out["images"]
+        out.create_array("image_ok", shape=(F, V), dtype=bool, chunks=(int(cfg["chunk"]), V), fill_value=False,
+                         dimension_names=("frame", "view"), overwrite=True)
+    images, image_ok = out["images"], out["image_ok"]
     train = split == 0
     out.attrs.update({
         "dataset": "h36m", "subjects": subjects, "clips": clips, "actions": actions, "fps": FPS,
@@ -345,12 +384,26 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
         for b0 in range(0, len(keep), chunk):
             n = min(chunk, len(keep) - b0)
             block = np.zeros((n, V, S, S, 3), np.uint8)
+            good = np.zeros((n, V), bool)
             for k in range(n):
                 for v, gen in enumerate(gens):
                     i, img = next(gen)
-                    block[k, v] = crop_image(img, boxes[row0 + b0 + k, v].astype(np.float64), S)
+                    if img is not None:
+                        block[k, v] = crop_image(img, boxes[row0 + b0 + k, v].astype(np.float64), S)
+                        good[k, v] = True
                 bar.update(V)
             images[row0 + b0:row0 + b0 + n] = block
+            image_ok[row0 + b0:row0 + b0 + n] = good
         out.attrs["sequences_done"] = q + 1
     bar.close()
+    ok = np.asarray(image_ok[:])
+    for frames, keep, row0, subj in readers:
+        for v, fr in enumerate(frames):
+            bad = keep[~ok[row0:row0 + len(keep), v]]
+            if len(bad) == len(keep):
+                raise ValueError(f"{fr.path}: none of its {len(keep)} frames used could be read; replace it")
+            if len(bad):
+                warnings.warn(f"h36m: {len(bad)} of {len(keep)} frames of {fr.path} could not be read (frames "
+                              f"{', '.join(map(str, bad[:10]))}{' ...' if len(bad) > 10 else ''}); their crops are "
+                              "black and image_ok is False there", stacklevel=2)
     out.attrs["complete"] = True

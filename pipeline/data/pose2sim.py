@@ -15,18 +15,40 @@ A Pose2Sim project holds (names as in Pose2Sim's demos, old and new layouts both
 - `videos/<cam>.mp4` (optional): frames for crops and for pipeline/detectors/mediapipe.py.
 
 Camera folders and videos are matched to the calibration's cameras by the number in their
-names (cam1_json <-> cam01), else by sorted order. A JSON file's frame number (the last
-integer in its name) is taken as the index of the video frame it was detected on. There is no 2D or 3D ground truth:
-`keypoints2d_gt` is NaN and `poses3d_world` is absent; Pose2Sim's own triangulation (TRC), when
-present, only gives the prior `mean_bone_mm` (attrs) used to express self-supervised
-predictions in millimetres.
+names (cam1_json <-> cam01), else by sorted order (with a warning when both sides carry
+numbers that disagree); their counts must equal the calibration's. A JSON file's frame number
+(the last integer in its name) is taken as the index of the video frame it was detected on.
+There is no 2D or 3D ground truth: `keypoints2d_gt` is NaN and `poses3d_world` is absent;
+Pose2Sim's own triangulation (TRC), when present, only gives the prior `mean_bone_mm` (attrs)
+used to express self-supervised predictions in millimetres.
+
+Besides the contract the store holds `people_count` [F, V] int16 (people in each JSON file,
+-1 where the file is missing or damaged) and, with images, `image_ok` [F, V] bool (False where
+the video frame could not be decoded: its crop is black and must not be trained on).
+
+Refused with a ValueError naming the file, camera or key: fewer than 2 cameras; camera counts
+that differ between the calibration, the JSON folders and the videos; calibration values of the
+wrong size or type; duplicated cameras and non-finite or non-rotation extrinsics
+(camera.check_rig); JSON views of different keypoint layouts; video sizes that disagree with
+the calibration; a view none of whose frames decode. Flagged with a warning: damaged JSON
+files (NaN frames), JSON folders covering different frames, several people in view, frames
+that do not decode (image_ok), truncated videos, differing frame rates.
+
+Resumable: the small arrays are rewritten on every run (overwrite); crops are written per
+(view, block of 64 frames) and recorded in attrs["crops"], so a run killed at any point and
+started again on the same group continues and ends identical to an uninterrupted build.
 
 With `cfg["root"] = None` the Pose2Sim demo (4 cameras, 100 frames, BSD-3) is fetched from PyPI
 into the cache: calibration, JSON and TRC from the `pose2sim==0.2.6` wheel, videos from
-`pose2sim==0.10.49` (`pip download`; nothing else is contacted).
+`pose2sim==0.10.49` (`pip download`; nothing else is contacted). The wheels are checked against
+their pinned sha256, members are extracted only inside the cache folder, and the assembled
+folder carries a checksum manifest verified before every use (a modified, truncated or added
+file makes it be assembled again, with a warning naming the file).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
 import subprocess
@@ -34,16 +56,17 @@ import sys
 import tomllib
 import warnings
 import xml.etree.ElementTree as ET
-import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import zarr
 from tqdm import tqdm
 
-from ..camera import Cameras, rodrigues_to_matrix
+from ..camera import Cameras, check_rig, rodrigues_to_matrix
 from ..export import read_trc
 from ..joints import J, bone_lengths
+from . import fetch
 from . import videos as vid
 from ..registry import with_defaults
 
@@ -66,7 +89,13 @@ DEMO = {
               "Pose2Sim/Demo/pose-3d/": "pose-3d/"},
     "0.10.49": {"Pose2Sim/Demo_SinglePerson/videos/": "videos/"},
 }
+# sha256 of the wheels PyPI serves for these pinned versions
+DEMO_WHEEL_SHA256 = {
+    "0.2.6": "c07638f0b1fcfe8206ca92b72d457d06928d7f29df95ea7822d4dee73f3598e8",
+    "0.10.49": "403e0dc4065898ba6a595e72a8970950310979253d60e24c2e00b16b36bf21e1",
+}
 DEMO_LICENCE = "BSD-3-Clause (Pose2Sim, David Pagnon)"
+BLOCK = 64   # frames per crop block (and per images chunk)
 
 
 def _cache_dir(cfg: dict) -> Path:
@@ -76,44 +105,84 @@ def _cache_dir(cfg: dict) -> Path:
     return Path(os.environ.get("EPIPOSE_CACHE", "artifacts/cache"))
 
 
+def _wheel(cache_dir: Path, version: str, progress: bool) -> Path:
+    """The pose2sim==version wheel, from the cache when its sha256 matches the pin (a cached
+    wheel that does not is removed with a warning naming it), else downloaded with pip."""
+    wheel_dir = Path(cache_dir) / "wheels"
+    pin = DEMO_WHEEL_SHA256.get(version)
+    for w in sorted(wheel_dir.glob(f"pose2sim-{version}-*.whl")):
+        if pin and fetch.sha256(w) != pin:
+            warnings.warn(f"pose2sim demo: cached wheel {w} does not match the sha256 pinned for pose2sim=={version} "
+                          "(modified, truncated or not from PyPI); removing it and fetching it again", stacklevel=3)
+            w.unlink()
+        else:
+            return w
+    if progress:
+        print(f"fetching pose2sim=={version} from PyPI (the demo's files)", file=sys.stderr)
+    r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+                        f"pose2sim=={version}", "-d", str(wheel_dir)], capture_output=True, text=True)
+    wheels = sorted(wheel_dir.glob(f"pose2sim-{version}-*.whl"))
+    if r.returncode != 0 or not wheels:
+        raise ValueError(f"pose2sim demo: pip download pose2sim=={version} failed: {r.stderr[-500:]}")
+    if pin and fetch.sha256(wheels[0]) != pin:
+        raise ValueError(f"pose2sim demo: downloaded {wheels[0]} does not match the sha256 pinned for "
+                         f"pose2sim=={version}; refusing it")
+    return wheels[0]
+
+
 def fetch_demo(cache_dir: Path, progress: bool = True) -> Path:
-    """Assemble the Pose2Sim demo project under cache_dir/pose2sim_demo from PyPI wheels."""
+    """Assemble the Pose2Sim demo project under cache_dir/pose2sim_demo from PyPI wheels.
+
+    A cached copy is used when every file matches its manifest; otherwise (a file modified,
+    truncated, removed or added; no manifest) it is assembled again, with a warning naming the
+    file. Archive members that would land outside the folder are refused (ValueError naming
+    the wheel and the member)."""
     root = Path(cache_dir) / "pose2sim_demo"
-    if (root / ".complete").is_file():
-        return root
+    if root.exists():
+        bad = fetch.check_manifest(root)
+        if not bad:
+            return root
+        warnings.warn(f"pose2sim demo cache {root}: {'; '.join(bad[:3])}"
+                      f"{f' and {len(bad) - 3} more' if len(bad) > 3 else ''}; assembling it again from the wheels",
+                      stacklevel=2)
     tmp = Path(cache_dir) / "pose2sim_demo.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    digests = {}
     for version, members in DEMO.items():
-        wheel_dir = Path(cache_dir) / "wheels"
-        wheels = list(wheel_dir.glob(f"pose2sim-{version}-*.whl"))
-        if not wheels:
-            if progress:
-                print(f"fetching pose2sim=={version} from PyPI (the demo's files)", file=sys.stderr)
-            r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                                f"pose2sim=={version}", "-d", str(wheel_dir)], capture_output=True, text=True)
-            wheels = list(wheel_dir.glob(f"pose2sim-{version}-*.whl"))
-            if r.returncode != 0 or not wheels:
-                raise ValueError(f"pose2sim demo: pip download pose2sim=={version} failed: {r.stderr[-500:]}")
-        with zipfile.ZipFile(wheels[0]) as z:
-            for name in z.namelist():
-                for prefix, dest in members.items():
-                    if name.startswith(prefix) and not name.endswith("/"):
-                        target = tmp / dest / name[len(prefix):]
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        target.write_bytes(z.read(name))
-    (tmp / ".complete").write_text("ok\n")
+        wheel = _wheel(cache_dir, version, progress)
+        digests[wheel.name] = fetch.sha256(wheel)
+        fetch.extract_members(wheel, members, tmp)
+    fetch.write_manifest(tmp, {"wheels": digests})
     shutil.rmtree(root, ignore_errors=True)
     tmp.rename(root)
     return root
 
 
+def _values(c: dict, key: str, n: tuple[int, ...], path: Path, section: str, what: str) -> np.ndarray:
+    """Section value c[key] as float64 numbers, of one of the sizes `n`; ValueError naming the
+    file, camera section and key otherwise."""
+    if key not in c:
+        raise ValueError(f"pose2sim: camera section [{section}] of {path} lacks '{key}' ({what})")
+    try:
+        a = np.asarray(c[key], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"pose2sim: {path}, camera [{section}], '{key}' is not a list of numbers "
+                         f"({what}): {c[key]!r}") from None
+    if a.size not in n:
+        raise ValueError(f"pose2sim: {path}, camera [{section}], '{key}' has {a.size} values, expected "
+                         f"{' or '.join(map(str, n))} ({what})")
+    return a.ravel()
+
+
 def read_toml_calibration(path: Path) -> tuple[list[str], Cameras]:
     """Pose2Sim TOML -> (camera names, Cameras in mm). Distortions are used as written (the
-    .qca converter already divided them by 64; Pose2Sim's triangulation reads them as they are)."""
+    .qca converter already divided them by 64; Pose2Sim's triangulation reads them as they are).
+    ValueError naming the file, the camera section and the key for a missing or malformed value
+    (non-finite extrinsics are left for camera.check_rig, which names the camera)."""
     try:
-        calib = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
+        calib = tomllib.loads(Path(path).read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ValueError(f"pose2sim: cannot read calibration {path}: {e}") from e
     sections = [k for k, v in calib.items() if isinstance(v, dict) and "matrix" in v]
     if not sections:
@@ -121,25 +190,33 @@ def read_toml_calibration(path: Path) -> tuple[list[str], Cameras]:
     names, K, R, t, dist, size = [], [], [], [], [], []
     for s in sections:
         c = calib[s]
-        try:
-            K.append(np.asarray(c["matrix"], dtype=np.float64).reshape(3, 3))
-            d = np.zeros(5)
-            dd = np.asarray(c.get("distortions", []), dtype=np.float64).ravel()[:5]
-            d[:len(dd)] = dd
-            dist.append(d)
-            R.append(rodrigues_to_matrix(np.asarray(c["rotation"], dtype=np.float64).reshape(3)))
-            t.append(np.asarray(c["translation"], dtype=np.float64).reshape(3) * 1000.0)
-            size.append(np.asarray(c["size"], dtype=np.float64).reshape(2))
-        except KeyError as e:
-            raise ValueError(f"pose2sim: camera section [{s}] of {path} lacks {e}") from e
         if c.get("fisheye", False):
             raise ValueError(f"pose2sim: camera [{s}] is a fisheye camera, which the OpenCV pinhole model here does not cover")
+        k = _values(c, "matrix", (9,), path, s, "3x3 intrinsic matrix").reshape(3, 3)
+        if not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0 or not np.allclose(k[2], [0, 0, 1]):
+            raise ValueError(f"pose2sim: {path}, camera [{s}], 'matrix' is not an intrinsic matrix "
+                             f"(finite, positive focal lengths, last row 0 0 1): {k.tolist()}")
+        d = np.zeros(5)
+        if "distortions" in c:
+            dd = _values(c, "distortions", (0, 4, 5), path, s, "k1, k2, p1, p2[, k3]")
+            if not np.all(np.isfinite(dd)):
+                raise ValueError(f"pose2sim: {path}, camera [{s}], 'distortions' holds non-finite values")
+            d[:len(dd)] = dd
+        sz = _values(c, "size", (2,), path, s, "image width, height")
+        if not np.all(np.isfinite(sz)) or np.any(sz <= 0):
+            raise ValueError(f"pose2sim: {path}, camera [{s}], 'size' must be two positive numbers, got {sz.tolist()}")
+        K.append(k)
+        dist.append(d)
+        R.append(rodrigues_to_matrix(_values(c, "rotation", (3,), path, s, "Rodrigues vector")))
+        t.append(_values(c, "translation", (3,), path, s, "metres") * 1000.0)
+        size.append(sz)
         names.append(str(c.get("name", s)))
     return names, Cameras(np.stack(K), np.stack(R), np.stack(t), np.stack(dist), np.stack(size))
 
 
 def read_qca_calibration(path: Path, binning_factor: float = 1.0) -> tuple[list[str], Cameras]:
-    """Qualisys .qca.txt -> (camera names, Cameras in mm), following Pose2Sim's conversion."""
+    """Qualisys .qca.txt -> (camera names, Cameras in mm), following Pose2Sim's conversion.
+    ValueError naming the file, the camera and the element/attribute that is missing or not a number."""
     try:
         root = ET.parse(str(path)).getroot()
     except (OSError, ET.ParseError) as e:
@@ -148,21 +225,36 @@ def read_qca_calibration(path: Path, binning_factor: float = 1.0) -> tuple[list[
     if not cams:
         raise ValueError(f"pose2sim: no cameras in {path}")
     names, K, R, t, dist, size = [], [], [], [], [], []
-    for cam in cams:
-        rot = int(float(cam.get("viewrotation", "0")))
+    for i, cam in enumerate(cams):
+        who = f"camera {cam.get('serial') or i + 1}"
+
+        def g(e, k, who=who):
+            v = e.get(k)
+            if v is None:
+                raise ValueError(f"pose2sim: {path}: {who}, <{e.tag}> lacks the attribute '{k}'")
+            try:
+                x = float(v)
+            except ValueError:
+                raise ValueError(f"pose2sim: {path}: {who}, <{e.tag}> {k}={v!r} is not a number") from None
+            if not np.isfinite(x):
+                raise ValueError(f"pose2sim: {path}: {who}, <{e.tag}> {k}={v!r} is not finite")
+            return x
+        rot = g(cam, "viewrotation") if cam.get("viewrotation") is not None else 0.0
         if rot:
-            raise ValueError(f"pose2sim: camera {cam.get('serial')} has viewrotation={rot}; only 0 is supported "
+            raise ValueError(f"pose2sim: {path}: {who} has viewrotation={rot:g}; only 0 is supported "
                              "(convert it with Pose2Sim's calibration step to TOML)")
         fov = cam.find("fov_video")
         tr = cam.find("transform")
         intr = cam.find("intrinsic")
         if fov is None or tr is None or intr is None:
-            raise ValueError(f"pose2sim: camera {cam.get('serial')} in {path} lacks fov_video/transform/intrinsic")
-        g = lambda e, k: float(e.get(k))  # noqa: E731
+            missing = [n for n, e in (("fov_video", fov), ("transform", tr), ("intrinsic", intr)) if e is None]
+            raise ValueError(f"pose2sim: {path}: {who} lacks <{'>, <'.join(missing)}>")
         left, top = g(fov, "left"), g(fov, "top")
         size.append([(g(fov, "right") - left) / binning_factor, (g(fov, "bottom") - top) / binning_factor])
         s = 64.0 * binning_factor
         fu, fv = g(intr, "focalLengthU") / s, g(intr, "focalLengthV") / s
+        if fu <= 0 or fv <= 0 or size[-1][0] <= 0 or size[-1][1] <= 0:
+            raise ValueError(f"pose2sim: {path}: {who} has a non-positive focal length or image size")
         cu, cv_ = g(intr, "centerPointU") / s - left, g(intr, "centerPointV") / s - top
         K.append([[fu, 0, cu], [0, fv, cv_], [0, 0, 1]])
         dist.append([g(intr, "radialDistortion1") / s, g(intr, "radialDistortion2") / s,
@@ -181,17 +273,27 @@ def _number(name: str) -> int | None:
     return int(nums[0]) if nums else None
 
 
-def match_to_cameras(cam_names: list[str], items: list[Path]) -> list[Path | None]:
-    """Match folders/files to cameras by the number in their names, else by sorted order."""
+def match_to_cameras(cam_names: list[str], items: list[Path], where: str = "the project",
+                     calibration: str = "the calibration") -> list[Path | None]:
+    """Match folders/files to cameras by the number in their names, else by sorted order.
+
+    [None] * V when there are no items; ValueError naming both lists when the counts differ
+    (a camera without its folder, or a folder without its camera, would be dropped silently)."""
     if not items:
         return [None] * len(cam_names)
-    by_num = {_number(p.name): p for p in items}
-    nums = [_number(n) for n in cam_names]
-    if None not in nums and len(by_num) == len(items) and all(n in by_num for n in nums):
-        return [by_num[n] for n in nums]
     items = sorted(items)
     if len(items) != len(cam_names):
-        raise ValueError(f"pose2sim: cannot match {[p.name for p in items]} to cameras {cam_names}")
+        raise ValueError(f"pose2sim: {calibration} has {len(cam_names)} cameras ({', '.join(cam_names)}) but "
+                         f"{where} holds {len(items)} ({', '.join(p.name for p in items)}): each camera needs exactly "
+                         "one; remove the extra ones or add their cameras to the calibration")
+    by_num = {_number(p.name): p for p in items}
+    nums = [_number(n) for n in cam_names]
+    if None not in nums and len(set(nums)) == len(nums) and len(by_num) == len(items) and all(n in by_num for n in nums):
+        return [by_num[n] for n in nums]
+    if None not in nums and None not in by_num:
+        warnings.warn(f"pose2sim: the numbers of {where} ({', '.join(p.name for p in items)}) do not match the cameras "
+                      f"of {calibration} ({', '.join(cam_names)}); matched by sorted order: "
+                      + ", ".join(f"{c} <- {p.name}" for c, p in zip(cam_names, items)), stacklevel=3)
     return list(items)
 
 
@@ -205,7 +307,10 @@ def _first_dir(root: Path, names: tuple[str, ...]) -> Path | None:
 def find_calibration(root: Path, explicit=None) -> Path:
     if explicit:
         p = Path(explicit)
-        return p if p.is_absolute() else root / p
+        p = p if p.is_absolute() else root / p
+        if not p.is_file():
+            raise ValueError(f"pose2sim: calibration file {p} does not exist")
+        return p
     d = _first_dir(root, ("calibration", "calib-2d", "calib"))
     if d is None:
         raise ValueError(f"pose2sim: no calibration folder (calibration/ or calib-2d/) in {root}")
@@ -233,107 +338,258 @@ def mean_bone_length(poses: np.ndarray) -> float:
     return float(np.nanmedian(bone_lengths(poses).mean(-1)))
 
 
-def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
-    """Write the dataset contract for a Pose2Sim project (docs/stores.md)."""
-    from ..detectors.openpose import load_keypoints
+@dataclass(frozen=True)
+class Project:
+    """What a Pose2Sim project folder holds, found by listing (nothing decoded)."""
+    root: Path
+    calibration: Path
+    pose_dir: Path | None
+    json_dirs: list        # every <camera>_json folder, sorted
+    video_dir: Path | None
+    videos: list           # every video file, sorted
+    trc: Path | None
+
+
+def discover(root: Path, calibration=None) -> Project:
+    """List a project's calibration, JSON folders, videos and TRC (ValueError naming the
+    folder when it does not exist, has no calibration, or has a pose folder without
+    <camera>_json folders)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"pose2sim: project folder {root} does not exist")
+    cal = find_calibration(root, calibration)
+    pose_dir = _first_dir(root, ("pose", "pose-2d"))
+    json_dirs: list[Path] = []
+    if pose_dir is not None:
+        entries = sorted(p for p in pose_dir.iterdir() if not p.name.startswith("."))
+        json_dirs = [p for p in entries if p.is_dir() and p.name.endswith("_json")]
+        if entries and not json_dirs:
+            raise ValueError(f"pose2sim: {pose_dir} holds no <camera>_json folders (found "
+                             f"{', '.join(p.name for p in entries[:5])}); put each camera's OpenPose JSON files in "
+                             f"{pose_dir.name}/<camera>_json/")
+    video_dir = _first_dir(root, ("videos", "raw-2d", "videos_raw"))
+    videos = sorted(p for p in video_dir.iterdir() if p.is_file() and p.suffix.lower() in vid.VIDEO_EXT) \
+        if video_dir is not None else []
+    trcs = sorted((root / "pose-3d").glob("*.trc")) if (root / "pose-3d").is_dir() else sorted(root.glob("*.trc"))
+    trcs = [p for p in trcs if "filt" not in p.name] or trcs
+    return Project(root, cal, pose_dir, json_dirs, video_dir, videos, trcs[0] if trcs else None)
+
+
+def sources(cfg: dict) -> list[Path]:
+    """Every file a build with this configuration reads (calibration, every JSON file of the
+    camera folders, the videos, the TRC): sorted absolute paths, by listing only. [] for the
+    demo (root None): it is identified by its pinned wheels. ValueError as `discover`."""
     c = with_defaults(cfg, DEFAULTS, "pose2sim")
+    if c["root"] is None:
+        return []
+    p = discover(Path(c["root"]), c["calibration"])
+    files = [p.calibration, *(f for d in p.json_dirs for f in d.glob("*.json")), *p.videos]
+    if p.trc is not None:
+        files.append(p.trc)
+    return sorted({f.resolve() for f in files})
+
+
+def _ranges(nums) -> str:
+    """[0, 1, 2, 5, 7, 8] -> '0-2, 5, 7-8' (at most 8 runs shown)."""
+    nums = sorted(int(n) for n in nums)
+    runs: list[list[int]] = []
+    for n in nums:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:8])
+    return text + (f", ... ({len(runs) - 8} more runs)" if len(runs) > 8 else "")
+
+
+def _read_calibration(path: Path) -> tuple[list[str], Cameras]:
+    return read_qca_calibration(path) if path.name.endswith(".qca.txt") else read_toml_calibration(path)
+
+
+def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
+    """Write the dataset contract for a Pose2Sim project (docs/stores.md), plus people_count
+    and image_ok (module docstring). Resumable on the group a killed run left."""
+    from ..detectors.openpose import check_layouts, outside_image, read_view
+    c = with_defaults(cfg, DEFAULTS, "pose2sim")
+    rng = vid.frame_range(c["frames"], "pose2sim")
     if c["root"] is None:
         root = fetch_demo(_cache_dir(c), progress)
         licence, source = DEMO_LICENCE, "PyPI pose2sim==0.2.6 (calibration, JSON, TRC) + pose2sim==0.10.49 (videos)"
     else:
         root = Path(c["root"])
-        if not root.is_dir():
-            raise ValueError(f"pose2sim: project folder {root} does not exist")
         licence, source = "see the project", str(root.resolve())
-    cal_path = find_calibration(root, c["calibration"])
-    if cal_path.name.endswith(".qca.txt"):
-        cam_names, cams = read_qca_calibration(cal_path)
-    else:
-        cam_names, cams = read_toml_calibration(cal_path)
+    p = discover(root, c["calibration"])
+    cal_path = p.calibration
+    cam_names, cams = _read_calibration(cal_path)
     V = cams.V
-    pose_dir = _first_dir(root, ("pose", "pose-2d"))
-    json_dirs = match_to_cameras(cam_names, sorted(p for p in pose_dir.iterdir() if p.is_dir() and p.name.endswith("_json"))) \
-        if pose_dir is not None else [None] * V
-    video_dir = _first_dir(root, ("videos", "raw-2d", "videos_raw"))
-    video_paths = match_to_cameras(cam_names, sorted(p for p in video_dir.iterdir() if p.suffix.lower() in vid.VIDEO_EXT)) \
-        if video_dir is not None else [None] * V
+    json_dirs = match_to_cameras(cam_names, p.json_dirs, f"{p.pose_dir} (camera folders)", f"calibration {cal_path}")
+    video_paths = match_to_cameras(cam_names, p.videos, f"{p.video_dir} (videos)", f"calibration {cal_path}")
     has_json = all(d is not None for d in json_dirs)
-    has_video = all(p is not None for p in video_paths)
+    has_video = all(q is not None for q in video_paths)
     if not has_json and not has_video:
         raise ValueError(f"pose2sim: {root} has neither pose/<cam>_json folders nor videos for all {V} cameras")
+    if V < 2:
+        raise ValueError(f"pose2sim: calibration {cal_path} has {V} camera ({', '.join(cam_names)}); triangulation "
+                         "needs at least 2 calibrated cameras")
+    check_rig(cams, cam_names, what=f"pose2sim: calibration {cal_path}")
     # image sizes: the videos' own when present (they may differ per view and from the calibration's)
     size = cams.size.copy()
-    infos = [vid.video_info(p) for p in video_paths] if has_video else None
-    if infos:
+    infos = None
+    if has_video:
+        infos = [vid.video_info(q) for q in video_paths]
+        vid.warn_truncated(infos, video_paths, "pose2sim")
         vsize = np.array([[i["w"], i["h"]] for i in infos], dtype=np.float64)
-        if np.any(np.abs(vsize - size) > 16):
-            raise ValueError(f"pose2sim: video sizes {vsize.tolist()} do not match the calibration's {size.tolist()} "
-                             "(rotated videos? turn them or recalibrate)")
+        vid.check_sizes(cams.size, vsize, cam_names, cal_path, video_paths, "pose2sim")
         size = vsize
+        if len({i["frames"] for i in infos}) > 1:
+            warnings.warn("pose2sim: the videos have unequal lengths ("
+                          + ", ".join(f"{q.name} {i['frames']}" for q, i in zip(video_paths, infos))
+                          + "): frames beyond a video's end have no crop (image_ok False)", stacklevel=2)
+        fps_all = [i["fps"] for i in infos]
+        if max(fps_all) - min(fps_all) > 0.01 * max(fps_all):
+            warnings.warn("pose2sim: the videos' frame rates differ ("
+                          + ", ".join(f"{q.name} {f:g}" for q, f in zip(video_paths, fps_all))
+                          + "): frame i of each is taken as the same instant; check the synchronisation", stacklevel=2)
     cams = Cameras(cams.K, cams.R, cams.t, cams.dist, size)
     # frames: numbers present in the JSON (union over views), else the videos' frames
-    kps = None
+    views = None
     if has_json:
-        loaded = [load_keypoints(d, c["format"], c["person"]) for d in json_dirs]
-        numbers = np.unique(np.concatenate([n for n, _, _ in loaded]))
-        layout = loaded[0][2]
+        views = [read_view(d, c["format"], c["person"]) for d in json_dirs]
+        layout = check_layouts(views)
+        numbers = np.unique(np.concatenate([v.numbers for v in views]))
+        if any(not np.array_equal(v.numbers, views[0].numbers) for v in views):
+            desc = ", ".join(f"{Path(v.source).name} {v.numbers.min()}-{v.numbers.max()} ({len(v.numbers)} files)"
+                             for v in views)
+            warnings.warn(f"pose2sim: the JSON folders cover different frames ({desc}); a frame without a file in a "
+                          "view is NaN there, and a view whose numbering is offset is out of sync: check the "
+                          "synchronisation", stacklevel=2)
     else:
         numbers = np.arange(min(i["frames"] for i in infos))
         layout = None
-    if c["frames"] is not None:
-        a, b = int(c["frames"][0]), int(c["frames"][1])
-        numbers = numbers[(numbers >= a) & (numbers < b)]
+    held = numbers
+    if rng is not None:
+        numbers = numbers[(numbers >= rng[0]) & (numbers < rng[1])]
     if numbers.size == 0:
-        raise ValueError("pose2sim: no frames in the requested range")
+        raise ValueError(f"pose2sim: no frames in [{rng[0]}, {rng[1]}): the project holds frames "
+                         f"{_ranges(held) if held.size else 'none'}")
     F = len(numbers)
+    kps = np.full((F, V, J, 3), np.nan)
+    people = np.full((F, V), -1, np.int16)
     if has_json:
-        kps = np.full((F, V, J, 3), np.nan)
-        for v, (n, kp, _) in enumerate(loaded):
-            pos = np.clip(np.searchsorted(n, numbers), 0, len(n) - 1)
-            ok = n[pos] == numbers
-            kps[ok, v] = kp[pos[ok]]
+        damaged, multi = [], {}
+        for v, vk in enumerate(views):
+            pos = np.clip(np.searchsorted(vk.numbers, numbers), 0, len(vk.numbers) - 1)
+            ok = vk.numbers[pos] == numbers
+            kps[ok, v] = vk.kp[pos[ok]]
+            people[ok, v] = vk.people[pos[ok]]
+            damaged += [vk.damaged[int(n)] for n in numbers if int(n) in vk.damaged]
+            if np.any(people[:, v] > 1):
+                multi[cam_names[v]] = float(np.mean(people[:, v] > 1))
+        far = outside_image(kps, size[None]) & np.isfinite(kps[..., 0])
+        if far.any():
+            kps[far] = np.nan
+            warnings.warn(f"pose2sim: {int(far.sum())} JSON keypoints lie far outside their image (cameras "
+                          f"{', '.join(cam_names[v] for v in np.flatnonzero(far.any(axis=(0, 2))))}); "
+                          "ignored for the crops", stacklevel=2)
+        if damaged:
+            warnings.warn(f"pose2sim: {len(damaged)} damaged JSON file(s) read as missing frames: "
+                          f"{'; '.join(damaged[:3])}{' ...' if len(damaged) > 3 else ''}; fix or remove them",
+                          stacklevel=2)
+        if multi:
+            warnings.warn("pose2sim: more than one person in view ("
+                          + ", ".join(f"{k} on {100 * s:.0f}% of frames" for k, s in multi.items())
+                          + f"); person={c['person']!r} keeps one per frame and may take a bystander for the subject: "
+                          "check these views or set person to 'track' or an index (counts in people_count)",
+                          stacklevel=2)
     fps = infos[0]["fps"] if infos else 60.0
     attrs = {
         "dataset": "pose2sim", "subjects": [c["subject"]], "clips": [root.name], "actions": {}, "fps": float(fps),
         "crop_size": int(c["crop_size"]), "licence": licence, "source": source, "views": cam_names,
         "calibration": str(cal_path.resolve()), "world_up": [0.0, 0.0, 1.0],
         "openpose_json": [str(d.resolve()) for d in json_dirs] if has_json else None,
-        "openpose_format": layout, "videos": [str(p.resolve()) for p in video_paths] if has_video else None,
+        "openpose_format": layout, "videos": [str(q.resolve()) for q in video_paths] if has_video else None,
         "rotate": [0] * V,
     }
-    trcs = sorted((root / "pose-3d").glob("*.trc")) if (root / "pose-3d").is_dir() else sorted(root.glob("*.trc"))
-    trcs = [p for p in trcs if "filt" not in p.name] or trcs
-    if trcs:
-        names, X, _, _ = read_trc(trcs[0])
+    if p.trc is not None:
         try:
+            names, X, _, _ = read_trc(p.trc)
             attrs["mean_bone_mm"] = mean_bone_length(trc_to_joints17(names, X))
-            attrs["mean_bone_source"] = f"Pose2Sim's triangulation {trcs[0].name} (no ground truth exists)"
-        except ValueError:
-            pass
+            attrs["mean_bone_source"] = f"Pose2Sim's triangulation {p.trc.name} (no ground truth exists)"
+        except (ValueError, IndexError, KeyError, OSError, UnicodeDecodeError) as e:
+            warnings.warn(f"pose2sim: cannot use {p.trc} for the bone-length prior ({e}); mean_bone_mm is not set "
+                          "(self-supervised predictions stay in bone units)", stacklevel=2)
     vid.write_contract(out, cams, F, numbers, attrs, float(c["test_fraction"]))
     # crops around the OpenPose box: a crop needs a person box, so only with JSON and videos
     store_images = bool(c["images"]) and has_json and has_video
     boxes = np.full((F, V, 4), np.nan)
     if has_json:
         boxes = vid.fill_boxes(vid.square_box(kps, float(c["crop_margin"])), size)
-    out.create_array("crop_boxes", data=boxes.astype(np.float32), dimension_names=("frame", "view", "box"))
+        out.create_array("people_count", data=people, dimension_names=("frame", "view"), overwrite=True)
+    out.create_array("crop_boxes", data=boxes.astype(np.float32), dimension_names=("frame", "view", "box"),
+                     overwrite=True)
     out.attrs["images_stored"] = store_images
     if not store_images:
         if c["images"]:
             warnings.warn("pose2sim: no images stored (crops need both OpenPose JSON for the box and videos)",
                           stacklevel=2)
         return
-    S = int(c["crop_size"])
-    img = out.create_array("images", shape=(F, V, S, S, 3), dtype=np.uint8, chunks=(min(64, F), 1, S, S, 3),
-                           dimension_names=("frame", "view", "y", "x", "rgb"))
+    _write_crops(out, video_paths, cam_names, numbers, boxes.astype(np.float32), int(c["crop_size"]), infos, progress)
+
+
+def _write_crops(out: zarr.Group, videos: list[Path], cam_names: list[str], numbers: np.ndarray, boxes: np.ndarray,
+                 S: int, infos: list[dict], progress: bool) -> None:
+    """images [F,V,S,S,3] and image_ok [F,V], per (view, block of BLOCK frames), resuming the
+    blocks attrs["crops"] records as done (the record is bound to the boxes, frames, videos and
+    S it was made for). Warns naming the video and frames that do not decode; ValueError when
+    none of a view's frames decode."""
+    F, V = boxes.shape[:2]
+    for v, info in enumerate(infos):
+        if numbers[0] >= info["frames"]:
+            raise ValueError(f"pose2sim: {videos[v]} ({cam_names[v]}) has {info['frames']} readable frames but the "
+                             f"store's frames are {numbers[0]}-{numbers[-1]}: no crop of this view can be read "
+                             "(wrong video, or JSON numbered from another start?)")
+    key = hashlib.sha256(boxes.tobytes() + numbers.astype(np.int64).tobytes()
+                         + json.dumps([[str(q) for q in videos], S]).encode()).hexdigest()[:16]
+    state = dict(out.attrs.get("crops") or {})
+    nb = -(-F // BLOCK)
+    intact = ("images" in out and out["images"].shape == (F, V, S, S, 3) and "image_ok" in out
+              and out["image_ok"].shape == (F, V))
+    if state.get("key") != key or not intact:
+        out.create_array("images", shape=(F, V, S, S, 3), dtype=np.uint8, chunks=(min(BLOCK, F), 1, S, S, 3),
+                         dimension_names=("frame", "view", "y", "x", "rgb"), overwrite=True)
+        out.create_array("image_ok", shape=(F, V), dtype=bool, chunks=(min(BLOCK, F), V), fill_value=False,
+                         dimension_names=("frame", "view"), overwrite=True)
+        state = {"key": key, "done": []}
+        out.attrs["crops"] = state
+    img, okarr = out["images"], out["image_ok"]
+    done = set(state["done"])
     bar = tqdm(total=F * V, desc="pose2sim crops", disable=not progress)
-    for v, path in enumerate(video_paths):
-        for a in range(0, F, 64):
-            ids = numbers[a:a + 64]
+    for v, path in enumerate(videos):
+        for b in range(nb):
+            a = b * BLOCK
+            ids = numbers[a:a + BLOCK]
+            if v * nb + b in done:
+                bar.update(len(ids))
+                continue
             block = np.zeros((len(ids), 1, S, S, 3), np.uint8)
+            good = np.zeros(len(ids), bool)
             for k, (_, frame) in enumerate(vid.iter_frames(path, ids)):
                 if frame is not None:
                     block[k, 0] = vid.crop(frame, boxes[a + k, v], S)
+                    good[k] = True
                 bar.update(1)
             img[a:a + len(ids), v:v + 1] = block
+            okarr[a:a + len(ids), v] = good
+            done.add(v * nb + b)
+            out.attrs["crops"] = {"key": key, "done": sorted(done)}
     bar.close()
+    ok = np.asarray(okarr[:])
+    for v in range(V):
+        bad = numbers[~ok[:, v]]
+        if len(bad) == F:
+            raise ValueError(f"pose2sim: no frame of {videos[v]} ({cam_names[v]}) could be decoded at the store's frames "
+                             f"{numbers[0]}-{numbers[-1]}; replace the video or build without images (images=false)")
+        if len(bad):
+            warnings.warn(f"pose2sim: {videos[v]} ({cam_names[v]}): {len(bad)} of {F} frames could not be decoded "
+                          f"(frame numbers {_ranges(bad)}); their crops are black and image_ok is False there",
+                          stacklevel=3)

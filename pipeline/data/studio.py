@@ -18,6 +18,9 @@ whose looks and rooms no train image shows (drawn from random streams of their o
 test set is the same whatever `train_people` is). Root translation comes from the mocap,
 recentred on the capture volume; a clip whose root path leaves a `volume_mm` square is cut
 into windows that fit, each recentred (a walk across 8 m becomes several clips).
+
+Every rendered crop is a picture: `image_ok` [F, V] is all True. `sources(cfg)` lists the motion
+files a build reads (none for the default recording: its pinned download identifies it).
 """
 from __future__ import annotations
 
@@ -75,16 +78,52 @@ DEFAULTS: dict = {
 CMU01_ACTION = "playground jumps"
 
 
+def _motion_files(cfg: dict) -> list[Path]:
+    """The BVH files of motion_dir a build reads (sorted, then evenly picked to max_clips)."""
+    folder = Path(cfg["motion_dir"])
+    if not folder.is_dir():
+        raise ValueError(f"studio: motion_dir {folder} is not a folder")
+    files = sorted(folder.glob(cfg["motion_glob"]))
+    if not files:
+        raise ValueError(f"{folder}: no files match {cfg['motion_glob']!r}")
+    if cfg["max_clips"] and len(files) > cfg["max_clips"]:
+        idx = np.linspace(0, len(files) - 1, int(cfg["max_clips"])).round().astype(int)
+        files = [files[i] for i in np.unique(idx)]
+    return files
+
+
+def _licence_file(folder: Path) -> Path | None:
+    for up in (folder, *folder.parents[:2]):
+        for name in ("LICENSE", "LICENCE", "LICENSE.txt", "LICENSE.md"):
+            if (up / name).is_file():
+                return up / name
+    return None
+
+
+def sources(cfg: dict) -> list[Path]:
+    """Every file a build with this configuration reads: the motion files (motion_files, or
+    the chosen BVH files of motion_dir and the LICENSE file whose first line becomes the
+    licence); [] for the default CMU recording, identified by its pin (fetch.py). Sorted,
+    absolute, by listing only."""
+    cfg = with_defaults(cfg, DEFAULTS, "studio")
+    if cfg["motion_dir"]:
+        files = _motion_files(cfg)
+        lic = None if cfg["licence"] else _licence_file(Path(cfg["motion_dir"]))
+        return sorted({p.resolve() for p in files + ([lic] if lic else [])})
+    if cfg["motion_files"]:
+        paths = [Path(p) for p in cfg["motion_files"]]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise ValueError(f"studio: motion_files {missing} do not exist")
+        return sorted({p.resolve() for p in paths})
+    return []
+
+
 def _load_clips(cfg: dict, progress: bool) -> tuple[list[dict], str, str]:
     """[{name, action, performer, poses [F,J,3] mm, fps}], licence, source."""
     if cfg["motion_dir"]:
         folder = Path(cfg["motion_dir"])
-        files = sorted(folder.glob(cfg["motion_glob"]))
-        if not files:
-            raise ValueError(f"{folder}: no files match {cfg['motion_glob']!r}")
-        if cfg["max_clips"] and len(files) > cfg["max_clips"]:
-            idx = np.linspace(0, len(files) - 1, int(cfg["max_clips"])).round().astype(int)
-            files = [files[i] for i in np.unique(idx)]
+        files = _motion_files(cfg)
         clips = []
         for f in tqdm(files, desc="motion", disable=not progress):
             poses, fps = motion.load_clip(f, cfg["unit_mm"])
@@ -113,11 +152,10 @@ def _load_clips(cfg: dict, progress: bool) -> tuple[list[dict], str, str]:
 
 
 def _licence_of(folder: Path) -> str:
-    for up in (folder, *folder.parents[:2]):
-        for name in ("LICENSE", "LICENCE", "LICENSE.txt", "LICENSE.md"):
-            if (up / name).is_file():
-                head = (up / name).read_text(errors="replace").strip().splitlines()
-                return f"see {up / name}: {head[0][:120] if head else ''}"
+    lic = _licence_file(folder)
+    if lic is not None:
+        head = lic.read_text(errors="replace").strip().splitlines()
+        return f"see {lic}: {head[0][:120] if head else ''}"
     if "bandai" in str(folder).lower():
         return "Bandai Namco Research Motiondataset: CC BY-NC 4.0 (non-commercial)"
     if "cmu" in str(folder).lower():
@@ -272,7 +310,7 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
     cfg = with_defaults(cfg, DEFAULTS, "studio")
     S = int(cfg["crop_size"])
     chash = config_hash(cfg)
-    resume = out.attrs.get("config_hash") == chash and "images" in out
+    resume = out.attrs.get("config_hash") == chash and "images" in out and "image_ok" in out
     fr = prepare_frames(cfg, progress)
     cams = _rig(cfg)
     poses = fr["poses"]
@@ -289,7 +327,8 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
     mean_bone = motion.mean_bone_mm(poses[train])
 
     if not resume:
-        out.attrs.update({"config_hash": chash, "images_done": 0})
+        # the hash is recorded last: a run killed before that rewrites everything
+        out.attrs.update({"config_hash": None, "images_done": 0})
         _arr(out, "poses3d_world", poses.astype(np.float32), ("frame", "joint", "xyz"))
         _arr(out, "poses3d_cam", Xc.astype(np.float32), ("frame", "view", "joint", "xyz"))
         _arr(out, "crop_boxes", boxes.astype(np.float32), ("frame", "view", "box"))
@@ -305,6 +344,8 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
         _arr(out, "keypoints2d_gt", kp, ("frame", "view", "joint", "xyv"), chunks=(min(F, 4096), V, J, 3))
         out.create_array("images", shape=(F, V, S, S, 3), dtype=np.uint8, chunks=(int(cfg["chunk"]), 1, S, S, 3),
                          dimension_names=("frame", "view", "y", "x", "rgb"), overwrite=True)
+        # every rendered crop is a picture (image_ok: the contract's flag for undecodable frames)
+        _arr(out, "image_ok", np.ones((F, V), bool), ("frame", "view"))
         out.attrs.update({
             "dataset": "studio", "subjects": fr["subjects"], "clips": fr["clips"], "actions": fr["actions"],
             "fps": fr["fps"], "crop_size": S, "licence": fr["licence"], "source": fr["source"],
@@ -320,6 +361,7 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
             "subjects_note": "synthetic people (appearance, build, scale, heading, room); test people never appear in train",
             "config": json.loads(json.dumps(cfg, default=str)),
         })
+        out.attrs.update({"config_hash": chash, "images_done": 0})
 
     # --- images, chunk by chunk
     chunk = int(cfg["chunk"])

@@ -9,7 +9,16 @@ self-supervised setting). Without any calibration the intrinsics are a guess (fo
 Bad input handled here: views of different resolutions (each view keeps its own size and K),
 portrait or sideways videos (OpenCV applies the container's rotation flag; `rotate` turns
 views by 90/180/270 degrees clockwise more where the flag is missing, and K, size follow),
-videos of unequal length (the store stops at the shortest, with a warning).
+videos of unequal length or truncated (a header promising more frames than decode is
+warned; the store stops at the shortest decodable length, with a warning), differing frame
+rates (warned). Refused with a ValueError naming the file, camera or key: fewer than 2 videos,
+an unreadable video, a calibration that cannot be read or whose arrays have the wrong shape,
+calibrated image sizes that differ from the videos' (rotated or resized footage), duplicated
+cameras and non-finite or non-rotation extrinsics (camera.check_rig), an empty frame range.
+
+Resumable: every array is written with overwrite, so a run killed part-way and started again
+on the same group ends identical to an uninterrupted one. `sources(cfg)` lists the files a
+build reads (videos, calibration) for the dataset's fingerprint.
 
 The store gets the cameras, frame indices and the video paths (attrs `videos`, `rotate`) so a
 detector (pipeline/detectors/mediapipe.py) can read the frames; `keypoints2d_gt` is NaN and
@@ -25,7 +34,7 @@ import cv2
 import numpy as np
 import zarr
 
-from ..camera import Cameras
+from ..camera import Cameras, check_rig
 from ..joints import JOINTS, J
 from ..registry import with_defaults
 
@@ -47,20 +56,69 @@ VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 _ROT = {0: None, 90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
 
-def video_info(path) -> dict:
-    """Width, height (after OpenCV's own rotation), frame count and fps of a video."""
+def video_info(path, check_end: bool = True) -> dict:
+    """Width, height (after OpenCV's own rotation), frame count and fps of a video.
+
+    "frames" is the number of frames that decode: the header's count ("header_frames") when
+    its last frame reads, else counted by decoding (a truncated file keeps its header's count).
+    ValueError naming the file when it cannot be opened or has no readable frame."""
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        raise ValueError(f"cannot open video {path}")
+        raise ValueError(f"cannot open video {path} (missing, not a video, or a codec OpenCV lacks)")
     try:
         ok, frame = cap.read()
         if not ok:
             raise ValueError(f"video {path} has no readable frame")
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         fps = float(cap.get(cv2.CAP_PROP_FPS)) or 30.0
-        return {"w": frame.shape[1], "h": frame.shape[0], "frames": n, "fps": fps}
+        readable = n
+        if check_end:
+            last_ok = n == 1
+            if n > 1:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, n - 1)
+                last_ok = cap.read()[0]
+            if not last_ok:
+                readable = _count_frames(path)
+        return {"w": frame.shape[1], "h": frame.shape[0], "frames": readable, "header_frames": n, "fps": fps}
     finally:
         cap.release()
+
+
+def _count_frames(path) -> int:
+    """Frames that decode, counted from the start (the slow path, for damaged files)."""
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    try:
+        while cap.grab():
+            n += 1
+    finally:
+        cap.release()
+    return n
+
+
+def warn_truncated(infos: list[dict], paths, what: str) -> None:
+    """Warn naming each video whose header promises more frames than decode."""
+    for info, p in zip(infos, paths):
+        if 0 < info["frames"] < info["header_frames"]:
+            warnings.warn(f"{what}: {p}: its header says {info['header_frames']} frames but only {info['frames']} "
+                          "decode (truncated or damaged file); the frames after that are not used", stacklevel=3)
+
+
+def frame_range(frames, what: str) -> tuple[int, int] | None:
+    """cfg["frames"] as (start, stop) with 0 <= start < stop; None for all frames.
+    ValueError naming the setting otherwise."""
+    if frames is None:
+        return None
+    try:
+        a, b = frames
+        if isinstance(a, bool) or isinstance(b, bool) or int(a) != a or int(b) != b:
+            raise TypeError
+        a, b = int(a), int(b)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}: frames must be [start, stop) as two integers, got {frames!r}") from None
+    if a < 0 or b <= a:
+        raise ValueError(f"{what}: frames [{a}, {b}) is empty or negative; give [start, stop) with 0 <= start < stop")
+    return a, b
 
 
 def rotate_image(img: np.ndarray, degrees: int) -> np.ndarray:
@@ -189,33 +247,17 @@ def guess_cameras(sizes: np.ndarray, focal_guess: float) -> Cameras:
     return Cameras(K, nan, np.full((V, 3), np.nan), np.zeros((V, 5)), sizes.astype(np.float64))
 
 
-def _read_json_calibration(path: Path, V: int, sizes: np.ndarray) -> Cameras:
-    d = json.loads(path.read_text())
-    if "K" not in d:
-        raise ValueError(f"{path}: calibration JSON needs at least 'K' [V,3,3]")
-    K = np.asarray(d["K"], dtype=np.float64)
-    if K.shape != (V, 3, 3):
-        raise ValueError(f"{path}: K has shape {K.shape}, expected ({V}, 3, 3) for {V} videos")
-    dist = np.zeros((V, 5))
-    if "dist" in d:
-        dd = np.asarray(d["dist"], dtype=np.float64).reshape(V, -1)
-        dist[:, :min(5, dd.shape[1])] = dd[:, :5]
-    R = np.asarray(d.get("R", np.full((V, 3, 3), np.nan)), dtype=np.float64)
-    t = np.asarray(d.get("t", np.full((V, 3), np.nan)), dtype=np.float64)
-    size = np.asarray(d.get("size", sizes), dtype=np.float64)
-    return Cameras(K, R, t, dist, size)
-
-
 def write_contract(out: zarr.Group, cams: Cameras, F: int, frame_index: np.ndarray, attrs: dict,
                    test_fraction: float = 0.0) -> None:
     """Write the dataset contract's keypoint-free arrays (one rig, one subject, one clip)."""
     V = cams.V
-    out.create_array("keypoints2d_gt", data=np.full((F, V, J, 3), np.nan, np.float32),
+    # overwrite: a run killed after these were written is resumed on the same group
+    out.create_array("keypoints2d_gt", data=np.full((F, V, J, 3), np.nan, np.float32), overwrite=True,
                      chunks=(max(min(F, 1024), 1), V, J, 3), dimension_names=("frame", "view", "joint", "xyc"))
     for name, arr, dims in (("K", cams.K, ("rig", "view", "r", "c")), ("R", cams.R, ("rig", "view", "r", "c")),
                             ("t", cams.t, ("rig", "view", "xyz")), ("dist", cams.dist, ("rig", "view", "coef")),
                             ("size", cams.size, ("rig", "view", "wh"))):
-        out.create_array(name, data=np.asarray(arr, np.float64)[None], dimension_names=dims)
+        out.create_array(name, data=np.asarray(arr, np.float64)[None], dimension_names=dims, overwrite=True)
     n_test = int(np.ceil(test_fraction * F)) if test_fraction > 0 else 0
     split = np.zeros(F, np.int16)
     if n_test:
@@ -223,8 +265,62 @@ def write_contract(out: zarr.Group, cams: Cameras, F: int, frame_index: np.ndarr
     for name, arr in (("rig", np.zeros(F, np.int16)), ("subject", np.zeros(F, np.int16)),
                       ("clip", np.zeros(F, np.int16)), ("split", split),
                       ("frame_index", np.asarray(frame_index, np.int32))):
-        out.create_array(name, data=arr, dimension_names=("frame",))
+        out.create_array(name, data=arr, dimension_names=("frame",), overwrite=True)
     out.attrs.update({"joints": list(JOINTS), **attrs})
+
+
+def _field(d: dict, key: str, shape: tuple, path: Path, default=None) -> np.ndarray:
+    """d[key] as a float64 array of `shape`; ValueError naming the file and key otherwise."""
+    if key not in d:
+        return default
+    try:
+        a = np.asarray(d[key], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: '{key}' is not an array of numbers (expected shape {shape})") from None
+    if a.shape != shape:
+        raise ValueError(f"{path}: '{key}' has shape {a.shape}, expected {shape}")
+    return a
+
+
+def _read_json_calibration(path: Path, V: int, sizes: np.ndarray) -> Cameras:
+    """calibration.json {"K": [V,3,3], "dist": [V,4|5], "R": [V,3,3], "t": [V,3] mm, "size": [V,2]}."""
+    try:
+        d = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read the calibration JSON ({e})") from None
+    if not isinstance(d, dict) or "K" not in d:
+        raise ValueError(f"{path}: calibration JSON needs at least 'K' [V,3,3]")
+    K = _field(d, "K", (V, 3, 3), path)
+    dist = np.zeros((V, 5))
+    if "dist" in d:
+        try:
+            dd = np.asarray(d["dist"], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: 'dist' is not an array of numbers") from None
+        if dd.ndim != 2 or dd.shape[0] != V or not 4 <= dd.shape[1] <= 5:
+            raise ValueError(f"{path}: 'dist' has shape {dd.shape}, expected ({V}, 5) (k1, k2, p1, p2[, k3])")
+        dist[:, :dd.shape[1]] = dd
+    R = _field(d, "R", (V, 3, 3), path, np.full((V, 3, 3), np.nan))
+    t = _field(d, "t", (V, 3), path, np.full((V, 3), np.nan))
+    size = _field(d, "size", (V, 2), path, sizes)
+    for name, a in (("K", K), ("dist", dist)):
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{path}: '{name}' holds non-finite values")
+    if np.any(K[:, 0, 0] <= 0) or np.any(K[:, 1, 1] <= 0):
+        raise ValueError(f"{path}: 'K' has non-positive focal lengths")
+    return Cameras(K, R, t, dist, np.asarray(size, np.float64))
+
+
+def check_sizes(cal_size: np.ndarray, video_size: np.ndarray, names: list[str], cal_path, videos, what: str,
+                tol: float = 16.0) -> None:
+    """Refuse videos whose size (w, h) differs from the calibrated one by more than `tol` px
+    (rotated or resized footage: the intrinsics would not hold), naming cameras and files."""
+    bad = [v for v in range(len(names)) if np.any(np.abs(np.asarray(video_size[v]) - np.asarray(cal_size[v])) > tol)]
+    if bad:
+        listed = "; ".join(f"{names[v]}: {Path(videos[v]).name} is {int(video_size[v][0])}x{int(video_size[v][1])}, "
+                           f"calibrated {int(cal_size[v][0])}x{int(cal_size[v][1])}" for v in bad)
+        raise ValueError(f"{what}: video sizes disagree with the calibration {cal_path}: {listed}. Rotated videos? "
+                         "turn them (or set rotate) or recalibrate; resized videos? use the calibrated originals")
 
 
 def find_videos(root: Path, views=None) -> list[Path]:
@@ -234,52 +330,88 @@ def find_videos(root: Path, views=None) -> list[Path]:
         if missing:
             raise ValueError(f"videos: missing files {missing}")
         return paths
-    paths = sorted(p for p in root.iterdir() if p.suffix.lower() in VIDEO_EXT)
+    paths = sorted(p for p in root.iterdir() if p.suffix.lower() in VIDEO_EXT and p.is_file())
     if not paths:
         raise ValueError(f"videos: no video files ({', '.join(VIDEO_EXT)}) in {root}")
     return paths
 
 
-def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
-    """Write the dataset contract for a folder of synchronised videos."""
-    c = with_defaults(cfg, DEFAULTS, "videos")
+def _discover(c: dict) -> tuple[Path, list[Path], Path | None]:
+    """(root, video paths, calibration path or None) of a configuration, by listing only."""
     if c["root"] is None:
         raise ValueError("videos: set cfg['root'] to the folder of synchronised videos")
     root = Path(c["root"])
     if not root.is_dir():
         raise ValueError(f"videos: {root} is not a folder")
     paths = find_videos(root, c["views"])
-    V = len(paths)
-    rotate = list(c["rotate"]) if c["rotate"] is not None else [0] * V
-    if len(rotate) != V or any(r not in _ROT for r in rotate):
-        raise ValueError(f"videos: rotate must list 0/90/180/270 for each of the {V} views, got {rotate}")
-    infos = [video_info(p) for p in paths]
-    raw_sizes = np.array([[i["w"], i["h"]] for i in infos], dtype=np.float64)
-    n = min(i["frames"] for i in infos)
-    if len({i["frames"] for i in infos}) > 1:
-        warnings.warn(f"videos: unequal lengths {[i['frames'] for i in infos]}; using the first {n} frames", stacklevel=2)
-    start, stop = (0, n) if c["frames"] is None else (int(c["frames"][0]), min(int(c["frames"][1]), n))
-    if stop <= start:
-        raise ValueError(f"videos: empty frame range [{start}, {stop})")
-    # calibration (in the videos' own orientation, before `rotate`)
+    if len(paths) < 2:
+        raise ValueError(f"videos: {root} has {len(paths)} video ({', '.join(p.name for p in paths)}); "
+                         "triangulation needs at least 2 synchronised views")
     cal = c["calibration"]
     if cal is None:
         tomls = sorted(root.glob("*.toml")) + sorted(root.glob("calibration/*.toml"))
         js = root / "calibration.json"
         cal = tomls[0] if tomls else js if js.is_file() else False
     if cal is False:
+        return root, paths, None
+    cal = Path(cal)
+    if not cal.is_absolute() and not cal.exists():
+        cal = root / cal
+    if not cal.is_file():
+        raise ValueError(f"videos: calibration file {cal} does not exist")
+    return root, paths, cal
+
+
+def sources(cfg: dict) -> list[Path]:
+    """Every file a build with this configuration reads (videos, calibration): sorted, absolute."""
+    c = with_defaults(cfg, DEFAULTS, "videos")
+    _, paths, cal = _discover(c)
+    return sorted({p.resolve() for p in paths + ([cal] if cal else [])})
+
+
+def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
+    """Write the dataset contract for a folder of synchronised videos."""
+    c = with_defaults(cfg, DEFAULTS, "videos")
+    root, paths, cal = _discover(c)
+    V = len(paths)
+    rotate = list(c["rotate"]) if c["rotate"] is not None else [0] * V
+    if len(rotate) != V or any(r not in _ROT for r in rotate):
+        raise ValueError(f"videos: rotate must list 0/90/180/270 for each of the {V} views, got {rotate}")
+    rng = frame_range(c["frames"], "videos")
+    infos = [video_info(p) for p in paths]
+    warn_truncated(infos, paths, "videos")
+    raw_sizes = np.array([[i["w"], i["h"]] for i in infos], dtype=np.float64)
+    n = min(i["frames"] for i in infos)
+    if len({i["frames"] for i in infos}) > 1:
+        lengths = ", ".join(f"{p.name} {i['frames']}" for p, i in zip(paths, infos))
+        warnings.warn(f"videos: unequal lengths ({lengths}); using the first {n} frames", stacklevel=2)
+    fps = [i["fps"] for i in infos]
+    if max(fps) - min(fps) > 0.01 * max(fps):
+        warnings.warn(f"videos: frame rates differ ({', '.join(f'{p.name} {f:g}' for p, f in zip(paths, fps))}): "
+                      "frame i of each video is taken as the same instant; check the synchronisation", stacklevel=2)
+    start, stop = (0, n) if rng is None else (rng[0], min(rng[1], n))
+    if stop <= start:
+        raise ValueError(f"videos: frames [{start}, {stop}) is empty: the shortest video has {n} frames")
+    names = [p.stem for p in paths]
+    # calibration (in the videos' own orientation, before `rotate`)
+    if cal is None:
         cams = guess_cameras(raw_sizes, float(c["focal_guess"]))
         calibrated = False
-    elif str(cal).endswith(".toml"):
+    elif cal.name.endswith(".toml"):
         from .pose2sim import read_toml_calibration
-        _, cams = read_toml_calibration(Path(cal))
+        _, cams = read_toml_calibration(cal)
         if cams.V != V:
-            raise ValueError(f"videos: calibration {cal} has {cams.V} cameras for {V} videos")
+            raise ValueError(f"videos: calibration {cal} has {cams.V} cameras for {V} videos "
+                             f"({', '.join(p.name for p in paths)})")
+        check_sizes(cams.size, raw_sizes, names, cal, paths, "videos")
         cams = Cameras(cams.K, cams.R, cams.t, cams.dist, raw_sizes)
         calibrated = True
     else:
-        cams = _read_json_calibration(Path(cal), V, raw_sizes)
+        cams = _read_json_calibration(cal, V, raw_sizes)
+        check_sizes(cams.size, raw_sizes, names, cal, paths, "videos")
+        cams = Cameras(cams.K, cams.R, cams.t, cams.dist, raw_sizes)
         calibrated = True
+    check_rig(cams, names, what=f"videos: calibration {cal}" if cal else "videos")
     # apply the requested rotations to the cameras (intrinsics and the camera axes)
     K, R, t, size = cams.K.copy(), cams.R.copy(), cams.t.copy(), cams.size.copy()
     for v, deg in enumerate(rotate):
@@ -293,7 +425,7 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
         "dataset": "videos", "subjects": [c["subject"]], "clips": [c["clip"] or root.name], "actions": {},
         "fps": float(c["fps"] or infos[0]["fps"]), "crop_size": int(c["crop_size"]), "licence": "user data",
         "source": str(root.resolve()), "videos": [str(p.resolve()) for p in paths], "rotate": rotate,
-        "views": [p.stem for p in paths], "calibrated": calibrated, "images_stored": False,
+        "views": names, "calibrated": calibrated, "images_stored": False,
     }, float(c["test_fraction"]))
 
 

@@ -23,6 +23,7 @@ chunking of the frames gives identical keypoints (a chunk starts at the block bo
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -139,9 +140,10 @@ def _model(complexity: int, min_det: float) -> BlazePose:
 
 
 def detect_video(path, frame_numbers: np.ndarray, cfg: dict | None = None, rotate: int = 0,
-                 progress: bool = False, raw: bool = False) -> np.ndarray:
+                 progress: bool = False, raw: bool = False, undecodable: list | None = None) -> np.ndarray:
     """Keypoints [N,17,3] of one video at the given sorted frame numbers (tracker reset at
-    multiples of reset_every); raw=True: the 33 landmarks [N,33,3] (BLAZEPOSE names them)."""
+    multiples of reset_every); raw=True: the 33 landmarks [N,33,3] (BLAZEPOSE names them).
+    Frames that cannot be decoded are NaN; their numbers are appended to `undecodable`."""
     from tqdm import tqdm
 
     from ..data.videos import iter_frames
@@ -154,14 +156,18 @@ def detect_video(path, frame_numbers: np.ndarray, cfg: dict | None = None, rotat
     lo = (frame_numbers.min() // block) * block
     want = np.arange(lo, frame_numbers.max() + 1)
     results: dict[int, np.ndarray | None] = {}
+    lost: set[int] = set()
     bar = tqdm(total=len(want), desc=f"mediapipe {Path(path).name}", disable=not progress)
     for b0 in range(lo, frame_numbers.max() + 1, block):
         ids = want[(want >= b0) & (want < b0 + block)]
         pairs = list(iter_frames(path, ids, rotate))
         lms = track_sequence(model, (f for _, f in pairs), float(c["track_margin"]))
         results.update({i: lm for (i, _), lm in zip(pairs, lms)})
+        lost.update(i for i, f in pairs if f is None)
         bar.update(len(ids))
     bar.close()
+    if undecodable is not None:
+        undecodable += sorted(int(n) for n in set(frame_numbers.tolist()) & lost)
     lms = [results.get(int(n)) for n in frame_numbers]
     if raw:
         out = np.full((len(lms), len(BLAZEPOSE), 3), np.nan)
@@ -172,8 +178,17 @@ def detect_video(path, frame_numbers: np.ndarray, cfg: dict | None = None, rotat
     return _landmarks_to_kp(lms, float(c["min_conf"]))
 
 
+def sources(cfg: dict) -> list[Path]:
+    """Files this detector reads from its own configuration: none (it reads the dataset's
+    videos or crops, which the dataset's fingerprint covers; its model ships in the wheel)."""
+    with_defaults(cfg, DEFAULTS, "mediapipe detector")
+    return []
+
+
 def detect(cfg: dict, dataset: zarr.Group, frames: slice, context: dict) -> np.ndarray:
-    """keypoints2d [f,V,J,3] for the store's `frames`, from BlazePose on its videos or crops."""
+    """keypoints2d [f,V,J,3] for the store's `frames`, from BlazePose on its videos or crops.
+    Frames that cannot be decoded and crops with image_ok False are NaN (the former warned and
+    listed in context["flags"]["mediapipe"]["undecodable"] {video: [frame numbers]})."""
     c = with_defaults(cfg, DEFAULTS, "mediapipe detector")
     F = dataset["frame_index"].shape[0]
     start, stop, step = frames.indices(F)
@@ -196,9 +211,18 @@ def detect(cfg: dict, dataset: zarr.Group, frames: slice, context: dict) -> np.n
         if len(np.unique(clip)) > 1:
             raise ValueError("mediapipe detector: attrs['videos'] describes one clip; this store has several")
         order = np.argsort(frame_index, kind="stable")
+        lost: dict[str, list[int]] = {}
         for v in range(V):
-            kp = detect_video(videos[v], frame_index[order], c, int(rotate[v]), progress)
+            missing: list[int] = []
+            kp = detect_video(videos[v], frame_index[order], c, int(rotate[v]), progress, undecodable=missing)
             out[order, v] = kp
+            if missing:
+                lost[str(videos[v])] = missing
+        if lost:
+            context.setdefault("flags", {})["mediapipe"] = {"undecodable": lost}
+            warnings.warn("mediapipe detector: frames that could not be decoded are NaN: " + "; ".join(
+                f"{k} frames {', '.join(map(str, n[:10]))}{' ...' if len(n) > 10 else ''} ({len(n)})"
+                for k, n in lost.items()), stacklevel=2)
         return out
     if source != "images":
         raise ValueError(f"mediapipe detector: source must be videos, images or auto, got {source!r}")
@@ -208,9 +232,16 @@ def detect(cfg: dict, dataset: zarr.Group, frames: slice, context: dict) -> np.n
     S = dataset["images"].shape[2]
     boxes = np.asarray(dataset["crop_boxes"][start:stop:step], dtype=np.float64)
     imgs = dataset["images"]
+    # crops whose frame could not be decoded are black: no detection there (NaN)
+    image_ok = np.asarray(dataset["image_ok"][start:stop:step], bool) if "image_ok" in dataset \
+        else np.ones((len(ids), V), bool)
     for k, i in enumerate(ids):   # crops are already centred on the person: one still image each
+        if not image_ok[k].any():
+            continue
         block = np.asarray(imgs[i])
         for v in range(V):
+            if not image_ok[k, v]:
+                continue
             lm = model(block[v])
             if lm is not None:
                 kp = _landmarks_to_kp([lm], float(c["min_conf"]))[0]

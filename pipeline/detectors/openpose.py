@@ -27,7 +27,18 @@ Several people in a frame: `person` = "largest" (box of confident keypoints, are
 confidence), "track" (largest in the clip's first frame with a person, then the one whose
 box overlaps the previous choice most; always replayed from the clip's start, so chunks agree),
 "first", or an integer index. A missing file or a frame without a person gives NaN for that
-(frame, view) and is counted in the warning and in `context["flags"]["openpose"]`.
+(frame, view) and is counted in the warning and in `context["flags"]["openpose"]`, with the
+number of people in each file (`people_count`) and the share of frames with more than one
+person per view (`multi_person`, warned: the selection may take a bystander).
+
+Bad files: a damaged per-frame file (not UTF-8, not JSON, not an object with a `people` list,
+a person whose `pose_keypoints_2d` is not a flat list of numbers of length 3k, or whose point
+count differs from the folder's layout) is read as a missing frame and named in a warning:
+OpenPose writes each frame independently, so one bad file says nothing about the others, and a
+missing frame is what labelling already handles. More than half of a folder damaged is an
+error (the folder is not OpenPose output of this layout). Views of different layouts are
+refused (a COCO "head" is not a BODY_25B head). Points more than half an image outside the
+image are set to NaN and counted (`outside_image`).
 """
 from __future__ import annotations
 
@@ -35,6 +46,8 @@ import functools
 import json
 import re
 import warnings
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -133,52 +146,120 @@ def guess_layout(people: list[np.ndarray]) -> str:
     return "body25" if med < 0.05 else "body25b"
 
 
-def _frame_number(name: str) -> int | None:
-    nums = re.findall(r"\d+", Path(name).stem)
-    return int(nums[-1]) if nums else None
+def _numbers_from_names(names: list[str], where) -> list[int]:
+    """Frame numbers of per-frame files: the last integer of each name when those are unique,
+    else the first position (counting from the end) whose integers are unique; sorted order
+    when no name holds a number. ValueError naming the files otherwise (a stray or duplicated
+    file would shift every frame after it)."""
+    ints = [re.findall(r"\d+", Path(n).stem) for n in names]
+    if not any(ints):
+        return list(range(len(names)))
+    bare = [n for n, i in zip(names, ints) if not i]
+    if bare:
+        raise ValueError(f"openpose: {where}: {len(bare)} file name(s) without a frame number, e.g. {bare[:3]}; "
+                         "remove or rename them (the frame number is the last integer of the name)")
+    for k in range(1, min(len(i) for i in ints) + 1):
+        nums = [int(i[-k]) for i in ints]
+        if len(set(nums)) == len(nums):
+            return nums
+    nums = [int(i[-1]) for i in ints]
+    seen: dict[int, str] = {}
+    for n, name in zip(nums, names):
+        if n in seen:
+            raise ValueError(f"openpose: {where}: {seen[n]} and {name} have the same frame number {n}; "
+                             "keep one file per frame")
+        seen[n] = name
+    raise AssertionError("unreachable")
 
 
-def _read_openpose_file(path: Path) -> list[np.ndarray]:
+def _json_type(x) -> str:
+    return {dict: "object", list: "list", str: "string", type(None): "null", bool: "boolean"}.get(
+        type(x), "number" if isinstance(x, (int, float)) else type(x).__name__)
+
+
+def _read_openpose_file(path: Path) -> tuple[list[np.ndarray], str | None]:
+    """(people [K,3] each, None), or ([], why) when the file is damaged: not UTF-8, not JSON,
+    not an object with a 'people' list, or a person whose pose_keypoints_2d is not a flat list
+    of numbers whose length is a multiple of 3. A person without body keypoints is skipped."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"openpose: cannot read {path}: {e}") from e
+        text = path.read_bytes().decode("utf-8")
+    except OSError as e:
+        return [], f"cannot be read ({e.strerror or e})"
+    except UnicodeDecodeError as e:
+        return [], f"is not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r})"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        return [], f"is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"
+    if not isinstance(data, dict):
+        return [], f"holds a JSON {_json_type(data)}, not an OpenPose object with a 'people' list"
+    if "people" not in data:
+        return [], "has no 'people' key"
+    if not isinstance(data["people"], list):
+        return [], f"has 'people': {_json_type(data['people'])}, not a list"
     people = []
-    for p in data.get("people", []):
-        flat = np.asarray(p.get("pose_keypoints_2d", []), dtype=np.float64)
-        if flat.size == 0 or flat.size % 3:
+    for i, p in enumerate(data["people"]):
+        if not isinstance(p, dict):
+            return [], f"person {i} is a JSON {_json_type(p)}, not an object"
+        flat = p.get("pose_keypoints_2d", [])
+        if not isinstance(flat, list) or any(isinstance(v, (list, dict, str, bool)) or v is None for v in flat):
+            return [], f"person {i}: pose_keypoints_2d is not a flat list of numbers"
+        arr = np.asarray(flat, dtype=np.float64)
+        if arr.size == 0:
             continue
-        people.append(flat.reshape(-1, 3))
-    return people
+        if arr.size % 3:
+            return [], (f"person {i}: pose_keypoints_2d has {arr.size} values, not a multiple of 3 "
+                        "(x, y, confidence per point)")
+        people.append(arr.reshape(-1, 3))
+    return people, None
 
 
-def _read_source(src: Path) -> dict[int, list[np.ndarray]]:
-    """frame number -> people [K,3] (raw, zero confidence = missing) from a folder or a COCO file."""
+def _read_coco(src: Path) -> list[tuple[int, str, list[np.ndarray], str | None]]:
+    try:
+        data = json.loads(src.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"openpose: cannot read {src}: {e}") from e
+    if not isinstance(data, dict) or "annotations" not in data or "images" not in data:
+        raise ValueError(f"openpose: {src} is neither a folder of OpenPose files nor a COCO keypoint file "
+                         "(an object with 'images' and 'annotations')")
+    if not isinstance(data["images"], list) or not isinstance(data["annotations"], list):
+        raise ValueError(f"openpose: {src}: 'images' and 'annotations' must be lists")
+    try:
+        images = sorted(data["images"], key=lambda im: im["id"])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"openpose: {src}: every entry of 'images' needs an 'id' ({e})") from e
+    numbers = _numbers_from_names([str(im.get("file_name", "")) or f"image{k}" for k, im in enumerate(images)], src) \
+        if all(im.get("file_name") for im in images) else list(range(len(images)))
+    by_id = {im["id"]: n for im, n in zip(images, numbers)}
+    out: dict[int, list[np.ndarray]] = {n: [] for n in numbers}
+    for k, a in enumerate(data["annotations"]):
+        try:
+            kp = np.asarray(a.get("keypoints", []), dtype=np.float64)
+            score = float(a.get("score", 1.0))
+        except (AttributeError, TypeError, ValueError) as e:
+            raise ValueError(f"openpose: {src}: annotation {k} is not an object with numeric 'keypoints' ({e})") from e
+        if kp.ndim != 1 or kp.size % 3:
+            raise ValueError(f"openpose: {src}: annotation {k} has {kp.size} keypoint values, not a multiple of 3")
+        kp = kp.reshape(-1, 3)
+        if a.get("image_id") in by_id and kp.size:
+            # COCO visibility 0 means not labelled; 1/2 labelled: use the score if given
+            conf = np.where(kp[:, 2] > 0, score, 0.0)
+            out[by_id[a["image_id"]]].append(np.column_stack([kp[:, :2], conf]))
+    return [(n, src.name, out[n], None) for n in numbers]
+
+
+def _read_source(src: Path) -> list[tuple[int, str, list[np.ndarray], str | None]]:
+    """[(frame number, file name, people [K,3] raw (zero confidence = missing), damage or None)]
+    from a folder of OpenPose files or a COCO file, sorted by frame number."""
     if src.is_dir():
         files = sorted(src.glob("*.json"))
         if not files:
             raise ValueError(f"openpose: no .json files in {src}")
-        numbers = [_frame_number(f.name) for f in files]
-        if None in numbers or len(set(numbers)) != len(numbers):
-            numbers = list(range(len(files)))       # no usable numbers: sorted order
-        return {n: _read_openpose_file(f) for n, f in zip(numbers, files)}
+        numbers = _numbers_from_names([f.name for f in files], src)
+        rows = [(n, f.name, *_read_openpose_file(f)) for n, f in zip(numbers, files)]
+        return sorted(rows, key=lambda r: r[0])
     if src.is_file():
-        data = json.loads(src.read_text())
-        if "annotations" not in data or "images" not in data:
-            raise ValueError(f"openpose: {src} is neither a folder of OpenPose files nor a COCO keypoint file")
-        images = sorted(data["images"], key=lambda im: im["id"])
-        numbers = [_frame_number(im.get("file_name", "")) for im in images]
-        if None in numbers or len(set(numbers)) != len(numbers):
-            numbers = list(range(len(images)))
-        by_id = {im["id"]: n for im, n in zip(images, numbers)}
-        out: dict[int, list[np.ndarray]] = {n: [] for n in numbers}
-        for a in data["annotations"]:
-            kp = np.asarray(a.get("keypoints", []), dtype=np.float64).reshape(-1, 3)
-            if a.get("image_id") in by_id and kp.size:
-                # COCO visibility 0 means not labelled; 1/2 labelled: use the score if given
-                conf = np.where(kp[:, 2] > 0, float(a.get("score", 1.0)), 0.0)
-                out[by_id[a["image_id"]]].append(np.column_stack([kp[:, :2], conf]))
-        return out
+        return sorted(_read_coco(src), key=lambda r: r[0])
     raise ValueError(f"openpose: keypoint source {src} does not exist")
 
 
@@ -233,44 +314,145 @@ def select_people(frames: list[list[np.ndarray]], person) -> list[np.ndarray | N
     return out
 
 
+@dataclass(frozen=True)
+class ViewKeypoints:
+    """One view's keypoints as read from its JSON source.
+
+    numbers [N] int64 frame numbers (one per file, damaged files included); kp [N,17,3];
+    raw [N,K,3] the chosen person in the file's own layout (K = 0 when nobody was seen in the
+    whole source); layout (None when nobody was seen); people [N] int number of people in each
+    file (-1: damaged file); damaged {frame number: "<file> <what is wrong>"}."""
+    source: str
+    numbers: np.ndarray
+    kp: np.ndarray
+    raw: np.ndarray
+    layout: str | None
+    people: np.ndarray
+    damaged: dict
+
+
+# A damaged file is read as a missing frame (one bad frame should not stop a long recording);
+# when more than this share of a source's files are damaged the source itself is wrong
+# (another format, not OpenPose output): an error.
+MAX_DAMAGED_SHARE = 0.5
+
+
+def _signature(src: Path) -> tuple:
+    """What identifies a source's content cheaply (names, sizes, mtimes): the cache key, so an
+    edited file is read again in a long-lived process."""
+    files = sorted(src.glob("*.json")) if src.is_dir() else [src] if src.exists() else []
+    return tuple((f.name, st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()])
+
+
+def read_view(src, fmt: str = "auto", person="largest", min_conf: float = 0.05) -> ViewKeypoints:
+    """Read one view's keypoints (folder of OpenPose files or COCO file); see ViewKeypoints.
+    ValueError naming the source for a missing source, an unknown layout, or when more than
+    half of its files are damaged (naming the first); fewer damaged files are listed in
+    `damaged` (their frames are NaN)."""
+    p = Path(src).resolve()
+    return _load_cached(str(p), fmt, person, float(min_conf), _signature(p))
+
+
 @functools.lru_cache(maxsize=32)
-def _load_cached(src: str, fmt: str, person, min_conf: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    raw = _read_source(Path(src))
-    numbers = np.array(sorted(raw), dtype=np.int64)
+def _load_cached(src: str, fmt: str, person, min_conf: float, signature: tuple) -> ViewKeypoints:
+    rows = _read_source(Path(src))
+    numbers = np.array([r[0] for r in rows], dtype=np.int64)
+    damaged = {r[0]: f"{Path(src) / r[1]} {r[3]}" for r in rows if r[3] is not None}
     frames = []
-    for n in numbers:
-        people = []
-        for p in raw[int(n)]:
-            p = p.copy()
-            p[p[:, 2] < max(min_conf, 1e-12)] = np.nan   # OpenPose writes (0, 0, 0) for missing points
-            people.append(p)
-        frames.append(people)
-    layout = fmt
-    if fmt == "auto":
-        sample = [p for people in frames for p in people][:200]
-        layout = guess_layout(sample) if sample else "coco17"
-    if layout not in LAYOUTS:
+    for _, _, people, why in rows:
+        clean = []
+        for q in people:
+            q = q.copy()
+            # OpenPose writes (0, 0, 0) for missing points; non-finite values are missing too
+            q[~np.all(np.isfinite(q), axis=1) | (q[:, 2] < max(min_conf, 1e-12))] = np.nan
+            clean.append(q)
+        frames.append(clean)
+    if fmt != "auto" and fmt not in LAYOUTS:
         raise ValueError(f"openpose: unknown format {fmt!r}; choose auto, {', '.join(LAYOUTS)}")
-    names = LAYOUTS[layout]
-    for people in frames:
-        for p in people:
-            if p.shape[0] != len(names):
-                raise ValueError(f"openpose: {src} has a person with {p.shape[0]} points; layout {layout} has {len(names)}")
+    counts = Counter(q.shape[0] for people in frames for q in people)
+    layout = fmt if fmt != "auto" else None
+    if layout is None and counts:
+        K = counts.most_common(1)[0][0]
+        sample = [q for people in frames for q in people if q.shape[0] == K][:200]
+        try:
+            layout = guess_layout(sample)
+        except ValueError as e:
+            raise ValueError(f"openpose: {src}: {e}") from None
+    if layout is not None:
+        K = len(LAYOUTS[layout])
+        for i, (n, name, people, why) in enumerate(rows):
+            bad = [j for j, q in enumerate(frames[i]) if q.shape[0] != K]
+            if why is None and bad:
+                damaged[n] = (f"{Path(src) / name} person {bad[0]} has {frames[i][bad[0]].shape[0]} points; "
+                              f"the folder's layout {layout} has {K}")
+    if len(damaged) > MAX_DAMAGED_SHARE * len(rows):
+        first = damaged[min(damaged)]
+        raise ValueError(f"openpose: cannot read {src}: {len(damaged)} of {len(rows)} keypoint files are damaged, e.g. {first}; "
+                         "fix or remove them (check the format setting); a few damaged files are read as missing frames")
+    people_n = np.array([-1 if n in damaged else len(f) for n, f in zip(numbers, frames)], dtype=np.int64)
+    frames = [[] if n in damaged else f for n, f in zip(numbers, frames)]
     chosen = select_people(frames, person)
+    names = LAYOUTS[layout] if layout is not None else ()
     raw = np.full((len(numbers), len(names), 3), np.nan)
-    for i, p in enumerate(chosen):
-        if p is not None:
-            raw[i] = p
-    return numbers, to_joints17(raw, names), raw, layout
+    for i, q in enumerate(chosen):
+        if q is not None:
+            raw[i] = q
+    kp = to_joints17(raw, names) if layout is not None else np.full((len(numbers), J, 3), np.nan)
+    return ViewKeypoints(src, numbers, kp, raw, layout, people_n, damaged)
 
 
 def load_keypoints(src, fmt: str = "auto", person="largest", min_conf: float = 0.05,
-                   raw: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
+                   raw: bool = False) -> tuple[np.ndarray, np.ndarray, str | None]:
     """Read one view's keypoints. Returns (frame numbers [N] int64, keypoints [N,17,3], layout);
     raw=True: the chosen person's points in the file's own layout [N,K,3] (LAYOUTS[layout]
-    names them) instead of the 17 joints, e.g. to calibrate a rig with the feet and face too."""
-    numbers, kp, raw_kp, layout = _load_cached(str(Path(src).resolve()), fmt, person, float(min_conf))
-    return numbers.copy(), (raw_kp if raw else kp).copy(), layout
+    names them) instead of the 17 joints, e.g. to calibrate a rig with the feet and face too.
+    Damaged files give NaN frames (read_view lists them)."""
+    v = read_view(src, fmt, person, min_conf)
+    return v.numbers.copy(), (v.raw if raw else v.kp).copy(), v.layout
+
+
+def check_layouts(views: list[ViewKeypoints]) -> str | None:
+    """The one layout of all views (None when nobody is seen anywhere); ValueError naming the
+    folders and their layouts when they differ (a COCO 'head' is not a BODY_25B head)."""
+    found = {v.source: v.layout for v in views if v.layout is not None}
+    if len(set(found.values())) > 1:
+        listed = ", ".join(f"{Path(s).name} ({lay})" for s, lay in found.items())
+        raise ValueError(f"openpose: the views' keypoint layouts differ: {listed}; every view must come from the "
+                         "same detector and model (set format, or re-run the detector on the odd views)")
+    return next(iter(found.values()), None)
+
+
+def outside_image(kp: np.ndarray, size: np.ndarray, margin: float = 0.5) -> np.ndarray:
+    """Points far outside their image: kp [...,J,2|3], size [...,2] (w, h) -> bool [...,J];
+    True beyond `margin` image sizes from the image (no detector places a point there)."""
+    xy = np.asarray(kp, dtype=np.float64)[..., :2]
+    s = np.asarray(size, dtype=np.float64)[..., None, :]
+    with np.errstate(invalid="ignore"):
+        return np.any((xy < -margin * s) | (xy > (1 + margin) * s), axis=-1)
+
+
+def _short(names: list[str], n: int = 3) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def sources(cfg: dict) -> list[Path]:
+    """The files this detector reads from its own configuration (`json_dirs`): sorted absolute
+    paths; [] when it reads the dataset's attrs['openpose_json'] (the dataset's sources cover them)."""
+    c = with_defaults(cfg, DEFAULTS, "openpose detector")
+    src = c["json_dirs"]
+    if src is None:
+        return []
+    items = [s for v in src.values() for s in v] if isinstance(src, dict) else [src] if isinstance(src, (str, Path)) else list(src)
+    out = set()
+    for s in items:
+        p = Path(s).resolve()
+        if p.is_dir():
+            out.update(f.resolve() for f in p.glob("*.json"))
+        elif p.is_file():
+            out.add(p)
+        else:
+            raise ValueError(f"openpose: keypoint source {p} (detect2d.json_dirs) does not exist")
+    return sorted(out)
 
 
 def _sources(cfg: dict, dataset: zarr.Group) -> dict[int, list[str]]:
@@ -290,7 +472,12 @@ def _sources(cfg: dict, dataset: zarr.Group) -> dict[int, list[str]]:
 
 
 def detect(cfg: dict, dataset: zarr.Group, frames: slice, context: dict) -> np.ndarray:
-    """keypoints2d [f,V,J,3] of the store's `frames`, read from the JSON files."""
+    """keypoints2d [f,V,J,3] of the store's `frames`, read from the JSON files.
+
+    Flags in context["flags"]["openpose"] (and a warning naming the views or files):
+    missing_file, no_person, damaged_file, outside_image ((frame, view) counts; NaN there),
+    people_count [f][V] (people in each file, -1 without a readable file) and multi_person
+    {view: share of its frames with more than one person}."""
     c = with_defaults(cfg, DEFAULTS, "openpose detector")
     F = dataset["frame_index"].shape[0]
     start, stop, step = frames.indices(F)
@@ -298,25 +485,69 @@ def detect(cfg: dict, dataset: zarr.Group, frames: slice, context: dict) -> np.n
     frame_index = np.asarray(dataset["frame_index"][:])[ids]
     clip = np.asarray(dataset["clip"][:])[ids] if "clip" in dataset else np.zeros(len(ids), np.int64)
     V = dataset["K"].shape[1]
-    sources = _sources(c, dataset)
+    size = None
+    if "size" in dataset:
+        rig = np.asarray(dataset["rig"][:])[ids] if "rig" in dataset else np.zeros(len(ids), np.int64)
+        size = np.asarray(dataset["size"][:], dtype=np.float64)[rig]          # [f,V,2]
+    sources_ = _sources(c, dataset)
     out = np.full((len(ids), V, J, 3), np.nan, dtype=np.float32)
-    missing_file = no_person = 0
+    people = np.full((len(ids), V), -1, dtype=np.int64)
+    missing_file = no_person = n_damaged = n_outside = 0
+    damaged_files: list[str] = []
+    outside_views: dict[str, int] = {}
+    names = [""] * V
     for ci in np.unique(clip):
-        views = sources[int(ci)]
-        if len(views) != V:
-            raise ValueError(f"openpose: {len(views)} keypoint sources for {V} views")
+        srcs = sources_[int(ci)]
+        if len(srcs) != V:
+            raise ValueError(f"openpose: {len(srcs)} keypoint sources for {V} views ({_short([str(s) for s in srcs])})")
         rows = np.flatnonzero(clip == ci)
-        for v, src in enumerate(views):
-            numbers, kp, _ = load_keypoints(src, c["format"], c["person"], c["min_conf"])
-            pos = np.searchsorted(numbers, frame_index[rows])
-            pos = np.clip(pos, 0, max(len(numbers) - 1, 0))
+        # read once per stage run (the context lives as long as the run): no re-listing per chunk
+        cache = context.setdefault("_openpose_views", {})
+        views = []
+        for s in srcs:
+            key = (str(Path(s).resolve()), c["format"], c["person"], float(c["min_conf"]))
+            if key not in cache:
+                cache[key] = read_view(s, c["format"], c["person"], c["min_conf"])
+            views.append(cache[key])
+        check_layouts(views)
+        for v, vk in enumerate(views):
+            names[v] = names[v] or Path(vk.source).name
+            numbers = vk.numbers
+            pos = np.clip(np.searchsorted(numbers, frame_index[rows]), 0, max(len(numbers) - 1, 0))
             found = (len(numbers) > 0) & (numbers[pos] == frame_index[rows])
             missing_file += int((~found).sum())
-            vals = kp[pos[found]]
-            no_person += int(np.all(np.isnan(vals[..., 0]), axis=-1).sum())
+            vals = vk.kp[pos[found]].copy()
+            bad = np.array([int(n) in vk.damaged for n in numbers[pos[found]]], dtype=bool)
+            n_damaged += int(bad.sum())
+            damaged_files += [vk.damaged[int(n)] for n in numbers[pos[found]][bad]]
+            if size is not None:
+                far = outside_image(vals, size[rows[found], v]) & np.isfinite(vals[..., 0])
+                if far.any():
+                    vals[far] = np.nan
+                    n_outside += int(far.sum())
+                    outside_views[names[v]] = outside_views.get(names[v], 0) + int(far.any(-1).sum())
+            no_person += int((np.all(np.isnan(vals[..., 0]), axis=-1) & ~bad).sum())
             out[rows[found], v] = vals
+            people[rows[found], v] = vk.people[pos[found]]
+    flags = {"missing_file": missing_file, "no_person": no_person, "damaged_file": n_damaged,
+             "outside_image": n_outside, "people_count": people.tolist()}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        multi = {names[v]: float(np.mean(people[:, v] > 1)) for v in range(V) if np.any(people[:, v] > 1)}
+    flags["multi_person"] = multi
+    context.setdefault("flags", {})["openpose"] = flags
     if missing_file or no_person:
-        context.setdefault("flags", {})["openpose"] = {"missing_file": missing_file, "no_person": no_person}
         warnings.warn(f"openpose: {missing_file} (frame, view) without a file and {no_person} without a person: NaN",
                       stacklevel=2)
+    if n_damaged:
+        warnings.warn(f"openpose: {n_damaged} damaged keypoint file(s) read as missing frames (NaN): "
+                      f"{_short(damaged_files, 2)}; fix or remove them", stacklevel=2)
+    if n_outside:
+        warnings.warn(f"openpose: {n_outside} keypoints far outside the image set to NaN "
+                      f"(frames per view: {outside_views}); check the JSON files", stacklevel=2)
+    if multi:
+        share = ", ".join(f"{k} {100 * s:.0f}%" for k, s in multi.items())
+        warnings.warn(f"openpose: more than one person in view on a share of frames ({share}); person="
+                      f"{c['person']!r} keeps one per frame and may take a bystander for the subject: check these "
+                      "views, or set person to 'track' or an index (counts in context['flags']['openpose']"
+                      "['people_count'])", stacklevel=2)
     return out
