@@ -7,7 +7,7 @@
      "expect": "error" (a ValueError) or "flag" (a warning; the output is flagged),
      "match": a substring of the error message or of one warning}
 
-`run_case(name, folder)` runs the stages up to spec["stage"] with pipeline.stages.run_stage
+`run_case(name, folder)` runs the stages up to spec["stage"] with pipeline.orchestration.run_stage
 (preset cpu, a store under folder) and reports what a user sees. A benchmark
 (bench/faults.py) imports both.
 
@@ -665,9 +665,9 @@ def run_stages(overrides: dict, folder: Path, last: str = "detect2d") -> dict:
     Returns {"outcome": "error" | "crash" | "flag" | "silent", "message": the error or the
     warnings joined, "warnings": [...], "locations": {stage: location}}: "error" is a
     ValueError (what a user should get), "crash" any other exception."""
-    from pipeline.config import resolve
-    from pipeline.stages import run_stage
-    from pipeline.store import ArtifactStore
+    from pipeline.orchestration.config import resolve
+    from pipeline.orchestration import run_stage
+    from pipeline.orchestration.store import ArtifactStore
     cfg = resolve("cpu", {**overrides, "store.root": str(Path(folder) / "artifacts")})
     store = ArtifactStore(cfg["store"]["root"])
     stages = ["dataset"] + (["detect2d"] if last == "detect2d" else [])

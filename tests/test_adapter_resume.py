@@ -1,7 +1,7 @@
 """kill -9 while a dataset adapter builds, then run again: the run resumes and ends bit-identical
 to an uninterrupted build (every array, its chunks and dimension names, and the attrs).
 
-The build runs in a real subprocess (`pipeline.stages.run_stage("dataset", ...)`) that sends
+The build runs in a real subprocess (`pipeline.orchestration.run_stage("dataset", ...)`) that sends
 itself SIGKILL just before its n-th write to the zarr store (a chunk, a metadata document or an
 attrs update; deletions count too), n drawn at random over the writes of an uninterrupted build;
 the next run resumes from whatever the killed one left, and may itself be killed.
@@ -38,8 +38,8 @@ for name in ("set", "delete", "delete_dir"):
     if hasattr(zarr.storage.LocalStore, name):
         wrap(name)
 warnings.simplefilter("ignore")
-from pipeline.stages import run_stage
-from pipeline.store import ArtifactStore
+from pipeline.orchestration import run_stage
+from pipeline.orchestration.store import ArtifactStore
 res = run_stage("dataset", cfg, ArtifactStore(cfg["store"]["root"]), progress=False)
 print(json.dumps({"writes": n[0], "location": res["location"], "status": res["status"]}))
 """
@@ -54,7 +54,7 @@ def _child(cfg: dict, kill_at: int = 0) -> tuple[int, dict | None, str]:
 
 
 def _cfg(overrides: dict, root: Path) -> dict:
-    from pipeline.config import resolve
+    from pipeline.orchestration.config import resolve
     return json.loads(json.dumps(resolve("cpu", {**overrides, "store.root": str(root)})))
 
 
@@ -85,8 +85,8 @@ def _setups(kind: str, tmp: Path) -> dict:
 
 def _reference(cfg: dict, monkeypatch) -> tuple[int, zarr.Group]:
     """An uninterrupted build in this process, counting its writes as the child does."""
-    from pipeline.stages import run_stage
-    from pipeline.store import ArtifactStore
+    from pipeline.orchestration import run_stage
+    from pipeline.orchestration.store import ArtifactStore
     n = [0]
     with monkeypatch.context() as m:
         for name in ("set", "delete", "delete_dir"):
