@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from ... import detectors
-from ...detectors import gt as gt_detector
 from .. import plugins
 from ..context import Context
 from ..progress import Progress
@@ -17,10 +16,7 @@ OWN = ("detector", "chunk")
 
 
 def _defaults(preset: str, name: str | None) -> dict:
-    sec = plugins.section(detectors.DETECTORS, name, KIND, preset, {"detector": name, "chunk": 256})
-    if preset == "cpu" and name == "gt" and "invisible_conf" in sec and not hasattr(gt_detector, "PRESETS"):
-        sec["invisible_conf"] = 0.5  # GT 2D places every joint, as a real detector does
-    return sec
+    return plugins.section(detectors.DETECTORS, name, KIND, preset, {"detector": name, "chunk": 256})
 
 
 def _params(section) -> dict:
