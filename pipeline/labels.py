@@ -34,6 +34,10 @@ homography explains: a duplicated view or a pure rotation) are refused with an e
 both: which of the two is the real view cannot be told, and a duplicate's labels would be
 wrong for its images. A view out of sync with the others (pipeline.sync, `sync` = "check")
 is refused with an error naming it and its offset in frames. known mode: camera.check_rig.
+Outliers inside the image (a detector's gross errors, left/right swaps): the rig's pairs are
+estimated robustly (pipeline/rig.py), and in known / rig mode with pair triangulation each
+joint's views are checked against the consensus of the others (triangulate.consensus_outliers,
+outlier_px) and a view that disagrees is left out of that joint (`outliers` counts them).
 
 The canonical scale: a label is root-relative and divided by its pose's mean bone length
 over the 16 bones of joints.BONES (`canonical_scale`), so it is in "mean bones" whatever
@@ -232,8 +236,14 @@ def outside_image(kp2d: np.ndarray, size: np.ndarray, margin: float) -> np.ndarr
 
 
 def _normalised(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict):
-    """Undistorted normalised points xn [F,V,J,2], weights w [F,V,J] (0 = unusable) and the
-    wild points [F,V,J] bool (outside_image: treated as missing)."""
+    """Undistorted normalised points xn [F,V,J,2] and weights w [F,V,J] (0 = unusable; wild
+    points, outside_image, are unusable)."""
+    xn, w, _ = _screened(kp2d, cams, cfg)
+    return xn, w
+
+
+def _screened(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict):
+    """_normalised's xn [F,V,J,2], w [F,V,J] and the wild points [F,V,J] bool (outside_image)."""
     F, V = kp2d.shape[:2]
     uv = kp2d[..., :2]
     conf = kp2d[..., 2]
@@ -335,7 +345,7 @@ def calibrate(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, *
         camera.check_rig(cams, names, "labels (known mode)")
         if not cams.has_extrinsics:
             raise ValueError("labels: mode 'known' needs finite extrinsics R, t; use mode 'rig' or 'per-frame'")
-    xn, w, wild = _normalised(kp2d, cams, cfg)
+    xn, w, wild = _screened(kp2d, cams, cfg)
     diag: dict = {}
     # 1. wild points: counted and named per camera
     n_wild = wild.sum((0, 2))
@@ -524,8 +534,15 @@ def _label_with_rig(xn, w, cams: camera.Cameras, cfg: dict, known: bool) -> dict
     Xw, okJ, cand, cok = _triangulate_frames(xn, w, geo, cfg, out)
     outliers = np.zeros((F, V, J), bool)
     if cfg["triangulation"] == "pairs" and cfg["outlier_px"] > 0 and V >= 3:
-        for a in range(0, F, 2048):  # blocks bound the [f,Q,V,J,3] temporaries
-            b = slice(a, a + 2048)
+        # only frames where the fused joints miss some observation by half the threshold can
+        # hold an outlier (the fused point lies between the candidates): the rest skip the test
+        Xc = Xw[:, None] @ np.swapaxes(R, 1, 2)[None] + t[None, :, None, :]  # [F,V,J,3]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            d = Xc[..., :2] / Xc[..., 2:3] - xn
+            r0 = np.sqrt(d[..., 0] ** 2 + d[..., 1] ** 2) * focal[None, :, None]
+        suspect = np.flatnonzero(np.any((w > 0) & ~(r0 <= 0.5 * cfg["outlier_px"]), axis=(1, 2)))
+        for a in range(0, len(suspect), 2048):  # blocks bound the [f,Q,V,J,3] temporaries
+            b = suspect[a:a + 2048]
             outliers[b] = tri.consensus_outliers(cand[b], cok[b], xn[b], w[b], R, t, focal, cfg["outlier_px"])
         redo = np.flatnonzero(outliers.any((1, 2)))
         if len(redo):
@@ -692,7 +709,7 @@ def label_chunk(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None,
     """
     cfg = resolve_cfg(cfg)
     kp2d = _check_inputs(kp2d, cams)
-    xn, w, wild = _normalised(kp2d, cams, cfg)
+    xn, w, wild = _screened(kp2d, cams, cfg)
     outside = wild.sum(-1).astype(np.int16)
     if cfg["mode"] == "per-frame":
         out = _label_per_frame(xn, w, cams, cfg, progress)

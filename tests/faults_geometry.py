@@ -278,3 +278,24 @@ def _truth_for(name: str) -> camera.Cameras:
 
 def _poses_for(name: str, F: int) -> np.ndarray:
     return smooth_motion(F, seed=TRUTH_SEED)
+
+
+# ------------------------------------------------------------------ a detector for stage tests
+
+def _gt_defaults() -> dict:
+    from pipeline.detectors.gt import DEFAULTS as GT
+    return {**GT, "blind_view": 1}
+
+
+DEFAULTS = _gt_defaults()  # detector plug-in defaults of detect_blind_view (the gt detector's + blind_view)
+
+
+def detect_blind_view(cfg: dict, dataset, frames: slice, context: dict) -> np.ndarray:
+    """The gt detector, except that view cfg["blind_view"] sees nobody (all NaN): a camera
+    whose lens was capped, for the label stage end to end. [f,V,J,3]."""
+    from pipeline.detectors.gt import detect
+    c = dict(cfg)
+    v = int(c.pop("blind_view"))
+    kp = np.array(detect(c, dataset, frames, context), dtype=np.float32)
+    kp[:, v] = np.nan
+    return kp
