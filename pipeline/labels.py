@@ -29,10 +29,10 @@ the image size is a wild point, treated as missing (counted, warned about per ca
 camera that sees nobody, or shares fewer than 8 joints with every other camera, or (rig) cannot
 be placed, is left out with a warning (its extrinsics NaN, its labels NaN; diag says why) and
 the others are calibrated and labelled; fewer than 2 cameras left is an error naming each
-camera and why. Two views without a baseline (identical keypoints, or correspondences one
-homography explains: a duplicated view or a pure rotation) are refused with an error naming
-both: which of the two is the real view cannot be told, and a duplicate's labels would be
-wrong for its images. A view out of sync with the others (pipeline.sync, `sync` = "check")
+camera and why. Two views without a baseline (identical keypoints, or rays one rotation maps
+onto each other: a duplicated view or a camera only turned; rig mode: two cameras calibrated
+at the same place) are refused with an error naming both: which of the two is the real view
+cannot be told, and a duplicate's labels would be wrong for its images. A view out of sync with the others (pipeline.sync, `sync` = "check")
 is refused with an error naming it and its offset in frames. known mode: camera.check_rig.
 Outliers inside the image (a detector's gross errors, left/right swaps): the rig's pairs are
 estimated robustly (pipeline/rig.py), and in known / rig mode with pair triangulation each
@@ -88,8 +88,8 @@ DEFAULTS: dict = {
                                    # error) from the consensus of the other views is left out of that joint; 0: off
     "image_margin": 0.5,           # a keypoint farther outside its image than this x the image's width
                                    # (height) is a wild point: treated as missing, counted and warned about
-    "no_baseline_ratio": 5.0,      # two views have no baseline when one homography explains their pooled
-                                   # joints within this x the epipolar (Sampson) error; 0 turns the test off
+    "no_baseline_ratio": 3.0,      # two views have no baseline when one rotation maps their pooled joints'
+                                   # rays within this x the epipolar (Sampson) error; 0 turns the test off
     "sync": "check",               # check: refuse a view whose frame offset (pipeline.sync) is clearly not 0 | off
     "sync_max_lag": 10,            # largest frame offset the sync check searches, frames
     "sync_frames": 64,             # anchor frames the sync check pairs at every lag
@@ -330,7 +330,7 @@ def calibrate(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, *
 
     Returns (Cameras, diag): cameras_used [V] bool, camera_status [V] ("ok" or why it was left
     out), usable_joints [V], keypoints_outside [V] (wild points), baseline_pairs [P,2] with
-    baseline_points, baseline_coincide, baseline_homography_px, baseline_epipolar_px [P]
+    baseline_points, baseline_coincide, baseline_rotation_px, baseline_epipolar_px [P]
     (rig.baseline_evidence), sync_* (pipeline.sync.estimate_offsets: sync_offsets [V],
     sync_relative [V], sync_ratio [V], sync_sharpness [V], sync_clear [V], sync_cost_px
     [P',L], sync_pairs [P',2], sync_lags [L], sync_skipped, sync_seconds); in rig mode also
@@ -390,13 +390,13 @@ def calibrate(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, *
                 f"labels: {names[i]} and {names[j]} show the same keypoints ({100 * ev['coincide'][p]:.0f} % of the "
                 f"{ev['points'][p]} joints both see are within 1 px): a duplicated view (copied keypoint files?) has "
                 "no baseline and one of them is not what its images show; remove the duplicate or fix its keypoints")
-        h, e = ev["homography_px"][p], ev["epipolar_px"][p]
+        rot, e = ev["rotation_px"][p], ev["epipolar_px"][p]
         ratio = cfg["no_baseline_ratio"]
-        if ratio > 0 and np.isfinite(h) and np.isfinite(e) and h <= ratio * max(e, 0.25):
+        if ratio > 0 and np.isfinite(rot) and np.isfinite(e) and rot <= ratio * max(e, 0.25):
             raise ValueError(
-                f"labels: {names[i]} and {names[j]} have no baseline: one homography explains their "
-                f"{ev['points'][p]} pooled joints (median transfer error {h:.2f} px vs {e:.2f} px epipolar error): "
-                "the same camera centre (a duplicated view, or a camera only rotated). Such a pair cannot "
+                f"labels: {names[i]} and {names[j]} have no baseline: one rotation maps the rays of their "
+                f"{ev['points'][p]} pooled joints onto each other (median {rot:.2f} px, vs {e:.2f} px epipolar "
+                "error): the same camera centre (a duplicated view, or a camera only turned). Such a pair cannot "
                 "triangulate; remove one of the two views (or set label.no_baseline_ratio=0 if they are "
                 "genuinely apart)")
     # 4. synchronisation
@@ -424,7 +424,7 @@ def calibrate(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, *
         keep = np.array([st == "ok" for st in status])
         if keep.sum() < 2:
             raise _too_few_cameras(names, status, "calibrated")
-        diag["R_est"], diag["t_est"] = R, t
+        _check_estimated_baselines(R, t, keep, names)
     R[~keep], t[~keep] = np.nan, np.nan
     if cfg["mode"] != "per-frame":
         camera.check_rig(camera.Cameras(cams.K[keep], R[keep], t[keep], cams.dist[keep], cams.size[keep]),
@@ -437,6 +437,25 @@ def calibrate(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, *
     if cfg["mode"] == "rig":
         diag["R_est"], diag["t_est"] = R, t
     return camera.Cameras(cams.K, R, t, cams.dist, cams.size), diag
+
+
+def _check_estimated_baselines(R: np.ndarray, t: np.ndarray, keep: np.ndarray, names: list[str],
+                               min_ratio: float = 0.02) -> None:
+    """The estimated rig's safety net for a view the keypoint test let through: two placed
+    cameras whose centres lie closer than min_ratio x the rig's median baseline are refused."""
+    idx = np.flatnonzero(keep)
+    if len(idx) < 3:  # the gauge fixes the only baseline of a two-camera rig to 1
+        return
+    C = camera.camera_center(R[idx], t[idx])
+    d = np.linalg.norm(C[:, None] - C[None], axis=-1)
+    iu = np.triu_indices(len(idx), 1)
+    med = float(np.median(d[iu]))
+    for a, b in zip(*iu):
+        if d[a, b] < min_ratio * med:
+            raise ValueError(
+                f"labels: {names[idx[a]]} and {names[idx[b]]} were calibrated at the same place (estimated baseline "
+                f"{d[a, b] / med:.3f} x the rig's median): a duplicated view or a camera only turned cannot "
+                "triangulate; remove one of the two views")
 
 
 def _sync_check(kp2d, w, cams: camera.Cameras, cfg: dict, keep: np.ndarray, names: list[str]) -> dict:

@@ -155,6 +155,12 @@ def pure_rotation_per_frame():
     return kp[:60], cams, {"mode": "per-frame"}, "error:camera 0 and camera 1 have no baseline"
 
 
+def pure_rotation_caught_by_the_estimated_rig():
+    # the keypoint test off: the calibrated rig's two centres coincide, and that is refused too
+    kp, cams, cfg, _ = pure_rotation_rig()
+    return kp, cams, {**cfg, "no_baseline_ratio": 0.0}, "error:camera 0 and camera 1 were calibrated at the same place"
+
+
 def desynchronised_view_rig():
     _, kp, cams = _world(F=300)
     kp = syncmod.shift_view(kp, 2, 5)  # the view offset by 5 frames
@@ -203,6 +209,7 @@ CASES: dict[str, Callable[[], tuple[np.ndarray, camera.Cameras, dict, str]]] = {
         camera0_sees_nobody_rig, camera_sees_nobody_known, camera_sees_nobody_per_frame,
         camera_shares_too_few_rig, three_cameras_see_nobody_rig, duplicated_keypoints_rig,
         duplicated_keypoints_per_frame, duplicated_camera_known, pure_rotation_rig, pure_rotation_per_frame,
+        pure_rotation_caught_by_the_estimated_rig,
         desynchronised_view_rig, desynchronised_camera0_known, synchronised_smooth_motion_rig,
         outliers_inside_image_rig, left_right_swaps_rig, config_mode_typo, config_negative_threshold)
 }
