@@ -142,11 +142,11 @@ def duplicated_camera_known():
     return kp, cams, {"mode": "known"}, "error:camera 0 and camera 1 are at the same place"
 
 
-def pure_rotation_rig():
+def pure_rotation_rig(F: int = 240):
     cams = rig()
     R1, t1 = camera.look_at(cams.centers[0], np.array([300.0, 400.0, 900.0]))  # camera 0's centre, turned
     cams = _with_camera(cams, 1, R1, t1)
-    _, kp, cams = _world(cams=cams)
+    _, kp, cams = _world(F=F, cams=cams)
     return kp, cams.without_extrinsics(), {"mode": "rig"}, "error:camera 0 and camera 1 have no baseline"
 
 
@@ -157,8 +157,8 @@ def pure_rotation_per_frame():
 
 def pure_rotation_caught_by_the_estimated_rig():
     # the keypoint test off: the calibrated rig's two centres coincide, and that is refused too
-    kp, cams, cfg, _ = pure_rotation_rig()
-    return kp, cams, {**cfg, "no_baseline_ratio": 0.0}, "error:camera 0 and camera 1 were calibrated at the same place"
+    kp, cams, cfg, _ = pure_rotation_rig(F=120)
+    return kp, cams, {**cfg, "no_baseline_ratio": 0.0, "ba_frames": 120}, "error:camera 0 and camera 1 were calibrated at the same place"
 
 
 def desynchronised_view_rig():
