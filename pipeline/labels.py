@@ -32,12 +32,15 @@ the others are calibrated and labelled; fewer than 2 cameras left is an error na
 camera and why. Two views without a baseline (identical keypoints, or rays one rotation maps
 onto each other: a duplicated view or a camera only turned; rig mode: two cameras calibrated
 at the same place) are refused with an error naming both: which of the two is the real view
-cannot be told, and a duplicate's labels would be wrong for its images. A view out of sync with the others (pipeline.sync, `sync` = "check")
-is refused with an error naming it and its offset in frames. known mode: camera.check_rig.
-Outliers inside the image (a detector's gross errors, left/right swaps): the rig's pairs are
-estimated robustly (pipeline/rig.py), and in known / rig mode with pair triangulation each
-joint's views are checked against the consensus of the others (triangulate.consensus_outliers,
-outlier_px) and a view that disagrees is left out of that joint (`outliers` counts them).
+cannot be told, and a duplicate's labels would be wrong for its images. A view out of sync
+with the others (pipeline.sync, `sync` = "check") is refused with an error naming it and its
+offset in frames ("correct" is not offered: a view's label at frame f would need the other
+views' keypoints of other frames, which a chunk does not hold; the data must be aligned
+upstream). known mode: camera.check_rig. Outliers inside the image (a detector's gross
+errors, left/right swaps): the rig's pairs are estimated robustly (pipeline/rig.py), and in
+known / rig mode with pair triangulation each joint's views are checked against the consensus
+of the others (triangulate.consensus_outliers, outlier_px) and a view that disagrees is left
+out of that joint (`outliers` counts them; per-frame mode relies on its per-frame RANSAC).
 
 The canonical scale: a label is root-relative and divided by its pose's mean bone length
 over the 16 bones of joints.BONES (`canonical_scale`), so it is in "mean bones" whatever
@@ -479,10 +482,10 @@ def _sync_check(kp2d, w, cams: camera.Cameras, cfg: dict, keep: np.ndarray, name
             o = int(d["relative"][v])
             later = "later" if o > 0 else "earlier"
             fix = (f"drop its first {o} frames" if o > 0 else f"drop the first {-o} frames of the other views")
-            msgs.append(f"{names[v]} is {abs(o)} frame(s) out of sync: its keypoints match the other views' best "
-                        f"{abs(o)} frame(s) {later} (its frame f{o:+d} shows what they show at frame f; epipolar "
-                        f"error {d['cost_at_offset_px'][v]:.2f} px there vs {d['cost_at_reference_px'][v]:.2f} px "
-                        f"in step); {fix}")
+            msgs.append(f"{names[v]} is out of sync by about {o:+d} frames: its keypoints match the other views' "
+                        f"best {abs(o)} frame(s) {later} (its frame f{o:+d} shows what they show at frame f; "
+                        f"epipolar error {d['cost_at_offset_px'][v]:.2f} px there vs "
+                        f"{d['cost_at_reference_px'][v]:.2f} px in step); {fix}")
         raise ValueError("labels: " + "; ".join(msgs) + ". Fix the recording's synchronisation (or set "
                          "label.sync=off to label anyway)")
     return out

@@ -164,13 +164,13 @@ def pure_rotation_caught_by_the_estimated_rig():
 def desynchronised_view_rig():
     _, kp, cams = _world(F=300)
     kp = syncmod.shift_view(kp, 2, 5)  # the view offset by 5 frames
-    return kp, cams.without_extrinsics(), {"mode": "rig"}, "error:camera 2 is 5 frame(s) out of sync"
+    return kp, cams.without_extrinsics(), {"mode": "rig"}, "error:camera 2 is out of sync by about +5 frames"
 
 
 def desynchronised_camera0_known():
     _, kp, cams = _world(F=300)
     kp = syncmod.shift_view(kp, 0, -3)
-    return kp, cams, {"mode": "known"}, "error:camera 0 is 3 frame(s) out of sync"
+    return kp, cams, {"mode": "known"}, "error:camera 0 is out of sync by about -3 frames"
 
 
 def synchronised_smooth_motion_rig():
