@@ -121,6 +121,21 @@ def is_degenerate(x1: np.ndarray, x2: np.ndarray, thr1: float, thr2: float,
     return bool(np.mean(resid < thr2) >= planar_ratio)
 
 
+def sampson_px(E: np.ndarray, x1: np.ndarray, x2: np.ndarray, focal: float) -> np.ndarray:
+    """First-order geometric (Sampson) distance to x2ᵀ E x1 = 0, in pixels (Hartley &
+    Zisserman eq. 11.9, scaled by `focal`, pixels per normalised unit).
+
+    E [...,3,3]; x1, x2 [...,N,2] normalised coordinates -> [...,N] (NaN where a point is NaN)."""
+    h1 = np.concatenate([x1, np.ones(x1.shape[:-1] + (1,))], -1)
+    h2 = np.concatenate([x2, np.ones(x2.shape[:-1] + (1,))], -1)
+    Ex1 = np.einsum("...ab,...nb->...na", E, h1)
+    Etx2 = np.einsum("...ba,...nb->...na", E, h2)
+    num = np.einsum("...na,...na->...n", h2, Ex1) ** 2
+    den = Ex1[..., 0] ** 2 + Ex1[..., 1] ** 2 + Etx2[..., 0] ** 2 + Etx2[..., 1] ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return focal * np.sqrt(num / den)
+
+
 def estimate_pair(x1n: np.ndarray, x2n: np.ndarray, K1: np.ndarray, K2: np.ndarray,
                   method: str = "essential", robust: int = cv2.USAC_MAGSAC, threshold_px: float = 3.0,
                   prob: float = 0.999, min_inliers: int = 8, min_inlier_ratio: float = 0.5,

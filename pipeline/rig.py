@@ -2,7 +2,14 @@
 every camera pair once, chain the pairs into one rig, refine it by bundle adjustment.
 
 The rig's frame is camera 0's (R₀ = I, t₀ = 0) and its scale is fixed by |C₁ - C₀| = 1:
-without known extrinsics the metric scale is unobservable. Intrinsics are given.
+without known extrinsics the metric scale is unobservable. Intrinsics are given. A camera that
+cannot be placed is left out (NaN pose); the frame and the gauge are then those of the first
+two placed cameras.
+
+`baseline_evidence` tells, from the pooled keypoints alone, whether two views have any
+baseline: views whose keypoints coincide (a duplicated view), or whose rays one rotation maps
+onto each other within the detector's noise (the same centre: a duplicate or a camera only
+turned), cannot triangulate.
 """
 from __future__ import annotations
 
@@ -40,22 +47,29 @@ def pool_pair(xn: np.ndarray, w: np.ndarray, i: int, j: int, max_points: int = 2
 
 
 def chain_pairs(V: int, pairs: np.ndarray, ests: list, xn: np.ndarray, w: np.ndarray,
-                focal: np.ndarray):
+                focal: np.ndarray, root: int = 0):
     """Chain relative poses into one rig along a maximum spanning tree (weight: inliers).
 
-    Camera 0 is the origin; the first edge fixes the unit baseline; each later camera k,
-    reached from a placed camera m, gets R_k = R_mk R_m and t_k = R_mk t_m + s t_mk with the
-    scale s from the joints already triangulated by the placed cameras (median of per-point
-    least-squares scales). Returns R [V,3,3], t [V,3] (NaN for unreachable cameras), order.
+    Camera `root` is the origin (R = I, t = 0); the first edge fixes the unit baseline; each
+    later camera k, reached from a placed camera m, gets R_k = R_mk R_m and t_k = R_mk t_m +
+    s t_mk with the scale s from the joints already triangulated by the placed cameras (median
+    of per-point least-squares scales). An edge whose scale cannot be fixed (fewer than 3
+    joints seen by camera k and two placed cameras) is skipped. Returns R [V,3,3], t [V,3]
+    (NaN for cameras that cannot be reached), order (placed cameras in chaining order) and
+    notes {camera: why it was not placed} for the cameras with an estimated pair that still
+    could not be placed.
     """
     R = np.full((V, 3, 3), np.nan)
     t = np.full((V, 3), np.nan)
-    placed = {0}
-    R[0], t[0] = np.eye(3), np.zeros(3)
-    order = [0]
+    placed = {root}
+    R[root], t[root] = np.eye(3), np.zeros(3)
+    order = [root]
+    notes: dict[int, str] = {}
     edges = {(int(a), int(b)): e for (a, b), e in zip(pairs, ests) if e.ok}
+    skipped: set = set()
     while len(placed) < V:
-        cand = [(e.n_inliers, a, b) for (a, b), e in edges.items() if (a in placed) != (b in placed)]
+        cand = [(e.n_inliers, a, b) for (a, b), e in edges.items()
+                if (a in placed) != (b in placed) and (a, b) not in skipped]
         if not cand:
             break
         _, a, b = max(cand)
@@ -70,10 +84,74 @@ def chain_pairs(V: int, pairs: np.ndarray, ests: list, xn: np.ndarray, w: np.nda
             s = 1.0
         else:
             s = _chain_scale(Rk, Rmk @ t[m], tmk, sorted(placed), R, t, k, xn, w, focal)
+            if not np.isfinite(s):
+                skipped.add((a, b))
+                notes[k] = "too few joints seen with two placed cameras to fix its distance"
+                continue
         R[k], t[k] = Rk, Rmk @ t[m] + s * tmk
         placed.add(k)
+        notes.pop(k, None)
         order.append(k)
-    return R, t, order
+    return R, t, order, notes
+
+
+def rotation_fit(x1: np.ndarray, x2: np.ndarray, iterations: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """The rotation that best maps view 1's rays onto view 2's (Kabsch on unit rays, trimmed:
+    rays farther than 3x the median angle are dropped and the fit repeated). x1, x2 [N,2]
+    normalised points. -> R [3,3] (x2 ~ R x1 for a camera turned about its centre), angles
+    [N] radians between R r1 and r2 (the parallax a rotation cannot explain)."""
+    r1 = np.concatenate([x1, np.ones((len(x1), 1))], 1)
+    r2 = np.concatenate([x2, np.ones((len(x2), 1))], 1)
+    r1 /= np.linalg.norm(r1, axis=1, keepdims=True)
+    r2 /= np.linalg.norm(r2, axis=1, keepdims=True)
+    keep = np.ones(len(r1), bool)
+    for _ in range(iterations):
+        U, _, Vt = np.linalg.svd(r2[keep].T @ r1[keep])
+        R = U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))]) @ Vt
+        ang = np.arccos(np.clip(np.einsum("na,na->n", r1 @ R.T, r2), -1.0, 1.0))
+        keep = ang <= 3.0 * np.median(ang) + 1e-15
+    return R, ang
+
+
+def baseline_evidence(uv: np.ndarray, xn: np.ndarray, w: np.ndarray, K: np.ndarray,
+                      pairs: np.ndarray | None = None, max_points: int = 3000, threshold_px: float = 3.0,
+                      coincide_px: float = 1.0, seed: int = 0) -> dict:
+    """Per camera pair, the evidence that the two views have no baseline.
+
+    uv [F,V,J,2] pixels, xn [F,V,J,2] undistorted normalised points, w [F,V,J] (> 0 usable),
+    K [V,3,3]; pairs [P,2] (default all_pairs(V)). On the pooled joints both views see (at
+    most max_points): points [P]; coincide [P], the share whose pixel positions differ by
+    less than coincide_px (a duplicated view); rotation_px [P], the median angle (in pixels)
+    between the rays a best-fit rotation maps (rotation_fit): two views from one centre are
+    related by a rotation alone, up to the detector's noise; epipolar_px [P], the median
+    Sampson distance of a robust essential matrix (cv2.findEssentialMat, USAC), the noise
+    gauge. Measured on synthetic pairs at σ = 1-5 px: rotation_px / epipolar_px is 2.4 (median;
+    up to 5 for a view turned 40° at σ = 5 px) from one centre, and above 5.5 at σ = 2 px
+    (3.2 at 5 px) for cameras 3-20° apart, even for a person standing still. NaN where fewer
+    than 30 points.
+    """
+    V = xn.shape[1]
+    pairs = all_pairs(V) if pairs is None else np.asarray(pairs).reshape(-1, 2)
+    P = len(pairs)
+    out = {"points": np.zeros(P, np.int64), "coincide": np.full(P, np.nan),
+           "rotation_px": np.full(P, np.nan), "epipolar_px": np.full(P, np.nan)}
+    for p, (i, j) in enumerate(pairs):
+        x1, x2, fj = pool_pair(xn, w, i, j, max_points, seed + p)
+        n = len(x1)
+        out["points"][p] = n
+        if n < 30:
+            continue
+        d = np.linalg.norm(uv[fj[:, 0], i, fj[:, 1]] - uv[fj[:, 0], j, fj[:, 1]], axis=-1)
+        out["coincide"][p] = float(np.mean(d < coincide_px))
+        f = 0.25 * (K[i, 0, 0] + K[i, 1, 1] + K[j, 0, 0] + K[j, 1, 1])
+        out["rotation_px"][p] = float(np.median(rotation_fit(x1, x2)[1]) * f)
+        cv2.setRNGSeed(int(seed) + p)
+        E, _ = cv2.findEssentialMat(x1, x2, np.eye(3), method=cv2.USAC_FAST, prob=0.999,
+                                    threshold=threshold_px / f, maxIters=500)
+        if E is not None and E.shape[0] >= 3 and np.all(np.isfinite(E)):
+            r = epipolar.sampson_px(E.reshape(-1, 3, 3), x1[None], x2[None], f)
+            out["epipolar_px"][p] = float(np.nanmin(np.nanmedian(r, axis=-1)))
+    return out
 
 
 def _dlt(xn, w, R, t):
@@ -81,14 +159,30 @@ def _dlt(xn, w, R, t):
     return tri.triangulate_dlt(xn.transpose(0, 2, 1, 3), w.transpose(0, 2, 1), R, t)
 
 
+def _robust_points(xn, w, R, t, focal, threshold_px):
+    """Points from the views that agree: each view pair's two-view DLT is a candidate,
+    triangulate.consensus_outliers drops the observations the consensus rejects, DLT on the
+    rest. xn [f,V,J,2], w [f,V,J] -> X [f,J,3], ok [f,J], the weights without outliers [f,V,J]."""
+    V = R.shape[0]
+    if V < 3:
+        X, ok = _dlt(xn, w, R, t)
+        return X, ok, w
+    cand, cok = zip(*(_dlt(xn[:, [a, b]], w[:, [a, b]], R[[a, b]], t[[a, b]]) for a, b in all_pairs(V)))
+    out = tri.consensus_outliers(np.stack(cand, 1), np.stack(cok, 1), xn, w, R, t, focal, threshold_px)
+    w = np.where(out, 0.0, w)
+    X, ok = _dlt(xn, w, R, t)
+    return X, ok, w
+
+
 def _chain_scale(Rk, a, b, placed, R, t, k, xn, w, focal):
-    """Scale s of camera k's translation a + s b from joints triangulated by placed cameras."""
+    """Scale s of camera k's translation a + s b from joints triangulated by placed cameras
+    (NaN when fewer than 3 such joints are seen by camera k)."""
     Pv = np.array(placed)
     X, ok = _dlt(xn[:, Pv], w[:, Pv], R[Pv], t[Pv])  # [F,J,3]
     ok = ok & (w[:, k] > 0)
     X, x = X[ok], xn[:, k][ok]
     if len(X) < 3:
-        raise ValueError("rig: cannot chain camera %d: too few joints seen with the placed cameras" % k)
+        return np.nan
     r = np.concatenate([x, np.ones((len(x), 1))], 1)
     A = X @ Rk.T + a
     c = np.cross(r, A)
@@ -144,7 +238,9 @@ def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t
     One more residual keeps |C₁ - C₀| = 1 (the gauge of scale). Robustness: observations
     whose residual exceeds max(trim_px, 3 x the robust σ) are dropped, and the solve repeated
     once from the refined rig (measured: a robust loss in trf converges far more slowly,
-    0.17° vs 0.03° rotation error after 100 evaluations on 1,000 frames at σ = 2 px);
+    0.17° vs 0.03° rotation error after 100 evaluations on 1,000 frames at σ = 2 px); the
+    initial points come from the views that agree (_robust_points: a detector's gross errors
+    would pull a plain DLT and slow the solve down);
     `loss` ("huber", "soft_l1", ...) with f_scale_px adds a robust loss on top.
     xn [F,V,J,2], w [F,V,J], K [V,3,3], R [V,3,3], t [V,3].
     Returns R, t, info (observations kept, residual RMS before/after, evaluations).
@@ -153,12 +249,13 @@ def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t
     fr = _select_frames(w, max_frames)
     if len(fr) == 0:
         raise ValueError("bundle_adjust: no frame sees a joint in two views")
-    X0, okX = _dlt(xn[fr], w[fr], R, t)  # [f,J,3]
+    focal = 0.5 * (K[:, 0, 0] + K[:, 1, 1])
+    X0, okX, wf = _robust_points(xn[fr], w[fr], R, t, focal, 2.5 * trim_px)  # [f,J,3]
     fi, ji = np.nonzero(okX)
     npt = len(fi)
     obs_pt, obs_cam = [], []
     for v in range(V):
-        seen = w[fr[fi], v, ji] > 0
+        seen = wf[fi, v, ji] > 0
         obs_pt.append(np.flatnonzero(seen))
         obs_cam.append(np.full(seen.sum(), v))
     opt_all = np.concatenate(obs_pt)
@@ -200,12 +297,19 @@ def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t
 def calibrate_rig(xn: np.ndarray, w: np.ndarray, K: np.ndarray, method: str = "essential",
                   threshold_px: float = 2.0, max_points: int = 20000, seed: int = 0,
                   ba: bool = True, ba_frames: int = 400, ba_loss: str = "linear", ba_f_scale_px: float = 3.0,
-                  ba_max_nfev: int = 50, min_inlier_ratio: float = 0.5, robust: int | None = None):
+                  ba_max_nfev: int = 50, min_inlier_ratio: float = 0.5, robust: int | None = None,
+                  names=None):
     """Calibrate a static rig from normalised joints xn [F,V,J,2] with weights w [F,V,J].
 
-    Returns R [V,3,3], t [V,3] (camera 0 = world, unit baseline 0-1) and a dict of
-    diagnostics: pairs [P,2], pair_inliers, pair_points, pair_rot_deg, pair_reproj_px,
-    pair_failure [P], chaining order, bundle-adjustment figures.
+    Every pair is estimated from its pooled joints; the pairs that worked are chained from the
+    lowest-numbered camera of the largest group of cameras they connect (camera 0 when it is
+    placed), then bundle-adjusted. A camera that cannot be placed (no estimated pair links it
+    to that group, or its distance cannot be fixed) is left out: its R, t are NaN and
+    info["unplaced"] says why. Returns R [V,3,3], t [V,3] (the root camera = world, unit
+    baseline between the first two placed cameras) and a dict of diagnostics: pairs [P,2],
+    pair_inliers, pair_points, pair_rot_deg, pair_reproj_px, pair_failure [P], placed [V]
+    bool, unplaced {camera: reason}, chain_order, bundle-adjustment figures. ValueError when
+    no pair at all can be estimated, naming each pair (names [V]: camera names) and why.
     """
     V = xn.shape[1]
     if V < 2:
@@ -217,9 +321,8 @@ def calibrate_rig(xn: np.ndarray, w: np.ndarray, K: np.ndarray, method: str = "e
         # the detector's noise level is unknown: widen the inlier threshold until most
         # pooled correspondences agree (3, 6, 12, 24 px by default)
         for k in range(4):
-            e = epipolar.estimate_pair(x1, x2, K[i], K[j], method=method, threshold_px=threshold_px * 2 ** k,
-                                       robust=cv2.USAC_MAGSAC if robust is None else robust,
-                                       seed=seed + p, min_inlier_ratio=min_inlier_ratio, check_degenerate=True)
+            e = _best_estimate(x1, x2, K[i], K[j], method, threshold_px * 2 ** k,
+                               cv2.USAC_MAGSAC if robust is None else robust, seed + p, min_inlier_ratio)
             e.info["threshold_px"] = threshold_px * 2 ** k
             if e.failure != epipolar.TOO_FEW_INLIERS:
                 break
@@ -230,19 +333,73 @@ def calibrate_rig(xn: np.ndarray, w: np.ndarray, K: np.ndarray, method: str = "e
             "pair_rot_deg": np.array([e.rot_deg for e in ests]),
             "pair_reproj_px": np.array([e.reproj_px for e in ests]),
             "pair_failure": np.array([e.failure for e in ests], dtype=np.int8),
-            "pair_threshold_px": np.array([e.info.get("threshold_px", np.nan) for e in ests])}
+            "pair_threshold_px": np.array([e.info.get("threshold_px", np.nan) for e in ests]),
+            "pair_sampson_px": np.array([e.info.get("sampson_px", np.nan) for e in ests]),
+            "pair_estimator": [e.info.get("estimator", "") for e in ests]}
     if not any(e.ok for e in ests):
-        codes = sorted({epipolar.FAILURES[e.failure] for e in ests})
-        raise ValueError(f"rig calibration: no camera pair could be estimated ({'; '.join(codes)})")
+        nm = [f"camera {v}" for v in range(V)] if names is None else list(names)
+        why = "; ".join(f"{nm[i]}-{nm[j]}: {epipolar.FAILURES[e.failure]}" for (i, j), e in zip(pairs, ests)
+                        if e.failure != epipolar.NO_JOINTS)
+        raise ValueError(f"rig calibration: no camera pair could be estimated ({why or 'no joints'})")
+    root = _largest_group_root(V, pairs, ests)
     focal = 0.5 * (K[:, 0, 0] + K[:, 1, 1])
-    R, t, order = chain_pairs(V, pairs, ests, xn, w, focal)
-    if not np.all(np.isfinite(R)):
-        missing = [v for v in range(V) if not np.all(np.isfinite(R[v]))]
-        raise ValueError(f"rig calibration: cameras {missing} share no estimable pair with the others")
+    R, t, order, notes = chain_pairs(V, pairs, ests, xn, w, focal, root=root)
+    placed = np.all(np.isfinite(R), axis=(1, 2))
+    unplaced = {}
+    for v in np.flatnonzero(~placed):
+        mine = [(int(a), int(b), e) for (a, b), e in zip(pairs, ests) if v in (a, b)]
+        why = "; ".join(f"pair {a}-{b}: {epipolar.FAILURES[e.failure]}" for a, b, e in mine if not e.ok)
+        unplaced[int(v)] = notes.get(int(v)) or (
+            f"no estimated pair links it to the placed cameras ({why})" if why
+            else "its estimated pairs link it only to cameras that cannot be placed")
     info["chain_order"] = np.array(order)
-    if V > 1:  # the gauge: |C1 - C0| = 1, whichever pair the chain began with
-        t = t / np.linalg.norm(t[1])
+    info["placed"] = placed
+    info["unplaced"] = unplaced
+    idx = np.flatnonzero(placed)
+    if len(idx) < 2:
+        raise ValueError(f"rig calibration: fewer than 2 cameras could be placed ({unplaced})")
+    t = t / np.linalg.norm(t[idx[1]])  # the gauge: |C_b - C_root| = 1 for the first two placed cameras
     if ba:
-        R, t, bainfo = bundle_adjust(xn, w, K, R, t, ba_frames, ba_loss, ba_f_scale_px, ba_max_nfev)
+        Rb, tb, bainfo = bundle_adjust(xn[:, idx], w[:, idx], K[idx], R[idx], t[idx], ba_frames, ba_loss,
+                                       ba_f_scale_px, ba_max_nfev)
+        R[idx], t[idx] = Rb, tb
         info.update(bainfo)
     return R, t, info
+
+
+def _best_estimate(x1, x2, K1, K2, method: str, threshold_px: float, robust: int, seed: int,
+                   min_inlier_ratio: float) -> epipolar.PairEstimate:
+    """The pair's estimate by `robust` and by cv2.USAC_DEFAULT, whichever gives the lower
+    median Sampson distance over all pooled points (a least-median criterion). Measured on
+    pooled synthetic joints with 5 % gross outliers, USAC_MAGSAC alone was off by 2.5° (median
+    over pairs, up to 15°) where USAC_DEFAULT was off by 0.17°; on clean joints MAGSAC is the
+    more accurate one, and the criterion keeps it."""
+    f = 0.25 * (K1[0, 0] + K1[1, 1] + K2[0, 0] + K2[1, 1])
+    best = None
+    for name, code in (("configured", robust), ("usac_default", cv2.USAC_DEFAULT)):
+        if best is not None and code == robust:
+            continue
+        e = epipolar.estimate_pair(x1, x2, K1, K2, method=method, threshold_px=threshold_px, robust=code,
+                                   seed=seed, min_inlier_ratio=min_inlier_ratio, check_degenerate=True)
+        if e.ok:
+            r = epipolar.sampson_px(tri.essential_from_pose(e.R, e.t), x1, x2, f)
+            e.info["sampson_px"] = float(np.nanmedian(r))
+            e.info["estimator"] = name
+        if best is None or (e.ok and (not best.ok or e.info["sampson_px"] < best.info["sampson_px"])):
+            best = e
+        if e.failure == epipolar.DEGENERATE:  # the points decide that, not the estimator
+            break
+    return best
+
+
+def _largest_group_root(V: int, pairs: np.ndarray, ests: list) -> int:
+    """Lowest-numbered camera of the largest group connected by estimated pairs (ties: the
+    group with the lowest-numbered camera)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    ok = np.array([e.ok for e in ests], bool)
+    A = coo_matrix((np.ones(ok.sum()), (pairs[ok, 0], pairs[ok, 1])), shape=(V, V))
+    _, lab = connected_components(A, directed=False)
+    sizes = np.bincount(lab)
+    best = [c for c in range(len(sizes)) if sizes[c] == sizes.max()]
+    return int(min(np.flatnonzero(np.isin(lab, best))))

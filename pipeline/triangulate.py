@@ -1,6 +1,7 @@
 """Triangulation, vectorised over any leading batch (frames x joints): optimal two-view
-correction, two-view and confidence-weighted N-view linear triangulation, and the
-Weiszfeld vector median that fuses pairwise reconstructions.
+correction, two-view and confidence-weighted N-view linear triangulation, the Weiszfeld
+vector median that fuses pairwise reconstructions, and the consensus of views that finds the
+observations the other views disagree with (a detector's gross errors).
 
 Coordinates: "normalised" points are undistorted K⁻¹-coordinates (x/z, y/z); camera poses
 follow pipeline/camera.py (X_cam = R X + t). Everything is float64.
@@ -258,3 +259,39 @@ def _median_weiszfeld(X: np.ndarray, w: np.ndarray, y: np.ndarray, spread: np.nd
         W = [w_[keep] for w_ in W]
         Y = [v[keep] for v in Y]
     return out
+
+
+def consensus_outliers(cand, cok, xn, w, R, t, focal, outlier_px: float) -> np.ndarray:
+    """Observations the other views disagree with (a RANSAC over view pairs, per joint).
+
+    cand [F,Q,J,3] world candidates (e.g. each camera pair's triangulation), cok [F,Q,J];
+    xn [F,V,J,2] normalised points, w [F,V,J] (> 0 observed), R [V,3,3], t [V,3], focal [V]
+    pixels. Every candidate is projected into every view; the one that most views see within
+    the threshold (ties: the smaller truncated error) is the joint's consensus, and an
+    observation farther than the threshold from it is an outlier, when at least two views
+    agree with it. Threshold: max(outlier_px, 5 x the median of the frame's candidate-view
+    errors), so a rig that fits its keypoints loosely (a real calibration) keeps its joints.
+    -> outliers [F,V,J] bool."""
+    Xc = cand[:, :, None] @ np.swapaxes(R, 1, 2)[None, None] + t[None, None, :, None, :]  # [F,Q,V,J,3]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        proj = Xc[..., :2] / Xc[..., 2:3]
+        d = proj - xn[:, None]
+        r = np.sqrt(d[..., 0] ** 2 + d[..., 1] ** 2) * focal[None, None, :, None]  # [F,Q,V,J] pixels
+    seen = (w > 0)[:, None] & cok[:, :, None, :] & (Xc[..., 2] > 0) & np.isfinite(r)
+    r = np.where(seen, r, np.inf)
+    # the frame's scale: median of all its candidate-view errors (unseen ones count as large,
+    # which only raises the threshold)
+    scale = np.median(np.minimum(r, 1e9).reshape(len(r), -1), axis=1)  # [F]
+    thr = np.maximum(outlier_px, 5.0 * scale)[:, None, None, None]
+    inl = r < thr
+    support = inl.sum(2)  # [F,Q,J]
+    trunc = np.where(inl, r, thr).sum(2)
+    key = support * 1e6 - np.minimum(trunc / np.maximum(thr[:, :, 0], 1e-9), 1e5)
+    key = np.where(cok, key, -np.inf)
+    q = np.argmax(key, axis=1)  # [F,J]
+    fi, ji = np.meshgrid(np.arange(cand.shape[0]), np.arange(cand.shape[2]), indexing="ij")
+    best_inl = inl[fi, q, :, ji]                     # [F,J,V]
+    best_support = support[fi, q, ji]                # [F,J]
+    any_cand = cok.any(1)
+    out = (w > 0).transpose(0, 2, 1) & ~best_inl & (best_support >= 2)[..., None] & any_cand[..., None]
+    return out.transpose(0, 2, 1)
