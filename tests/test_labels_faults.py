@@ -299,8 +299,9 @@ def test_real_recording_consensus_brings_labels_closer_to_pose2sims_triangulatio
 def test_label_stage_leaves_a_blind_view_out(tmp_path):
     # the issue: "one view where nobody is seen fails the whole label stage". End to end on the
     # toy dataset (2 rigs of 3 random cameras, exact GT 2D) with view 1 blind in every frame.
-    from pipeline import detectors, stages
-    from pipeline.store import ArtifactStore, open_group
+    from pipeline import detectors
+    from pipeline import orchestration as stages
+    from pipeline.orchestration.store import ArtifactStore, open_group
     from tests.test_stages_standins import toy_config
     detectors.DETECTORS["blind_view"] = "tests.faults_geometry:detect_blind_view"
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from typing import Mapping
 
 from .config import stage_names
@@ -122,6 +123,22 @@ def run_stage(name: str, cfg: Mapping, store: ArtifactStore, force: bool = False
     return _summary(stage, events, t0)
 
 
+def _flags(stage: Stage, caught: list) -> list[str]:
+    """The warnings a build raised (flagged frames, cameras left out, ...): logged on the
+    `pipeline` logger (Prefect's run log), raised again for the caller, and returned for the
+    output's provenance, so that a flag outlives the console it was printed on."""
+    said = []
+    for w in caught:
+        if not issubclass(w.category, UserWarning):
+            continue
+        msg = str(w.message)
+        if msg not in said:
+            said.append(msg)
+            log.warning("%s: %s", stage.name, msg)
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return said[:100]
+
+
 def _produce(stage: Stage, out: Output, art: Artifact, cfg: Mapping, store: ArtifactStore,
              A: Mapping, force: bool, progress: bool) -> bool:
     """Build `art` unless it is complete and verifies; True when it was built."""
@@ -147,8 +164,11 @@ def _produce(stage: Stage, out: Output, art: Artifact, cfg: Mapping, store: Arti
             raise StoreError(f"{stage.name}: inputs {missing} are not built "
                              f"({', '.join(A[k].location for k in missing)}); run their stages first")
         log.info("%s: building %s", stage.name, art.location)
-        attrs = stage.build(Context(stage, out, cfg, store, A, group, progress)) or {}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            attrs = stage.build(Context(stage, out, cfg, store, A, group, progress)) or {}
+        said = _flags(stage, caught)
         seconds = time.perf_counter() - t0
-        art.commit(seconds=round(seconds, 3), **attrs)
+        art.commit(seconds=round(seconds, 3), warnings=said, **attrs)
     log.info("%s: wrote %s in %.1f s", stage.name, art.location, seconds)
     return True

@@ -65,6 +65,8 @@ DIMS = {
     "labels_cam": ("frame", "view", "joint", "xyz"),
     "labels_cam_mm": ("frame", "view", "joint", "xyz"),
     "image_ok": ("frame", "view"),
+    "outside": ("frame", "view"),
+    "outliers": ("frame", "view"),
     "people_count": ("frame", "view"),
     "valid": ("frame", "view", "joint"),
     "frame_ok": ("frame",),

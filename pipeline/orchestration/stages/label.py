@@ -47,6 +47,12 @@ def segments(rig: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(a), int(b), int(rig[a])) for a, b in zip(starts, stops)]
 
 
+def _view_names(ds) -> list[str] | None:
+    """The cameras' names for messages (the dataset's `views` attribute), when it has them."""
+    names = ds.attrs.get("views")
+    return [str(n) for n in names] if isinstance(names, list) and len(names) == ds["K"].shape[1] else None
+
+
 def _calibrate(ctx: Context, ds, kp_arr, rig: np.ndarray) -> dict[int, Cameras]:
     """Every rig's cameras for labelling, estimated once and kept in the working group."""
     g = ctx.group
@@ -63,7 +69,7 @@ def _calibrate(ctx: Context, ds, kp_arr, rig: np.ndarray) -> dict[int, Cameras]:
             continue
         log.info("label: calibrating rig %d from %d frames", gi, len(frames))
         cams, diag = labelling.calibrate(np.asarray(kp_arr.get_orthogonal_selection((frames,))),
-                                         Cameras.from_store(ds, gi), ctx.params)
+                                         Cameras.from_store(ds, gi), ctx.params, names=_view_names(ds))
         for k, v in (("R_est", cams.R), ("t_est", cams.t), ("K_est", cams.K), ("dist_est", cams.dist),
                      ("size_est", cams.size)):
             g[k][gi] = v
@@ -111,6 +117,6 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="label", version=1, doc=__doc__.strip(), module=__name__,
+    name="label", version=2, doc=__doc__.strip(), module=__name__,
     outputs=(Output("label", name=lambda s: s["mode"], inputs=("dataset", "detect2d")),),
     build=build, defaults=_defaults, validate=_validate, own_keys=OWN)
