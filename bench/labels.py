@@ -1,7 +1,7 @@
 """Label benchmark: accuracy of the three labelling modes and throughput of the triangulation.
 
 One run, the same synthetic 2D for every method (random plausible 17-joint poses from
-pipeline.synth, a 4-camera Human3.6M-like rig, f ≈ 1150 px):
+tests.synth, a 4-camera Human3.6M-like rig, f ≈ 1150 px):
   1. label PMPJPE (mm, against the ground truth in each camera's frame) and failure rate of
      `per-frame`, `rig` and `known` at σ = 0, 2, 5 px;
   2. throughput of the project's labelling (label_chunk, known rig, neighbour pairs,
@@ -27,8 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline import camera, labels, metrics, synth  # noqa: E402
-from pipeline import triangulate as tri  # noqa: E402
+from pipeline import camera  # noqa: E402
+from pipeline.geometry import labels
+from pipeline.evaluation import metrics
+from tests import synth
+from pipeline.geometry import triangulate as tri  # noqa: E402
 
 
 def make_rig():

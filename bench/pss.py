@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import pss  # noqa: E402
+from pipeline.evaluation import pss  # noqa: E402
 from pipeline.joints import J  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -37,7 +37,7 @@ def studio_poses(quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
     import zarr
 
     from pipeline.data import adapter_defaults, get_adapter
-    from pipeline.evaluate import ground_truth
+    from pipeline.evaluation.scoring import ground_truth
 
     cfg = adapter_defaults("studio")
     label = "studio (default config): training GT, all views"
@@ -59,7 +59,7 @@ def studio_poses(quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 def bvh_poses(quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
-    from pipeline import synth
+    from tests import synth
     from pipeline.camera import world_to_camera
     from pipeline.data.motion import load_clip, resample
 

@@ -1,7 +1,7 @@
 """Real footage end to end: the Pose2Sim demo (4 real cameras, 100 frames, one person).
 
 detect2d from its OpenPose JSON (BODY_25B) and from MediaPipe BlazePose on its videos ->
-rig calibration from the 2D joints alone (pipeline.labels.calibrate, mode "rig": the
+rig calibration from the 2D joints alone (pipeline.geometry.labels.calibrate, mode "rig": the
 Qualisys calibration is NOT used) -> left/right swaps found with the estimated rig
 (pipeline/swaps.py), fixed, and the rig calibrated again -> labels.
 
@@ -36,11 +36,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import labels, rig  # noqa: E402
+from pipeline.geometry import labels, rig  # noqa: E402
 from pipeline.camera import Cameras, rotation_angle_deg  # noqa: E402
 from pipeline.joints import J  # noqa: E402
-from pipeline.metrics import pmpjpe  # noqa: E402
-from pipeline.swaps import GROUPS, apply_swaps, fix_swaps  # noqa: E402
+from pipeline.evaluation.metrics import pmpjpe  # noqa: E402
+from pipeline.geometry.swaps import GROUPS, apply_swaps, fix_swaps  # noqa: E402
 
 SHARED_DEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "multiview" / "pose2sim_demo"
 
@@ -104,7 +104,7 @@ def inject_swaps(kp: np.ndarray, est: Cameras, rate: float, seed: int = 0):
 def figure(path: Path, res: dict, frame_img, kp_bad, kp_fixed, lab_rig, lab_known, R0):
     import matplotlib.pyplot as plt
 
-    from pipeline.plots import draw_skeleton_2d, plot_skeleton_3d
+    from pipeline.evaluation.plots import draw_skeleton_2d, plot_skeleton_3d
     fig = plt.figure(figsize=(16, 9))
     ax = fig.add_subplot(2, 3, 1)
     names = list(res)
@@ -135,7 +135,7 @@ def figure(path: Path, res: dict, frame_img, kp_bad, kp_fixed, lab_rig, lab_know
         ax.axis("off")
     for k, (n, (a, b)) in enumerate(zip(names, zip(lab_rig, lab_known))):
         ax = fig.add_subplot(2, 3, 4 + k, projection="3d")
-        from pipeline.metrics import procrustes
+        from pipeline.evaluation.metrics import procrustes
         al = procrustes(a[None], b[None])[0]
         # camera 0 is a portrait camera: turn both into the Z-up world to stand them up
         plot_skeleton_3d(ax, b @ R0, color="k", alpha=0.6, label="Qualisys calibration", camera_frame=False)
@@ -238,8 +238,8 @@ def main() -> None:
               f"{res['openpose']['pair_err'].mean():.2f}); PMPJPE {np.nanmean(e_bad):.1f} mm over {int(ok_bad.sum())} frames")
 
     # export: the Qualisys triangulation (world, Z-up, mm) to TRC and CSV, read back
-    from pipeline.export import read_trc, write_csv, write_trc
-    from pipeline.triangulate import triangulate_dlt
+    from pipeline.data.trc import read_trc, write_csv, write_trc
+    from pipeline.geometry.triangulate import triangulate_dlt
     c = labels.resolve_cfg(cfg)
     xn, w = labels._normalised(kp_op, ref, c)
     X, okX = triangulate_dlt(xn.transpose(0, 2, 1, 3), w.transpose(0, 2, 1), ref.R, ref.t)

@@ -1,4 +1,4 @@
-"""Synchronisation benchmark: pipeline.sync.estimate_offsets on sequences with known offsets.
+"""Synchronisation benchmark: pipeline.geometry.sync.estimate_offsets on sequences with known offsets.
 
 Sequences (σ = 2 px detector noise on the synthetic ones, a Human3.6M-like 4-camera rig):
   - smooth synthetic motion (tests/faults_geometry.smooth_motion, ~13 mm per frame per joint);
@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from pipeline import synth, sync  # noqa: E402
+from tests import synth  # noqa: E402
+from pipeline.geometry import sync
 from tests import faults_geometry as fg  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -4,7 +4,7 @@
 
 1. The 2D detector is trained on the studio's training subjects (2D labels only) and scored
    on its test subjects (PCK at 0.05/0.1 of the crop box, mean pixel error).
-2. Its keypoints on every frame are turned into pseudo-labels (pipeline.labels.make_labels,
+2. Its keypoints on every frame are turned into pseudo-labels (pipeline.geometry.labels.make_labels,
    rig mode: no extrinsics used).
 3. The 3D network trains on the pseudo-labels (SS) and on ground truth (FS), same preset.
 4. The refinement unit trains on (a) (SS prediction, pseudo-label) pairs of training frames
@@ -29,7 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import metrics, pretrain2d, refine, train3d  # noqa: E402
+from pipeline.evaluation import metrics  # noqa: E402
+from pipeline.training import detector2d, refiner, pose3d
 from pipeline.camera import Cameras  # noqa: E402
 
 
@@ -53,7 +54,7 @@ def build_studio(path: Path, quick: bool, fps: float | None) -> "zarr.Group":
 
 def pseudo_labels(ds, kp2d: np.ndarray, min_conf: float | None) -> tuple[np.ndarray, np.ndarray, dict]:
     """make_labels per rig (rig mode); returns labels_cam [F,V,J,3], mask [F,V,J], summary."""
-    from pipeline import labels
+    from pipeline.geometry import labels
     rig = np.asarray(ds["rig"][:])
     F_, V = kp2d.shape[:2]
     lab = np.full(kp2d.shape[:3] + (3,), np.nan, np.float32)
@@ -72,7 +73,7 @@ def pseudo_labels(ds, kp2d: np.ndarray, min_conf: float | None) -> tuple[np.ndar
 def mean_bone_mm(ds) -> float:
     if "mean_bone_mm" in ds.attrs:
         return float(ds.attrs["mean_bone_mm"])
-    from pipeline.labels import canonical_scale
+    from pipeline.geometry.labels import canonical_scale
     train = np.asarray(ds["split"][:]) == 0
     return float(np.nanmean(canonical_scale(np.asarray(ds["poses3d_world"][:])[train])))
 
@@ -105,11 +106,11 @@ def ru_study(pred: np.ndarray, gt: np.ndarray, lab: np.ndarray, lmask: np.ndarra
         A, B = clip == a, clip == b
         for kind in ("predictions", "noise"):
             rc = {"training_data": kind, **ru_over}
-            x, y = refine.make_pairs(rc, pred[A].reshape(-1, *pred.shape[2:]), lab[A].reshape(-1, *lab.shape[2:]),
+            x, y = refiner.make_pairs(rc, pred[A].reshape(-1, *pred.shape[2:]), lab[A].reshape(-1, *lab.shape[2:]),
                                      lmask[A].reshape(-1, lmask.shape[-1]))
-            ck = refine.train_refiner(rc, x, y, work / f"ru-heldout-{kind}-clip{a}", progress=False)
+            ck = refiner.train_refiner(rc, x, y, work / f"ru-heldout-{kind}-clip{a}", progress=False)
             pb = pred[B].reshape(-1, *pred.shape[2:])
-            r = refine.apply_refiner(ck, pb)
+            r = refiner.apply_refiner(ck, pb)
             gb = gt[B].reshape(-1, *gt.shape[2:])
             m = np.all(np.isfinite(gb), -1)
             s0 = float(np.nanmean(metrics.mpjpe(pb * mb, gb, m)))
@@ -155,9 +156,9 @@ def main(argv=None) -> dict:
 
     # 1. the 2D detector
     t = time.perf_counter()
-    ck2 = pretrain2d.train(over, ds, work / "nets" / "pretrain2d")
+    ck2 = detector2d.train(over, ds, work / "nets" / "pretrain2d")
     timings["pretrain2d_s"] = time.perf_counter() - t
-    det = pretrain2d.evaluate(ck2, ds, split=1)
+    det = detector2d.evaluate(ck2, ds, split=1)
     print(f"2D detector on test subjects: PCK@0.05 {det['pck@0.05']:.3f}  PCK@0.1 {det['pck@0.1']:.3f}  "
           f"mean {det['mean_px']:.1f} px  (median {det['median_px']:.1f} px, {det['mean_crop_px']:.2f} crop px)")
 
@@ -166,13 +167,13 @@ def main(argv=None) -> dict:
     if a.quick and a.detector == "network":
         a.detector = "gt"  # a detector trained for seconds cannot calibrate a rig: quick checks plumbing only
     if a.detector == "network":
-        kp2d = pretrain2d.predict(ck2, ds, slice(None))
+        kp2d = detector2d.predict(ck2, ds, slice(None))
     else:
         kp2d = np.asarray(ds["keypoints2d_gt"][:], np.float32)
     # the network's heatmap confidence ranks joints poorly (see the report): keep every detection
     lab, lmask, linfo = pseudo_labels(ds, kp2d, 0.0 if a.detector == "network" else None)
     timings["labels_s"] = time.perf_counter() - t
-    gt_all = train3d.gt_camera_poses(ds)
+    gt_all = pose3d.gt_camera_poses(ds)
     mb0 = mean_bone_mm(ds)
     lab_s = {k: float(np.nanmean(f(lab[trainf] * mb0, gt_all[trainf], lmask[trainf])))
              for k, f in (("nmpjpe", metrics.nmpjpe), ("pmpjpe", metrics.pmpjpe))}
@@ -183,34 +184,34 @@ def main(argv=None) -> dict:
     t = time.perf_counter()
     tag = "".join(f"-{k}{v}" for k, v in sorted(a.train3d.items())).replace(" ", "")
     o3 = {**over, **a.train3d}
-    ck_ss = train3d.train(o3, ds, lab, lmask, work / "nets" / f"ss-{a.detector}{tag}")
+    ck_ss = pose3d.train(o3, ds, lab, lmask, work / "nets" / f"ss-{a.detector}{tag}")
     timings["train_ss_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    ck_fs = train3d.train(o3, ds, None, None, work / "nets" / f"fs{tag}")
+    ck_fs = pose3d.train(o3, ds, None, None, work / "nets" / f"fs{tag}")
     timings["train_fs_s"] = time.perf_counter() - t
-    ck_meta = train3d.load_checkpoint(ck_ss)  # weights_only=True (pipeline.checkpoint)
+    ck_meta = pose3d.load_checkpoint(ck_ss)  # weights_only=True (pipeline.training.checkpoint)
     ips, threads = float(ck_meta["images_per_s"]), ck_meta["cfg"]["num_threads"]
-    ips_fs = float(train3d.load_checkpoint(ck_fs)["images_per_s"])
+    ips_fs = float(pose3d.load_checkpoint(ck_fs)["images_per_s"])
 
-    gt = train3d.gt_camera_poses(ds)
+    gt = pose3d.gt_camera_poses(ds)
     gmask = np.all(np.isfinite(gt), -1)
     mb = mean_bone_mm(ds)
-    pred_fs = train3d.predict(ck_fs, ds, test)
-    pred_ss = train3d.predict(ck_ss, ds, test)
+    pred_fs = pose3d.predict(ck_fs, ds, test)
+    pred_ss = pose3d.predict(ck_ss, ds, test)
     res = {"FS": scores(pred_fs, gt[test], gmask[test]), "SS": scores(pred_ss * mb, gt[test], gmask[test])}
 
     # 4. the refinement unit, two kinds of training data
-    pred_tr = train3d.predict(ck_ss, ds, trainf)
+    pred_tr = pose3d.predict(ck_ss, ds, trainf)
     some = lmask[trainf].any(-1)
     P, L, M = pred_tr[some], lab[trainf][some], lmask[trainf][some]
     flat = pred_ss.reshape(-1, *pred_ss.shape[2:])
     for kind in ("predictions", "noise"):
         t = time.perf_counter()
         rc = {"training_data": kind, **ru_over}
-        x, y = refine.make_pairs(rc, P, L, M)
-        ck = refine.train_refiner(rc, x, y, work / "nets" / f"ru-{kind}-{a.detector}{tag}")
+        x, y = refiner.make_pairs(rc, P, L, M)
+        ck = refiner.train_refiner(rc, x, y, work / "nets" / f"ru-{kind}-{a.detector}{tag}")
         timings[f"ru_{kind}_s"] = time.perf_counter() - t
-        r = refine.apply_refiner(ck, flat).reshape(pred_ss.shape)
+        r = refiner.apply_refiner(ck, flat).reshape(pred_ss.shape)
         res[f"SS+RU({kind})"] = scores(r * mb, gt[test], gmask[test])
     # the SS network's own training error, which the noise model copies
     train_err = float(np.nanmean(metrics.mpjpe(P * mb, L * mb, M)))

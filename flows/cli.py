@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.orchestration import StoreError
     errors = USER_ERRORS + (StoreError,)
     if a.cmd == "inspect":
-        from pipeline.inspect import inspect_store
+        from pipeline.orchestration.inspection import inspect_store
         try:
             print(inspect_store(a.store, plot_dir=a.plot, n_frames=a.frames))
         except errors as e:

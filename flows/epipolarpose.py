@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Failed
 
 from pipeline import orchestration as orch
-from pipeline.checkpoint import CheckpointWriteError
+from pipeline.training.checkpoint import CheckpointWriteError
 from pipeline.orchestration import ArtifactStore, StoreError
 
 Overrides = Optional[Union[List[str], Dict[str, Any]]]

@@ -15,7 +15,7 @@ output folder (or that folder itself), e.g. with the default artifact root:
         --net3d artifacts/studio/train3d/ss-<fingerprint>/train/final.pt \
         --net2d artifacts/studio/pretrain2d/network-<fingerprint>/train/final.pt --out out/
 
-They are loaded with weights_only=True (pipeline.checkpoint): a file that holds anything but
+They are loaded with weights_only=True (pipeline.training.checkpoint): a file that holds anything but
 tensors and plain data is refused unloaded. A missing, wrong or refused checkpoint, or an
 unreadable input, is one line on stderr and exit status 2.
 """
@@ -30,11 +30,11 @@ import cv2
 import numpy as np
 import torch
 
-from . import augment as aug
+from .training import augment as aug
 from .joints import ROOT
-from .plots import draw_skeleton_2d, plot_skeleton_3d
-from .pretrain2d import original_coords
-from .train3d import load_model
+from .evaluation.plots import draw_skeleton_2d, plot_skeleton_3d
+from .training.detector2d import original_coords
+from .training.pose3d import load_model
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 

@@ -71,12 +71,12 @@ def truncate(path: Path, keep: float = 0.5) -> Path:
 def tiny_training(folder: Path, epochs: int = 2) -> tuple[Path, Path]:
     """A tiny dataset store and a finished training folder (checkpoints + final.pt) under folder."""
     sys.path.insert(0, str(ROOT))
-    from pipeline import train3d
+    from pipeline.training import pose3d
     from tests.test_train3d import make_store
     ds = Path(folder) / "ds.zarr"
     store = make_store(ds, F=24)
     out = Path(folder) / "train"
-    train3d.train({**TINY, "epochs": epochs}, store, None, None, out, progress=False)
+    pose3d.train({**TINY, "epochs": epochs}, store, None, None, out, progress=False)
     return ds, out
 
 
@@ -107,7 +107,7 @@ def _image(folder: Path) -> Path:
 
 _RESUME = """
 import logging, torch
-from pipeline import train3d
+from pipeline.training import pose3d
 from tests.test_train3d import make_store
 import zarr
 seen = []
@@ -115,8 +115,8 @@ class H(logging.Handler):
     def emit(self, r): seen.append(r.getMessage())
 logging.getLogger("pipeline").addHandler(H())
 store = zarr.open_group({ds!r}, mode="r")
-ck = train3d.train({cfg!r}, store, None, None, {out!r}, progress=False)
-fin = train3d.load_checkpoint(ck)
+ck = pose3d.train({cfg!r}, store, None, None, {out!r}, progress=False)
+fin = pose3d.load_checkpoint(ck)
 bad = {bad!r}
 warned = any(bad in m for m in seen)
 print(f"trained to epoch {{fin['epoch']}}; " + (f"warned about {{bad}}" if warned else "NO WARNING"))
@@ -161,9 +161,9 @@ def _c_refiner_crafted(folder: Path) -> tuple[str, str]:
     ck = write_crafted(Path(folder) / "ru.pt", Path(folder) / MARKER, kind="refiner")
     cmd = _script(folder, "apply.py", f"""
 import numpy as np
-from pipeline import refine
+from pipeline.training import refiner
 try:
-    refine.apply_refiner({str(ck)!r}, np.zeros((2, 17, 3), np.float32))
+    refiner.apply_refiner({str(ck)!r}, np.zeros((2, 17, 3), np.float32))
 except ValueError as e:
     print(e)
 """)
@@ -212,8 +212,8 @@ def _c_disk_full(folder: Path) -> tuple[str, str]:
     # the edge that cannot exist here: the device fills while epoch 2's checkpoint is written
     cmd = _script(folder, "full.py", f"""
 import errno, torch, zarr
-from pipeline import train3d
-from pipeline.checkpoint import CheckpointWriteError
+from pipeline.training import pose3d
+from pipeline.training.checkpoint import CheckpointWriteError
 real = torch.save
 def save(obj, f, *a, **k):
     if str(getattr(f, "name", f)).endswith("epoch-0002.pt.tmp"):
@@ -221,9 +221,9 @@ def save(obj, f, *a, **k):
     return real(obj, f, *a, **k)
 torch.save = save
 try:
-    train3d.train({TINY!r}, zarr.open_group({str(ds)!r}, mode="r"), None, None, {str(out)!r}, progress=False)
+    pose3d.train({TINY!r}, zarr.open_group({str(ds)!r}, mode="r"), None, None, {str(out)!r}, progress=False)
 except CheckpointWriteError as e:
-    intact = train3d.load_checkpoint({str(out / "checkpoints" / "epoch-0001.pt")!r})["epoch"] == 1
+    intact = pose3d.load_checkpoint({str(out / "checkpoints" / "epoch-0001.pt")!r})["epoch"] == 1
     print(e, "| epoch 1 intact:", intact)
 """)
     return cmd, "no space left on the device; nothing there was overwritten (the previous checkpoint is intact): " \
@@ -237,12 +237,12 @@ def _c_device_full(folder: Path) -> tuple[str, str]:
     (out / "checkpoints" / "epoch-0002.pt.tmp").symlink_to("/dev/full")
     cmd = _script(folder, "devfull.py", f"""
 import zarr
-from pipeline import train3d
-from pipeline.checkpoint import CheckpointWriteError
+from pipeline.training import pose3d
+from pipeline.training.checkpoint import CheckpointWriteError
 try:
-    train3d.train({TINY!r}, zarr.open_group({str(ds)!r}, mode="r"), None, None, {str(out)!r}, progress=False)
+    pose3d.train({TINY!r}, zarr.open_group({str(ds)!r}, mode="r"), None, None, {str(out)!r}, progress=False)
 except CheckpointWriteError as e:
-    intact = train3d.load_checkpoint({str(out / "checkpoints" / "epoch-0001.pt")!r})["epoch"] == 1
+    intact = pose3d.load_checkpoint({str(out / "checkpoints" / "epoch-0001.pt")!r})["epoch"] == 1
     print(e, "| epoch 1 intact:", intact)
 """)
     return cmd, "no space left on the device; nothing there was overwritten (the previous checkpoint is intact): " \
@@ -251,10 +251,10 @@ except CheckpointWriteError as e:
 
 def _c_wrong_kind(folder: Path) -> tuple[str, str]:
     sys.path.insert(0, str(ROOT))
-    from pipeline import refine
+    from pipeline.training import refiner
     from pipeline.joints import J
     x = np.random.default_rng(0).normal(size=(32, J, 3)).astype(np.float32)
-    ck = refine.train_refiner({"epochs": 1, "hidden": 16, "batch_size": 8}, x, x, Path(folder) / "ru", progress=False)
+    ck = refiner.train_refiner({"epochs": 1, "hidden": 16, "batch_size": 8}, x, x, Path(folder) / "ru", progress=False)
     img = _image(folder)
     return (f"{PY} -m pipeline.infer {shlex.quote(str(img))} --net3d {shlex.quote(str(ck))} "
             f"--net2d {shlex.quote(str(ck))}", f"{ck} is not an integral pose network checkpoint")
@@ -279,7 +279,7 @@ CASES: dict[str, Callable[[Path], tuple[str, str]]] = {
     "old-format checkpoint (numpy objects), pipeline.infer": _c_old_numpy_checkpoint,
     "crafted final.pt in a training store, epipose inspect": _c_inspect_crafted_final,
     "truncated final.pt in a training store, epipose inspect": _c_inspect_truncated_final,
-    "crafted refiner checkpoint, refine.apply_refiner": _c_refiner_crafted,
+    "crafted refiner checkpoint, refiner.apply_refiner": _c_refiner_crafted,
     "crafted pretrained backbone weights, models.resnet": _c_pretrained_crafted,
     "truncated newest epoch checkpoint, training resumes": _c_truncated_newest_epoch,
     "crafted newest epoch checkpoint, training resumes": _c_crafted_newest_epoch,

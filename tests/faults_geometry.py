@@ -17,8 +17,11 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline import camera, labels, metrics, synth
-from pipeline import sync as syncmod
+from pipeline import camera
+from pipeline.geometry import labels
+from pipeline.evaluation import metrics
+from tests import synth
+from pipeline.geometry import sync as syncmod
 from pipeline.joints import FLIP, ROOT
 
 SIGMA_PX = 2.0
@@ -221,7 +224,7 @@ TRUTH_SEED = 0
 def relative_rotation_errors(R_est: np.ndarray, R_true: np.ndarray) -> np.ndarray:
     """Error (deg) of every pair's relative rotation R_j R_iᵀ, gauge-free. R [V,3,3] -> [P]
     (NaN for pairs with a left-out camera)."""
-    from pipeline.rig import all_pairs
+    from pipeline.geometry.rig import all_pairs
     p = all_pairs(len(R_true))
     rel = lambda R: R[p[:, 1]] @ np.swapaxes(R[p[:, 0]], 1, 2)  # noqa: E731
     return camera.rotation_angle_deg(rel(R_est), rel(R_true))

@@ -52,7 +52,7 @@ def test_whole_chain_tiny_studio(tmp_path):
     assert "![training curves](training_curves.png)" in text
     assert all(f"| {n} | " in text for n in ("SS", "FS", "RU")) and "2D detector" not in text
     # `epipose inspect` on a training output: its record and its loss curve
-    from pipeline.inspect import inspect_store
+    from pipeline.orchestration.inspection import inspect_store
     out = inspect_store(runs["train3d"]["location"]["ss"], plot_dir=str(tmp_path / "insp"))
     assert "training:" in out and "images/s" in out and (tmp_path / "insp" / "training_curve.png").is_file()
     # a second pass reuses every output

@@ -1,5 +1,5 @@
 """Checkpoints hold only tensors and plain data and never run code when loaded; a broken one is
-found, named, and rebuilt from what is intact (pipeline/checkpoint.py, train3d.fit, refine).
+found, named, and rebuilt from what is intact (pipeline/checkpoint.py, pose3d.fit, refine).
 
 The crafted files are real pickles whose __reduce__ runs `touch MARKER` (tests/faults_checkpoints.py);
 a control shows that an unrestricted load of the same file does run it."""
@@ -17,8 +17,10 @@ import torch
 from flows.cli import main as cli
 from models.integral import IntegralPoseNet
 from models.resnet import load_backbone_weights
-from pipeline import checkpoint, infer, inspect, pretrain2d, refine, train3d
-from pipeline.checkpoint import CheckpointError, CheckpointWriteError, UnsafeCheckpointError
+from pipeline.training import checkpoint, detector2d, refiner, pose3d
+from pipeline import infer
+from pipeline.orchestration import inspection
+from pipeline.training.checkpoint import CheckpointError, CheckpointWriteError, UnsafeCheckpointError
 from pipeline.joints import J
 from tests import faults_checkpoints as fc
 from tests.test_train3d import TINY, make_store
@@ -50,11 +52,11 @@ def test_every_loader_refuses_a_crafted_pickle_without_running_it(tmp_path, fmt)
     name = "refused" if fmt == "zip" else "not a checkpoint this pipeline writes"
     loaders = {
         "checkpoint.load_checkpoint": lambda: checkpoint.load_checkpoint(ck),
-        "train3d.load_checkpoint": lambda: train3d.load_checkpoint(ck),
-        "train3d.load_model": lambda: train3d.load_model(ck, "3d"),
-        "pretrain2d.predict": lambda: pretrain2d.predict(ck, None, [0]),
-        "refine.apply_refiner": lambda: refine.apply_refiner(rck, np.zeros((1, J, 3), np.float32)),
-        "inspect.training_record": lambda: inspect.training_record(ck),
+        "train3d.load_checkpoint": lambda: pose3d.load_checkpoint(ck),
+        "train3d.load_model": lambda: pose3d.load_model(ck, "3d"),
+        "pretrain2d.predict": lambda: detector2d.predict(ck, None, [0]),
+        "refine.apply_refiner": lambda: refiner.apply_refiner(rck, np.zeros((1, J, 3), np.float32)),
+        "inspect.training_record": lambda: inspection.training_record(ck),
         "infer.Estimator": lambda: infer.Estimator(ck, ck),
     }
     for what, load in loaders.items():
@@ -104,16 +106,16 @@ def test_old_checkpoint_with_python_objects_is_refused_and_says_retrain(tmp_path
     ck = tmp_path / "old.pt"
     torch.save({"kind": "integral", "model": {}, "rng": np.zeros(3)}, ck)
     with pytest.raises(UnsafeCheckpointError, match=r"numpy.*delete it and retrain"):
-        train3d.load_checkpoint(ck)
+        pose3d.load_checkpoint(ck)
 
 
 def test_saved_checkpoints_hold_only_plain_data(tmp_path, store):
     """Every checkpoint written loads with weights_only=True, and saving anything else is refused
     before a byte is written."""
-    ck = train3d.train({**TINY, "epochs": 1}, store, None, None, tmp_path / "a", progress=False)
-    p2 = pretrain2d.train({**TINY, "epochs": 1}, store, tmp_path / "b", progress=False)
+    ck = pose3d.train({**TINY, "epochs": 1}, store, None, None, tmp_path / "a", progress=False)
+    p2 = detector2d.train({**TINY, "epochs": 1}, store, tmp_path / "b", progress=False)
     x = np.random.default_rng(0).normal(size=(32, J, 3)).astype(np.float32)
-    ru = refine.train_refiner({"epochs": 1, "hidden": 16, "batch_size": 8}, x, x, tmp_path / "ru", progress=False)
+    ru = refiner.train_refiner({"epochs": 1, "hidden": 16, "batch_size": 8}, x, x, tmp_path / "ru", progress=False)
     for p in (ck, p2, ru, tmp_path / "a" / "checkpoints" / "epoch-0001.pt"):
         obj = torch.load(p, weights_only=True)
         checkpoint.check_plain(obj)
@@ -127,44 +129,44 @@ def test_truncated_newest_epoch_checkpoint_resumes_from_the_previous_one(tmp_pat
     is removed with a warning naming it; training resumes from epoch 1 and ends bit-identical to
     an uninterrupted run."""
     cfg = {**TINY, "epochs": 3}
-    a = train3d.train(cfg, store, None, None, tmp_path / "a", progress=False)
-    train3d.train({**cfg, "epochs": 2}, store, None, None, tmp_path / "b", progress=False)
+    a = pose3d.train(cfg, store, None, None, tmp_path / "a", progress=False)
+    pose3d.train({**cfg, "epochs": 2}, store, None, None, tmp_path / "b", progress=False)
     (tmp_path / "b" / "final.pt").unlink()
     bad = fc.truncate(tmp_path / "b" / "checkpoints" / "epoch-0002.pt")
     with pytest.raises(CheckpointError, match="not a complete torch zip archive"):
-        train3d.load_checkpoint(bad)
+        pose3d.load_checkpoint(bad)
     with caplog.at_level(logging.WARNING, logger="pipeline"):
-        b = train3d.train(cfg, store, None, None, tmp_path / "b", progress=False)
+        b = pose3d.train(cfg, store, None, None, tmp_path / "b", progress=False)
     assert any(str(bad) in r.getMessage() for r in caplog.records)
     wa, wb = torch.load(a, weights_only=True)["model"], torch.load(b, weights_only=True)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert sorted(p.name for p in bad.parent.iterdir()) == ["epoch-0002.pt", "epoch-0003.pt"]
-    train3d.load_checkpoint(bad)  # rewritten, intact
+    pose3d.load_checkpoint(bad)  # rewritten, intact
 
 
 def test_truncated_final_is_rebuilt_not_returned(tmp_path, store, caplog):
-    ck = train3d.train(TINY, store, None, None, tmp_path / "a", progress=False)
+    ck = pose3d.train(TINY, store, None, None, tmp_path / "a", progress=False)
     good = torch.load(ck, weights_only=True)["model"]
     fc.truncate(ck, 0.3)
     with caplog.at_level(logging.WARNING, logger="pipeline"):
-        assert train3d.train(TINY, store, None, None, tmp_path / "a", progress=False) == ck
+        assert pose3d.train(TINY, store, None, None, tmp_path / "a", progress=False) == ck
     assert any("final.pt" in r.getMessage() and "rebuilding" in r.getMessage() for r in caplog.records)
-    again = train3d.load_checkpoint(ck)["model"]
+    again = pose3d.load_checkpoint(ck)["model"]
     assert all(torch.equal(good[k], again[k]) for k in good)
     # the refiner's final.pt: retrained
     x = np.random.default_rng(0).normal(size=(32, J, 3)).astype(np.float32)
     cfg = {"epochs": 1, "hidden": 16, "batch_size": 8}
-    ru = refine.train_refiner(cfg, x, x, tmp_path / "ru", progress=False)
-    w = refine.load_refiner(ru)[0].state_dict()
+    ru = refiner.train_refiner(cfg, x, x, tmp_path / "ru", progress=False)
+    w = refiner.load_refiner(ru)[0].state_dict()
     fc.truncate(ru)
     with caplog.at_level(logging.WARNING, logger="pipeline"):
-        refine.train_refiner(cfg, x, x, tmp_path / "ru", progress=False)
-    w2 = refine.load_refiner(ru)[0].state_dict()
+        refiner.train_refiner(cfg, x, x, tmp_path / "ru", progress=False)
+    w2 = refiner.load_refiner(ru)[0].state_dict()
     assert all(torch.equal(w[k], w2[k]) for k in w)
     # a truncated final.pt is named by every reader
     fc.truncate(ru)
     with pytest.raises(CheckpointError, match=str(ru)):
-        refine.apply_refiner(ru, x)
+        refiner.apply_refiner(ru, x)
 
 
 def test_disk_full_while_writing_a_checkpoint(tmp_path, store, monkeypatch):
@@ -172,7 +174,7 @@ def test_disk_full_while_writing_a_checkpoint(tmp_path, store, monkeypatch):
     file, the folder and the cause; the previous epoch's checkpoint is intact and a later run
     resumes from it."""
     cfg = {**TINY, "epochs": 2}
-    train3d.train({**cfg, "epochs": 1}, store, None, None, tmp_path / "a", progress=False)
+    pose3d.train({**cfg, "epochs": 1}, store, None, None, tmp_path / "a", progress=False)
     (tmp_path / "a" / "final.pt").unlink()
     real = torch.save
 
@@ -184,15 +186,15 @@ def test_disk_full_while_writing_a_checkpoint(tmp_path, store, monkeypatch):
     monkeypatch.setattr(torch, "save", full)
     ckdir = tmp_path / "a" / "checkpoints"
     with pytest.raises(CheckpointWriteError) as e:
-        train3d.train(cfg, store, None, None, tmp_path / "a", progress=False)
+        pose3d.train(cfg, store, None, None, tmp_path / "a", progress=False)
     msg = str(e.value)
     assert "epoch-0002.pt" in msg and str(ckdir) in msg and "no space left on the device" in msg
     assert e.value.errno == errno.ENOSPC and isinstance(e.value, OSError)
     assert sorted(p.name for p in ckdir.iterdir()) == ["epoch-0001.pt"]  # no partial file left
-    assert train3d.load_checkpoint(ckdir / "epoch-0001.pt")["epoch"] == 1
+    assert pose3d.load_checkpoint(ckdir / "epoch-0001.pt")["epoch"] == 1
     monkeypatch.setattr(torch, "save", real)
-    train3d.train(cfg, store, None, None, tmp_path / "a", progress=False)
-    assert train3d.load_checkpoint(tmp_path / "a" / "final.pt")["epoch"] == 2
+    pose3d.train(cfg, store, None, None, tmp_path / "a", progress=False)
+    assert pose3d.load_checkpoint(tmp_path / "a" / "final.pt")["epoch"] == 2
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
@@ -200,14 +202,14 @@ def test_a_really_full_device(tmp_path, store):
     """A real full device, no mock: the temporary file is a link to /dev/full, where every write
     fails with ENOSPC (torch's own file writer reported it as `enforce fail at inline_container.cc`)."""
     cfg = {**TINY, "epochs": 2}
-    train3d.train({**cfg, "epochs": 1}, store, None, None, tmp_path / "a", progress=False)
+    pose3d.train({**cfg, "epochs": 1}, store, None, None, tmp_path / "a", progress=False)
     (tmp_path / "a" / "final.pt").unlink()
     ckdir = tmp_path / "a" / "checkpoints"
     (ckdir / "epoch-0002.pt.tmp").symlink_to("/dev/full")
     with pytest.raises(CheckpointWriteError, match=r"epoch-0002.pt in .*checkpoints: no space left on the device"):
-        train3d.train(cfg, store, None, None, tmp_path / "a", progress=False)
+        pose3d.train(cfg, store, None, None, tmp_path / "a", progress=False)
     assert sorted(p.name for p in ckdir.iterdir()) == ["epoch-0001.pt"]
-    assert train3d.load_checkpoint(ckdir / "epoch-0001.pt")["epoch"] == 1
+    assert pose3d.load_checkpoint(ckdir / "epoch-0001.pt")["epoch"] == 1
 
 
 def test_torch_stream_writer_failure_is_reported_too(tmp_path, monkeypatch):

@@ -3,8 +3,9 @@ ground truth put in camera frames (checked against cv2.projectPoints' convention
 import numpy as np
 import pytest
 
-from pipeline import evaluate as ev
-from pipeline import pss, synth
+from pipeline.evaluation import scoring as ev
+from pipeline.evaluation import pss
+from tests import synth
 from pipeline.joints import J
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipeline.export import read_csv, read_trc, to_opensim_axes, write_csv, write_trc
+from pipeline.data.trc import read_csv, read_trc, to_opensim_axes, write_csv, write_trc
 from pipeline.joints import JOINTS, J
 
 

@@ -4,8 +4,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import camera, epipolar, rig, synth
-from pipeline import triangulate as tri
+from pipeline import camera
+from pipeline.geometry import epipolar, rig
+from tests import synth
+from pipeline.geometry import triangulate as tri
 
 
 def _norm(kp, cams):

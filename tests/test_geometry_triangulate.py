@@ -3,8 +3,9 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import camera, synth
-from pipeline import triangulate as tri
+from pipeline import camera
+from tests import synth
+from pipeline.geometry import triangulate as tri
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +126,7 @@ def test_vector_median_weiszfeld():
 def test_synth_poses_have_human_handedness():
     """Closed form: for a person facing +y with z up, right = forward x up, so
     (r_hip - l_hip) x forward points up. A mirrored body would point down."""
-    from pipeline import synth
+    from tests import synth
     from pipeline.joints import INDEX as I
 
     P = synth.random_poses(300, seed=1)

@@ -5,7 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import infer, pretrain2d, train3d
+from pipeline import infer
+from pipeline.training import detector2d, pose3d
 from pipeline.joints import J
 from tests.test_train3d import TINY, make_store
 
@@ -25,8 +26,8 @@ def test_crop_convention():
 
 def test_image_and_video(tmp_path):
     store = make_store(tmp_path / "ds.zarr", F=16)
-    n3 = train3d.train({**TINY, "epochs": 1}, store, None, None, tmp_path / "n3", progress=False)
-    n2 = pretrain2d.train({**TINY, "epochs": 1}, store, tmp_path / "n2", progress=False)
+    n3 = pose3d.train({**TINY, "epochs": 1}, store, None, None, tmp_path / "n3", progress=False)
+    n2 = detector2d.train({**TINY, "epochs": 1}, store, tmp_path / "n2", progress=False)
     frames = []
     for f in range(3):  # paste a crop into a larger frame, as a camera would see the person
         canvas = np.full((120, 160, 3), 40, np.uint8)

@@ -5,7 +5,7 @@ import numpy as np
 
 from flows.cli import main
 from pipeline import orchestration as stages
-from pipeline.inspect import inspect_store, label_errors
+from pipeline.orchestration.inspection import inspect_store, label_errors
 from pipeline.orchestration import ArtifactStore, open_group
 from tests.test_stages_standins import toy_config
 

@@ -3,7 +3,10 @@ the issue's accuracy goal (rig within 5 % of known PMPJPE at σ = 2 px), and bad
 import numpy as np
 import pytest
 
-from pipeline import camera, labels, metrics, synth
+from pipeline import camera
+from pipeline.geometry import labels
+from pipeline.evaluation import metrics
+from tests import synth
 from pipeline.joints import J, ROOT
 
 
@@ -167,8 +170,8 @@ def test_loop_closure_closed_form(world):
     # closed form: true relative rotations close exactly around every triplet; rotating one
     # pair's estimate by 7° shows up as 7° on the triplets through it
     cams, _, _ = world
-    from pipeline import epipolar, rig
-    from pipeline import triangulate as tri
+    from pipeline.geometry import epipolar, rig
+    from pipeline.geometry import triangulate as tri
     pairs = rig.all_pairs(cams.V)
     ests = []
     for i, j in pairs:

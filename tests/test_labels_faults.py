@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline import camera, labels, metrics, rig, synth
+from pipeline import camera
+from pipeline.geometry import labels, rig
+from pipeline.evaluation import metrics
+from tests import synth
 from pipeline.joints import J, ROOT
 
-from . import faults_geometry as fg
+from tests import faults_geometry as fg
 
 
 @pytest.mark.parametrize("name", sorted(fg.CASES))
@@ -251,7 +254,7 @@ def test_real_recording_faults(pose2sim):
     with pytest.raises(ValueError, match="cam01 and cam02 are at the same place"):
         labels.calibrate(dup, twice, {"mode": "known"}, names=names)
     # one view 5 frames late
-    from pipeline import sync
+    from pipeline.geometry import sync
     with pytest.raises(ValueError, match="cam04 is out of sync by about [+]5 frames"):
         labels.calibrate(sync.shift_view(kp, 3, 5), p2s, {"mode": "rig"}, names=names)
     # a view where nobody is seen: left out, the other three calibrated as well as before
@@ -280,7 +283,7 @@ def test_real_recording_consensus_brings_labels_closer_to_pose2sims_triangulatio
     # consensus may only bring our labels closer to it (measured: known 20.0 -> 17.9 mm, rig
     # 21.1 -> 20.2 mm PMPJPE)
     from pipeline.data.pose2sim import trc_to_joints17
-    from pipeline.export import read_trc
+    from pipeline.data.trc import read_trc
     kp, ref, _ = pose2sim
     trc_names, T, _, _ = read_trc(shared_data / "multiview" / "pose2sim_demo" / "Demo_filt_0-100.trc")
     X = trc_to_joints17(trc_names, T)[:len(kp)][..., [2, 0, 1]]  # Y-up (TRC) -> the calibration's Z-up

@@ -4,7 +4,8 @@ import pytest
 from scipy.spatial import procrustes as scipy_procrustes
 from scipy.spatial.transform import Rotation
 
-from pipeline import metrics, synth
+from pipeline.evaluation import metrics
+from tests import synth
 from pipeline.joints import FLIP, J, ROOT
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline import augment as aug
+from pipeline.training import augment as aug
 from pipeline.joints import FLIP, J
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from pipeline import metrics, pss, synth
+from pipeline.evaluation import metrics, pss
+from tests import synth
 from pipeline.joints import INDEX, J, PARENTS
 
 

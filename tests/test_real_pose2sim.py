@@ -7,9 +7,9 @@ from pipeline.camera import project
 from pipeline.data import get_adapter
 from pipeline.data.pose2sim import read_qca_calibration, read_toml_calibration, trc_to_joints17
 from pipeline.detectors import get_detector
-from pipeline.export import read_trc
+from pipeline.data.trc import read_trc
 from pipeline.joints import INDEX, J
-from pipeline.triangulate import triangulate_dlt
+from pipeline.geometry.triangulate import triangulate_dlt
 
 TOML = """
 [cam_1]
@@ -149,10 +149,10 @@ def test_demo_is_assembled_from_the_wheels_offline(tmp_path, monkeypatch):
 def test_rig_from_openpose_alone_agrees_with_qualisys(shared_data):
     """End to end on real footage: rig mode without the calibration, compared with Qualisys.
     Reference: the demo's Qualisys calibration (bench/real.py measures 1.34 deg, 12.0 mm)."""
-    from pipeline import labels
+    from pipeline.geometry import labels
     from pipeline.camera import Cameras, rotation_angle_deg
-    from pipeline.metrics import pmpjpe
-    from pipeline.rig import all_pairs
+    from pipeline.evaluation.metrics import pmpjpe
+    from pipeline.geometry.rig import all_pairs
     g = zarr.group(store=zarr.storage.MemoryStore())
     get_adapter("pose2sim")({"root": str(shared_data / "multiview" / "pose2sim_demo"), "images": False}, g,
                             progress=False)

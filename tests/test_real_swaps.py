@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from pipeline import synth
+from tests import synth
 from pipeline.joints import INDEX
-from pipeline.swaps import GROUPS, apply_swaps, body_chirality, fix_swaps, hypothesis_costs, pair_inconsistency
+from pipeline.geometry.swaps import GROUPS, apply_swaps, body_chirality, fix_swaps, hypothesis_costs, pair_inconsistency
 
 
 def _scene(F=60, V=4, sigma=2.0, seed=0):

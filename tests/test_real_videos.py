@@ -9,8 +9,7 @@ import zarr
 
 from pipeline.camera import Cameras, project
 from pipeline.data import get_adapter
-from pipeline.data.videos import (_rotated_dist, crop, fill_boxes, iter_frames, rotate_intrinsics,
-                                  rotation_camera_R, square_box)
+from pipeline.data.videos import _rotated_dist, crop, fill_boxes, iter_frames, rotate_intrinsics, rotation_camera_R, square_box
 
 
 def _video(path, w, h, n, fps=25.0):

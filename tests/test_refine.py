@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from models.refine import RefineNet
-from pipeline import refine, synth
+from pipeline.training import refiner
+from tests import synth
 from pipeline.joints import J, ROOT
 
 
@@ -29,11 +30,11 @@ def test_noise_model_recovers_covariance():
     clean = _poses(4000)
     err = rng.normal([0.1, -0.05, 0.2], [0.1, 0.2, 0.3], size=clean.shape).astype(np.float32)
     err[:, ROOT] = 0
-    model = refine.fit_noise_model(clean + err, clean)
+    model = refiner.fit_noise_model(clean + err, clean)
     np.testing.assert_allclose(model["mean"][1:], np.tile([0.1, -0.05, 0.2], (J - 1, 1)), atol=0.02)
     np.testing.assert_allclose(np.sqrt(np.diagonal(model["cov"][1:], axis1=1, axis2=2)),
                                np.tile([0.1, 0.2, 0.3], (J - 1, 1)), rtol=0.06)
-    x, y = refine.noisy_pairs(clean[:100], model, seed=1, copies=3)
+    x, y = refiner.noisy_pairs(clean[:100], model, seed=1, copies=3)
     assert x.shape == y.shape == (300, J, 3) and np.all(x[:, ROOT] == 0)
 
 
@@ -51,14 +52,14 @@ def test_refiner_removes_systematic_error(tmp_path):
     x, y = pairs(2000, 0)
     y_masked = y.copy()
     y_masked[::3, 4] = np.nan
-    ck = refine.train_refiner({"hidden": 256, "epochs": 15, "batch_size": 128, "dropout": 0.1}, x, y_masked,
+    ck = refiner.train_refiner({"hidden": 256, "epochs": 15, "batch_size": 128, "dropout": 0.1}, x, y_masked,
                               tmp_path / "ru", progress=False)
     xt, yt = pairs(300, 5)
     before = np.linalg.norm(xt - yt, axis=-1).mean()
-    after = np.linalg.norm(refine.apply_refiner(ck, xt) - yt, axis=-1).mean()
+    after = np.linalg.norm(refiner.apply_refiner(ck, xt) - yt, axis=-1).mean()
     assert after < 0.5 * before, (before, after)
     xt[0, 3] = np.nan
-    out = refine.apply_refiner(ck, xt)
+    out = refiner.apply_refiner(ck, xt)
     assert np.all(np.isnan(out[0])) and np.all(np.isfinite(out[1:]))
 
 
@@ -67,15 +68,15 @@ def test_make_pairs_and_bad_input(tmp_path):
     pred = y + 0.1
     mask = np.ones((50, J), bool)
     mask[0, 2] = False
-    x1, y1 = refine.make_pairs({"training_data": "predictions"}, pred, y, mask)
+    x1, y1 = refiner.make_pairs({"training_data": "predictions"}, pred, y, mask)
     assert x1.shape == (50, J, 3) and np.isnan(y1[0, 2]).all()
-    x2, y2 = refine.make_pairs({"training_data": "noise", "copies": 2}, pred, y, mask)
+    x2, y2 = refiner.make_pairs({"training_data": "noise", "copies": 2}, pred, y, mask)
     assert x2.shape == (98, J, 3)
     with pytest.raises(ValueError, match="training_data"):
-        refine.make_pairs({"training_data": "mocap"}, pred, y)
+        refiner.make_pairs({"training_data": "mocap"}, pred, y)
     with pytest.raises(ValueError, match="NaN"):
-        refine.train_refiner({}, np.full((4, J, 3), np.nan), y[:4], tmp_path / "bad")
+        refiner.train_refiner({}, np.full((4, J, 3), np.nan), y[:4], tmp_path / "bad")
     with pytest.raises(ValueError, match=r"\[N,17,3\]"):
-        refine.train_refiner({}, y[:, :16], y[:, :16], tmp_path / "bad")
+        refiner.train_refiner({}, y[:, :16], y[:, :16], tmp_path / "bad")
     with pytest.raises(ValueError, match="unknown"):
-        refine.train_refiner({"hiden": 3}, y, y, tmp_path / "bad")
+        refiner.train_refiner({"hiden": 3}, y, y, tmp_path / "bad")

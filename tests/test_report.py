@@ -4,8 +4,9 @@ listed rather than crashing."""
 import numpy as np
 import pytest
 
-from pipeline import evaluate as ev
-from pipeline import pss, report, synth
+from pipeline.evaluation import scoring as ev
+from pipeline.evaluation import pss, report
+from tests import synth
 from pipeline.joints import J
 
 

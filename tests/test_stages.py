@@ -1,6 +1,6 @@
 """Stages on the artifact store: reuse, selective re-runs, kill -9 and resume, concurrency,
 corrupt chunks. The toy dataset (tests/test_stages_standins.py) feeds the real gt detector
-and the real labeller (pipeline.labels); the reference for "bit-identical" is an
+and the real labeller (pipeline.geometry.labels); the reference for "bit-identical" is an
 uninterrupted run of the same configuration."""
 from __future__ import annotations
 

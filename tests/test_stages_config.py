@@ -10,8 +10,8 @@ from pipeline.orchestration.store import ArtifactStore
 
 
 def test_presets_compose_module_defaults():
-    import pipeline.labels as labels
-    import pipeline.train3d as train3d
+    import pipeline.geometry.labels as labels
+    import pipeline.training.pose3d as train3d
     cpu = config.resolve("cpu")
     assert cpu["preset"] == "cpu" and cpu["dataset"]["name"] == "studio"
     assert cpu["train3d"]["resnet"] == train3d.PRESETS["cpu"]["resnet"]

@@ -1,10 +1,10 @@
-"""The real labeller (pipeline.labels) slowed down per chunk, so a test can kill -9 a run
+"""The real labeller (pipeline.geometry.labels) slowed down per chunk, so a test can kill -9 a run
 in the middle of labelling (no tests in this file)."""
 import os
 import time
 
-from pipeline.labels import DEFAULTS, FAILURES, calibrate, make_labels  # noqa: F401
-from pipeline.labels import label_chunk as _label_chunk
+from pipeline.geometry.labels import DEFAULTS, FAILURES, calibrate, make_labels  # noqa: F401
+from pipeline.geometry.labels import label_chunk as _label_chunk
 
 
 def label_chunk(kp2d, cams, cfg=None, progress=False):

@@ -1,7 +1,7 @@
 """Small stand-in plug-ins for the orchestration tests (no tests in this file).
 
 They exercise the store and flow machinery with the real interfaces of docs/stores.md: a toy
-dataset adapter that writes the dataset contract from synthetic poses (pipeline.synth) seen
+dataset adapter that writes the dataset contract from synthetic poses (tests.synth) seen
 by a synthetic rig, and the gt detector under a second name. `register()` makes them
 reachable by name (plug-ins are looked up by name), in this process; the subprocess
 scripts call it too.
@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 
-from pipeline import camera, synth
+from pipeline import camera
+from tests import synth
 from pipeline.joints import J
 
 DEFAULTS = {"frames": 48, "views": 3, "rigs": 2, "seed": 0, "size": 16}

@@ -1,4 +1,4 @@
-"""pipeline.sync: frame offsets between views from the keypoints alone, on sequences with real
+"""pipeline.geometry.sync: frame offsets between views from the keypoints alone, on sequences with real
 motion (the CMU mocap recording; smooth synthetic motion) and known offsets, on the real
 Pose2Sim recording (synchronised), and its pieces against closed forms and OpenCV."""
 import time
@@ -7,10 +7,12 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import camera, epipolar, synth, sync
-from pipeline import triangulate as tri
+from pipeline import camera
+from pipeline.geometry import epipolar, sync
+from tests import synth
+from pipeline.geometry import triangulate as tri
 
-from . import faults_geometry as fg
+from tests import faults_geometry as fg
 
 
 @pytest.fixture(scope="module")

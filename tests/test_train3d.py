@@ -10,10 +10,10 @@ import pytest
 import torch
 import zarr
 
-from pipeline import train3d
+from pipeline.training import pose3d
 from pipeline.camera import look_at, world_to_camera, project
 from pipeline.joints import J, ROOT
-from pipeline.plots import draw_skeleton_2d
+from pipeline.evaluation.plots import draw_skeleton_2d
 
 # a standing skeleton, world Z up, mm
 TEMPLATE = np.array([
@@ -90,7 +90,7 @@ def store(tmp_path):
 def test_gt_camera_poses_root_relative_and_rigid(store):
     """FS targets: rigid transforms of the world poses (bone lengths kept, checked against
     pipeline.camera.world_to_camera) and zero at the root."""
-    P = train3d.gt_camera_poses(store)
+    P = pose3d.gt_camera_poses(store)
     X = store["poses3d_world"][:].astype(np.float64)
     Xc = world_to_camera(X[:, None], store["R"][0][None], store["t"][0][None])
     np.testing.assert_allclose(P, Xc - Xc[:, :, :1], atol=1e-3)
@@ -99,22 +99,22 @@ def test_gt_camera_poses_root_relative_and_rigid(store):
 
 def test_train_predict_resume_exact(store, tmp_path):
     """Two epochs straight vs one epoch, 'crash', resume: bit-identical weights and predictions."""
-    a = train3d.train(TINY, store, None, None, tmp_path / "a", progress=False)
+    a = pose3d.train(TINY, store, None, None, tmp_path / "a", progress=False)
     one = {**TINY, "epochs": 1}
-    train3d.train(one, store, None, None, tmp_path / "b", progress=False)
+    pose3d.train(one, store, None, None, tmp_path / "b", progress=False)
     (tmp_path / "b" / "final.pt").unlink()  # as if killed after epoch 1's checkpoint
-    b = train3d.train(TINY, store, None, None, tmp_path / "b", progress=False)
+    b = pose3d.train(TINY, store, None, None, tmp_path / "b", progress=False)
     wa, wb = torch.load(a, weights_only=True)["model"], torch.load(b, weights_only=True)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["epoch-0001.pt", "epoch-0002.pt"]
-    pa = train3d.predict(a, store, slice(0, 5), progress=False)
+    pa = pose3d.predict(a, store, slice(0, 5), progress=False)
     assert pa.shape == (5, 2, J, 3) and np.all(pa[:, :, ROOT] == 0) and np.all(np.isfinite(pa))
-    np.testing.assert_array_equal(pa, train3d.predict(b, store, np.arange(5), progress=False))
+    np.testing.assert_array_equal(pa, pose3d.predict(b, store, np.arange(5), progress=False))
     g = zarr.open_group(str(tmp_path / "a"), mode="r")
     assert g["loss"].shape == (2,) and g.attrs["training"]["units"] == "mm"
     # complete: returned as it is, no retraining
     t0 = (tmp_path / "a" / "final.pt").stat().st_mtime_ns
-    assert train3d.train(TINY, store, None, None, tmp_path / "a", progress=False) == a
+    assert pose3d.train(TINY, store, None, None, tmp_path / "a", progress=False) == a
     assert (tmp_path / "a" / "final.pt").stat().st_mtime_ns == t0
 
 
@@ -123,15 +123,15 @@ def test_colour_permute_trains_six_copies_per_epoch_of_real_samples(store, tmp_p
     """colour_permute: fit sees each (frame, view) in the 6 RGB orders (n_samples 6x), while an
     epoch stays a pass over the real samples (iters_per_epoch None); off, the plain samples."""
     cfg = {**TINY, "iters_per_epoch": None, "batch_size": 4, "epochs": 1}
-    on = torch.load(train3d.train({**cfg, "colour_permute": True}, store, None, None, tmp_path / "on",
+    on = torch.load(pose3d.train({**cfg, "colour_permute": True}, store, None, None, tmp_path / "on",
                                   progress=False), weights_only=True)
-    off = torch.load(train3d.train({**cfg, "colour_permute": False}, store, None, None, tmp_path / "off",
+    off = torch.load(pose3d.train({**cfg, "colour_permute": False}, store, None, None, tmp_path / "off",
                                    progress=False), weights_only=True)
     assert on["n_samples"] == 6 * off["n_samples"]
     assert on["images_seen"] == off["images_seen"] == (off["n_samples"] // 4) * 4
     # deterministic off (cuDNN autotuning on a GPU) trains too, and leaves torch's flags as they were
     before = torch.are_deterministic_algorithms_enabled()
-    train3d.train({**cfg, "deterministic": False}, store, None, None, tmp_path / "fast", progress=False)
+    pose3d.train({**cfg, "deterministic": False}, store, None, None, tmp_path / "fast", progress=False)
     assert torch.are_deterministic_algorithms_enabled() == before
     assert torch.backends.cudnn.benchmark is False
 
@@ -140,59 +140,59 @@ def test_only_the_newest_checkpoints_are_kept_and_resume_from_them(store, tmp_pa
     """keep_checkpoints 2: after 3 epochs only epochs 2 and 3 remain; a run killed after epoch 3
     of 4 resumes from them and ends bit-identical to an uninterrupted one."""
     cfg = {**TINY, "epochs": 4, "iters_per_epoch": 2, "keep_checkpoints": 2}
-    a = train3d.train(cfg, store, None, None, tmp_path / "a", progress=False)
-    train3d.train({**cfg, "epochs": 3}, store, None, None, tmp_path / "b", progress=False)
+    a = pose3d.train(cfg, store, None, None, tmp_path / "a", progress=False)
+    pose3d.train({**cfg, "epochs": 3}, store, None, None, tmp_path / "b", progress=False)
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["epoch-0002.pt", "epoch-0003.pt"]
     (tmp_path / "b" / "final.pt").unlink()
-    b = train3d.train(cfg, store, None, None, tmp_path / "b", progress=False)
+    b = pose3d.train(cfg, store, None, None, tmp_path / "b", progress=False)
     wa, wb = torch.load(a, weights_only=True)["model"], torch.load(b, weights_only=True)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     with pytest.raises(ValueError, match="keep_checkpoints"):
-        train3d.resolve_cfg({"keep_checkpoints": -1})
+        pose3d.resolve_cfg({"keep_checkpoints": -1})
 
 def test_loss_decreases_on_labels(store, tmp_path):
     """Trained on label-style targets (scale-free), the loss falls: the loop learns."""
-    P = train3d.gt_camera_poses(store)
+    P = pose3d.gt_camera_poses(store)
     targets = P / 250.0
     mask = np.ones(P.shape[:3], bool)
     mask[:, :, 5] = False  # a masked joint: its NaN must not reach the loss
     targets[:, :, 5] = np.nan
     cfg = {**TINY, "epochs": 6, "iters_per_epoch": 6, "augment": {"occluder_prob": 0.0}}
-    ck = train3d.train(cfg, store, targets, mask, tmp_path / "ss", progress=False)
+    ck = pose3d.train(cfg, store, targets, mask, tmp_path / "ss", progress=False)
     losses = zarr.open_group(str(tmp_path / "ss"), mode="r")["loss"][:]
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
     assert torch.load(ck, weights_only=True)["units"] == "label"
 
 
 def test_bad_inputs(store, tmp_path):
-    P = train3d.gt_camera_poses(store)
+    P = pose3d.gt_camera_poses(store)
     with pytest.raises(ValueError, match="expects 64x64"):
-        train3d.train({**TINY, "input_size": 64}, store, None, None, tmp_path / "x", progress=False)
+        pose3d.train({**TINY, "input_size": 64}, store, None, None, tmp_path / "x", progress=False)
     with pytest.raises(ValueError, match="NaN"):
         bad = P.copy()
         bad[0, 0, 3] = np.nan
-        train3d.train(TINY, store, bad, np.ones(P.shape[:3], bool), tmp_path / "x", progress=False)
+        pose3d.train(TINY, store, bad, np.ones(P.shape[:3], bool), tmp_path / "x", progress=False)
     with pytest.raises(ValueError, match=r"\[F,V,J,3\]"):
-        train3d.train(TINY, store, P[:, :, :16], None, tmp_path / "x", progress=False)
+        pose3d.train(TINY, store, P[:, :, :16], None, tmp_path / "x", progress=False)
     with pytest.raises(ValueError, match="empty training set"):
-        train3d.train(TINY, store, P, np.zeros(P.shape[:3], bool), tmp_path / "x", progress=False)
+        pose3d.train(TINY, store, P, np.zeros(P.shape[:3], bool), tmp_path / "x", progress=False)
     with pytest.raises(ValueError, match="unknown configuration keys"):
-        train3d.train({**TINY, "widht": 2}, store, None, None, tmp_path / "x", progress=False)
-    ck = train3d.train({**TINY, "epochs": 1}, store, None, None, tmp_path / "y", progress=False)
+        pose3d.train({**TINY, "widht": 2}, store, None, None, tmp_path / "x", progress=False)
+    ck = pose3d.train({**TINY, "epochs": 1}, store, None, None, tmp_path / "y", progress=False)
     with pytest.raises(ValueError, match="another architecture"):
-        train3d.train({**TINY, "epochs": 1, "width": 0.25}, store, None, None, tmp_path / "y", progress=False)
+        pose3d.train({**TINY, "epochs": 1, "width": 0.25}, store, None, None, tmp_path / "y", progress=False)
     with pytest.raises(ValueError, match="a 2d one is needed"):
-        train3d.load_model(ck, "2d")
+        pose3d.load_model(ck, "2d")
     g = zarr.open_group(str(tmp_path / "gray.zarr"), mode="w")
     g.create_array("images", shape=(4, 1, 32, 32, 1), dtype="uint8", dimension_names=list("fvyxc"))
     with pytest.raises(ValueError, match="RGB"):
-        train3d.dataset_images(g, 32)
+        pose3d.dataset_images(g, 32)
 
 
 def test_crop_rotations_look_through_the_crop_centre(store):
     """The virtual camera's optical axis is the ray through the crop centre (K⁻¹ of the
     centre pixel, closed form), and the rotation is proper (RᵀR = I, det 1)."""
-    R = train3d.crop_rotations(store)
+    R = pose3d.crop_rotations(store)
     b = store["crop_boxes"][:].astype(np.float64)
     c = b[..., :2] + b[..., 2:] / 2
     d = np.einsum("ij,fvj->fvi", np.linalg.inv(store["K"][0, 0]), np.concatenate([c, np.ones(c.shape[:-1] + (1,))], -1))

@@ -18,7 +18,7 @@ def test_torchrun_two_processes(tmp_path):
     script.write_text(textwrap.dedent(f"""
         import sys; sys.path.insert(0, {str(ROOT)!r})
         import os, zarr
-        from pipeline import train3d
+        from pipeline.training import pose3d
         from tests.test_train3d import TINY, make_store
         if os.environ["RANK"] == "0":
             make_store({str(tmp_path / 'ds.zarr')!r}, F=24)
@@ -26,7 +26,7 @@ def test_torchrun_two_processes(tmp_path):
         dist.init_process_group("gloo")
         dist.barrier()
         ds = zarr.open_group({str(tmp_path / 'ds.zarr')!r}, mode="r")
-        train3d.train({{**TINY, "batch_size": 4}}, ds, None, None, {str(tmp_path / 'out')!r}, progress=False)
+        pose3d.train({{**TINY, "batch_size": 4}}, ds, None, None, {str(tmp_path / 'out')!r}, progress=False)
         dist.destroy_process_group()
     """))
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -64,7 +64,7 @@ import zarr
 from tqdm import tqdm
 
 from ..camera import Cameras, check_rig, rodrigues_to_matrix
-from ..export import read_trc
+from .trc import read_trc
 from ..joints import J, bone_lengths
 from . import fetch
 from . import videos as vid

@@ -1,13 +1,13 @@
 """The project's own 2D detector as a detect2d plug-in: the frozen integral 2D network.
 
-`context["pretrain2d"]` is the path of the checkpoint written by pipeline.pretrain2d.train
+`context["pretrain2d"]` is the path of the checkpoint written by pipeline.training.detector2d.train
 (its final.pt, or the folder holding it). The network runs on the dataset's crops and its
 outputs are mapped back to original-image pixels with the stored crop boxes. Confidence is
 the heatmap's probability mass within 1.5 bins of the soft-argmax (models.integral).
 It tracks the error only for a detector trained with heatmap_nll_weight > 0 (pipeline/pretrain2d.py).
 A (frame, view) whose image is missing (the dataset's `image_ok` False: a video frame that
 could not be decoded, its crop black) gets NaN keypoints: the network is not run on a blank.
-The checkpoint is loaded with weights_only=True (pipeline.checkpoint).
+The checkpoint is loaded with weights_only=True (pipeline.training.checkpoint).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import pretrain2d
+from ..training import detector2d
 from ..registry import check_number, with_defaults
 
 DEFAULTS: dict = {
@@ -39,7 +39,7 @@ def detect(cfg: dict, dataset, frames: slice, context: dict) -> np.ndarray:
     ckpt = Path(context["pretrain2d"])
     if ckpt.is_dir():
         ckpt = ckpt / "final.pt"
-    kp = pretrain2d.predict(ckpt, dataset, frames, progress=False)
+    kp = detector2d.predict(ckpt, dataset, frames, progress=False)
     low = kp[..., 2] < float(c["min_confidence"])
     kp[low] = np.nan
     return kp

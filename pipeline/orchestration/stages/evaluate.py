@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ... import evaluate as ev
-from ... import pss, refine, train3d
+from ...evaluation import scoring as ev
+from ...evaluation import pss
+from ...training import refiner, pose3d
 from ...detectors import gt as gt_detector
 from ...registry import check_number, with_defaults
 from ..artifacts import keypoints, label_rows, model_key, split_frames, write_predictions
@@ -57,11 +58,11 @@ def build(ctx: Context) -> dict:
     ks = tuple(ref["attrs"]["ks"])
     pck = float(c["pck_threshold"])
     test = split_frames(ds, 1)
-    ss = np.asarray(train3d.predict(ctx.result_path("train3d_ss"), ds, test, progress=ctx.progress))
+    ss = np.asarray(pose3d.predict(ctx.result_path("train3d_ss"), ds, test, progress=ctx.progress))
     f, V = ss.shape[:2]
-    preds = {"FS": (np.asarray(train3d.predict(ctx.result_path("train3d_fs"), ds, test, progress=ctx.progress)), "mm"),
+    preds = {"FS": (np.asarray(pose3d.predict(ctx.result_path("train3d_fs"), ds, test, progress=ctx.progress)), "mm"),
              "SS": (ss, "bones"),
-             "SS + RU": (np.asarray(refine.apply_refiner(ctx.result_path("refine"), ss.reshape(f * V, *ss.shape[2:])))
+             "SS + RU": (np.asarray(refiner.apply_refiner(ctx.result_path("refine"), ss.reshape(f * V, *ss.shape[2:])))
                          .reshape(ss.shape), "bones")}
     summaries = {}
     for name, (p, units) in preds.items():

@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 
-from ... import labels as labelling
+from ...geometry import labels as labelling
 from ...camera import Cameras
 from ..cluster import dask_client
 from ..config import module_section

@@ -4,24 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ... import detectors, pretrain2d
+from ... import detectors
+from ...training import detector2d
 from ..config import module_section
 from ..context import Context
 from ..record import Output, Stage
 
 
 def _defaults(preset: str, _plugin) -> dict:
-    return module_section(pretrain2d, preset)
+    return module_section(detector2d, preset)
 
 
 def _validate(section) -> None:
     # every preset has the same keys: the section's values are what is checked
-    pretrain2d.resolve_cfg({**section, "preset": "cpu"})
+    detector2d.resolve_cfg({**section, "preset": "cpu"})
 
 
 def build(ctx: Context) -> dict:
     ds = ctx.open("dataset")
-    ckpt = Path(pretrain2d.train({**ctx.params, "preset": ctx.preset}, ds, ctx.work_dir / "train",
+    ckpt = Path(detector2d.train({**ctx.params, "preset": ctx.preset}, ds, ctx.work_dir / "train",
                                  progress=ctx.progress))
     return {"result": ctx.relative(ckpt)}
 

@@ -2,7 +2,7 @@
 subjects' ground truth in every camera's frame (the frame of the poses PSS scores)."""
 from __future__ import annotations
 
-from ... import pss
+from ...evaluation import pss
 from ...registry import check_number, with_defaults
 from ..artifacts import split_frames
 from ..context import Context

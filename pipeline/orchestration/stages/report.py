@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ... import evaluate as ev
-from ... import inspect as inspection
-from ... import pss, report
+from ...evaluation import scoring as ev
+from .. import inspection as inspection
+from ...evaluation import pss, report
 from ...registry import check_number, with_defaults
 from ..artifacts import read_predictions, split_frames
 from ..context import Context

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ... import train3d
+from ...training import pose3d
 from ..artifacts import label_targets
 from ..config import module_section
 from ..context import Context
@@ -13,11 +13,11 @@ from ..record import Output, Stage
 
 
 def _defaults(preset: str, _plugin) -> dict:
-    return module_section(train3d, preset)
+    return module_section(pose3d, preset)
 
 
 def _validate(section) -> None:
-    train3d.resolve_cfg({**section, "preset": "cpu"})
+    pose3d.resolve_cfg({**section, "preset": "cpu"})
 
 
 def build(ctx: Context) -> dict:
@@ -26,7 +26,7 @@ def build(ctx: Context) -> dict:
         targets, mask = label_targets(ctx.open("label"))
     else:
         targets, mask = None, None  # ground truth, in mm
-    ckpt = Path(train3d.train({**ctx.params, "preset": ctx.preset}, ds, targets, mask, ctx.work_dir / "train",
+    ckpt = Path(pose3d.train({**ctx.params, "preset": ctx.preset}, ds, targets, mask, ctx.work_dir / "train",
                               progress=ctx.progress))
     return {"result": ctx.relative(ckpt)}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .joints import JOINTS
+from ..joints import JOINTS
 
 # world axes -> OpenSim axes (rows: OpenSim X, Y, Z in world coordinates)
 UP = {

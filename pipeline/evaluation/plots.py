@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .joints import BONES, side  # noqa: E402
+from ..joints import BONES, side  # noqa: E402
 
 # RGB (the project's images are RGB; OpenCV frames are BGR) and matplotlib names:
 # left blue, right red, centre green

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .joints import ROOT, check_joints
+from ..joints import ROOT, check_joints
 
 
 def _prepare(pred, gt, mask):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .joints import J, ROOT, check_joints
+from ..joints import J, ROOT, check_joints
 
 # the evaluate stage's configuration: keyword arguments of `evaluate`
 DEFAULTS = {"pck_threshold": 150.0, "ks": [50, 100]}
@@ -124,7 +124,7 @@ def evaluate(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None,
     mask [F,V,J] bool or None (None = every finite ground-truth joint).
     actions [F] action name per frame (None: all "all"); subjects [F] optional; frame_ids [F]
         the frames' indices in the dataset store (default 0..F-1).
-    reference: the PSS reference (pipeline.pss.build_reference dict, or its zarr group);
+    reference: the PSS reference (pipeline.evaluation.pss.build_reference dict, or its zarr group);
         None skips PSS. ks: the k of the reference used for mPSS@k.
 
     Returns (summary, per_frame):
@@ -229,7 +229,7 @@ def ground_truth(dataset, frames=None) -> dict:
              "actions" [f] str, "subjects" [f] str, "frame_ids" [f] int, "mean_bone_mm" float|None}.
     Raises ValueError when the store has no 3D ground truth or no extrinsics.
     """
-    from .camera import store_poses_in_cameras
+    from ..camera import store_poses_in_cameras
 
     if "poses3d_world" not in dataset:
         raise ValueError("dataset has no 3D ground truth (poses3d_world): nothing to evaluate against")
@@ -286,8 +286,8 @@ def label_table(sources: dict, dataset, frames: np.ndarray, label_cfg: dict, tra
     in mean bones). The (source, mode) pair `trained` is the label stage's own output, given
     as `trained_labels` ({"labels", "valid", "frame_ok"} at `frames`); the others are
     labelled here with `label_cfg`. Returns {row name: {"coverage", "summary"}}."""
-    from . import labels as labelling
-    from .camera import Cameras
+    from ..geometry import labels as labelling
+    from ..camera import Cameras
 
     rig = np.asarray(dataset["rig"][:])[frames]
     extrinsics = all(Cameras.from_store(dataset, g).has_extrinsics for g in np.unique(rig))

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import triangulate as tri
 
-# failure codes shared with pipeline.labels (stored as int8 per frame)
+# failure codes shared with pipeline.geometry.labels (stored as int8 per frame)
 OK = 0
 NO_JOINTS = 1
 TOO_FEW_POINTS = 2

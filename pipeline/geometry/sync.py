@@ -25,7 +25,7 @@ import itertools
 import cv2
 import numpy as np
 
-from . import camera
+from .. import camera
 from .epipolar import sampson_px
 
 __all__ = ["estimate_offsets", "lag_costs", "solve_offsets", "total_cost",

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from . import camera
-from .joints import INDEX, JOINTS, J, PARENTS
+from pipeline import camera
+from pipeline.joints import INDEX, JOINTS, J, PARENTS
 
 # Bone lengths in mm (child joint -> length of the bone to its parent), close to Human3.6M's
 # subject averages. The ROOT has none.

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .joints import FLIP
-from .registry import check_number, with_defaults
+from ..joints import FLIP
+from ..registry import check_number, with_defaults
 
 DEFAULTS = {
     "rotation": 30.0,          # degrees, uniform in [-rotation, rotation]

@@ -36,8 +36,8 @@ import torch
 from models.refine import RefineNet
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .joints import J, ROOT
-from .registry import check_choice, check_number, with_defaults
+from ..joints import J, ROOT
+from ..registry import check_choice, check_number, with_defaults
 
 log = logging.getLogger("pipeline")
 
@@ -233,7 +233,7 @@ def train_refiner(cfg: dict, inputs: np.ndarray, targets: np.ndarray, out_dir: P
 
 def load_refiner(ckpt: Path) -> tuple[RefineNet, dict]:
     """The refinement unit stored at ckpt (eval mode, CPU) and the checkpoint's metadata;
-    loaded with weights_only=True (pipeline.checkpoint). A CheckpointError (ValueError) names
+    loaded with weights_only=True (pipeline.training.checkpoint). A CheckpointError (ValueError) names
     the file when it is missing, corrupt, refused or not a refiner's."""
     ck = load_checkpoint(ckpt, "refiner", ("cfg", "scale", "model"), what="a refinement unit")
     c = ck["cfg"]

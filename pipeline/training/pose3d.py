@@ -14,7 +14,7 @@ epoch's checkpoint, so a run resumed from epoch k ends bit-identical (on CPU) to
 uninterrupted one. CUDA with bf16 autocast when present; DistributedDataParallel when
 launched by torchrun (WORLD_SIZE > 1).
 
-Checkpoints (pipeline.checkpoint: tensors and plain data only, atomic writes, loaded with
+Checkpoints (pipeline.training.checkpoint: tensors and plain data only, atomic writes, loaded with
 weights_only=True): `out_dir/checkpoints/epoch-XXXX.pt` after every epoch and `out_dir/final.pt`
 (the last epoch's, plus `images_per_s`); keys in `fit`'s docstring. A checkpoint that does not
 load (truncated, corrupt, refused) is removed with a warning and training resumes from the
@@ -44,10 +44,10 @@ from models.integral import IntegralPoseNet, heatmap_nll
 from models.resnet import load_backbone_weights
 
 from . import augment as aug
-from .camera import store_poses_in_cameras
+from ..camera import store_poses_in_cameras
 from .checkpoint import CheckpointError, load_checkpoint as _load_checked, save_checkpoint
-from .joints import J, ROOT
-from .registry import check_choice, check_number
+from ..joints import J, ROOT
+from ..registry import check_choice, check_number
 
 log = logging.getLogger("pipeline")
 
@@ -272,7 +272,7 @@ def crop_rotations(dataset, frames: np.ndarray | None = None) -> np.ndarray:
     on the studio's rig). In the virtual camera the crop is centred on the optical axis, so
     the in-crop appearance fixes the pose. Lens distortion is ignored (a small effect on the
     ray). Uses K [G,V,3,3], rig [F] and crop_boxes [F,V,4] of the dataset store."""
-    from .camera import rodrigues_to_matrix
+    from ..camera import rodrigues_to_matrix
     for name in ("crop_boxes", "K", "rig"):
         if name not in dataset:
             raise ValueError(f"the virtual crop camera needs `{name}` in the dataset store; it is absent")
@@ -337,7 +337,7 @@ CHECKPOINT_KEYS = ("kind", "mode", "arch", "scale", "units", "cfg", "epoch", "ep
 
 
 def load_checkpoint(path: Path) -> dict:
-    """An integral network checkpoint (pipeline.checkpoint.load_checkpoint: weights_only=True);
+    """An integral network checkpoint (pipeline.training.checkpoint.load_checkpoint: weights_only=True);
     a ValueError (CheckpointError) naming the file when it is missing, corrupt, refused or of
     another kind."""
     return _load_checked(path, "integral", CHECKPOINT_KEYS, what="an integral pose network")
@@ -700,7 +700,7 @@ def predict(ckpt: Path, dataset, frames: np.ndarray | slice, progress: bool = Tr
     network was trained on (checkpoint 'units': 'mm' for FS, 'label' = mean bones for SS).
 
     NaN for every joint of a (frame, view) whose image is missing (dataset `image_ok` False):
-    callers leave those out (pipeline.evaluate refuses NaN at a scored joint: pass it
+    callers leave those out (pipeline.evaluation.scoring refuses NaN at a scored joint: pass it
     mask = np.isfinite(pred).all(-1); refine.make_pairs drops such rows itself)."""
     model, meta = load_model(Path(ckpt), "3d")
     im = dataset_images(dataset, meta["arch"]["input_size"])

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .joints import JOINTS, J
-from .orchestration.store import open_group, read_provenance
+from ..joints import JOINTS, J
+from .store import open_group, read_provenance
 
 
 def _fmt_table(header: list[str], rows: list[list]) -> str:
@@ -63,7 +63,7 @@ def _provenance_section(prov: dict, attrs: dict) -> list[str]:
 
 def _gt_camera(ds):
     """GT root-relative camera-frame poses [F,V,J,3] mm of a dataset store, or None."""
-    from .camera import store_poses_in_cameras
+    from ..camera import store_poses_in_cameras
     try:
         X = store_poses_in_cameras(ds)
     except (ValueError, TypeError):
@@ -75,9 +75,9 @@ def training_record(checkpoint: Path) -> dict:
     """What a training checkpoint (train3d, pretrain2d, refine) says of its training: losses per
     epoch, images/s, epoch, samples, units, architecture (None where it does not say).
 
-    Loaded with weights_only=True (pipeline.checkpoint); a missing, corrupt or refused file is a
+    Loaded with weights_only=True (pipeline.training.checkpoint); a missing, corrupt or refused file is a
     CheckpointError (ValueError) naming it."""
-    from .checkpoint import load_checkpoint
+    from ..training.checkpoint import load_checkpoint
     ck = load_checkpoint(checkpoint, ("integral", "refiner"), mmap=True, what="a training (integral or refiner)")
     return {k: ck.get(k) for k in ("losses", "images_per_s", "epoch", "n_samples", "n_train", "units", "arch")}
 
@@ -105,9 +105,9 @@ def _training_section(t: dict) -> list[str]:
 def label_errors(lab, ds, min_joints: int = 8) -> dict | None:
     """Label error against GT per (frame, view), over the joints labelled valid:
     {"mpjpe", "nmpjpe", "pmpjpe" [F,V] mm (NaN where the root or fewer than `min_joints`
-    joints are valid), "per_joint_nmpjpe" [J] mm, "units"}; None without GT (pipeline.metrics)."""
-    from . import metrics
-    from .joints import ROOT
+    joints are valid), "per_joint_nmpjpe" [J] mm, "units"}; None without GT (pipeline.evaluation.metrics)."""
+    from ..evaluation import metrics
+    from ..joints import ROOT
     gt = _gt_camera(ds)
     if gt is None:
         return None
@@ -268,7 +268,7 @@ def _weak_perspective(X: np.ndarray, uv: np.ndarray) -> np.ndarray:
 def plot_store(g, prov: dict, out: Path, n_frames: int = 4, training: dict | None = None) -> list[Path]:
     """PNGs: for a label store, label skeletons over the images and error histograms; for a
     training output, its loss per epoch."""
-    from .plots import draw_skeleton_2d, plt
+    from ..evaluation.plots import draw_skeleton_2d, plt
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     if training and training.get("losses"):

@@ -11,7 +11,7 @@ results = {
   "labels": {                              # Table 1 analogue: quality of the training labels
       "<row>": {                           #   e.g. "GT 2D, known extrinsics", "GT 2D, rig (no
           "summary":  dict,                #   extrinsics)", "detector 'network', rig"
-                                           #   summary = pipeline.evaluate.evaluate(...)[0]
+                                           #   summary = pipeline.evaluation.scoring.evaluate(...)[0]
           "coverage": float,               #   fraction of frames labelled (frame_ok), optional
           "note":     str,                 #   optional
       }, ...},
@@ -21,8 +21,8 @@ results = {
           "per_frame": DataFrame | path,   #   evaluate's per-frame table (or its Parquet file)
           "note":      str,                #   optional
       }, ...},
-  "pss_reference": dict | zarr.Group,      # pipeline.pss.build_reference output (Fig. 6 thumbnails)
-  "pss_stability": [dict, ...],            # pipeline.pss.stability outputs, one per k
+  "pss_reference": dict | zarr.Group,      # pipeline.evaluation.pss.build_reference output (Fig. 6 thumbnails)
+  "pss_stability": [dict, ...],            # pipeline.evaluation.pss.stability outputs, one per k
   "samples": {                             # arrays for the figures, aligned with per_frame's
       "images":      array [F,V,S,S,3] uint8,  # "frame" (0..F-1) and "view"; a zarr array is
       "gt":          array [F,V,J,3] mm,       # fine (only the frames shown are read)
@@ -100,7 +100,7 @@ def _per_frame(entry):
     if pf is None:
         return None
     if isinstance(pf, (str, Path)):
-        from .evaluate import read_per_frame
+        from .scoring import read_per_frame
 
         return read_per_frame(pf)
     return pf
@@ -366,7 +366,7 @@ def write_report(results: dict, out_dir: Path) -> Path:
     for group, entries in (("labels", labels), ("models", models)):
         for name, e in entries.items():
             if not isinstance(e, dict) or "summary" not in e:
-                raise ValueError(f"results[{group!r}][{name!r}] needs a 'summary' (pipeline.evaluate output)")
+                raise ValueError(f"results[{group!r}][{name!r}] needs a 'summary' (pipeline.evaluation.scoring output)")
     main = results.get("main_model") or ("SS" if "SS" in models else next(iter(models), None))
     if main is not None and main not in models:
         raise ValueError(f"main_model {main!r} is not among the models {list(models)}")

@@ -28,9 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .joints import J
-from .train3d import (PRESETS as PRESETS_3D, ImageSource, _deterministic, _frames, dataset_images, fit, image_ok,
-                      load_model, resolve_cfg as _resolve, run_network)
+from ..joints import J
+from .pose3d import PRESETS as PRESETS_3D, ImageSource, _deterministic, _frames, dataset_images, fit, image_ok, load_model, resolve_cfg as _resolve, run_network
 
 PRESETS: dict[str, dict] = {
     name: {**p, "min_valid_joints": 4, "smooth_l1_beta": 0.01, "depth": 1, "variance_weight": 0.1,

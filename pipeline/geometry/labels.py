@@ -33,7 +33,7 @@ camera and why. Two views without a baseline (identical keypoints, or rays one r
 onto each other: a duplicated view or a camera only turned; rig mode: two cameras calibrated
 at the same place) are refused with an error naming both: which of the two is the real view
 cannot be told, and a duplicate's labels would be wrong for its images. A view out of sync
-with the others (pipeline.sync, `sync` = "check") is refused with an error naming it and its
+with the others (pipeline.geometry.sync, `sync` = "check") is refused with an error naming it and its
 offset in frames ("correct" is not offered: a view's label at frame f would need the other
 views' keypoints of other frames, which a chunk does not hold; the data must be aligned
 upstream). known mode: camera.check_rig. Outliers inside the image (a detector's gross
@@ -55,14 +55,14 @@ import warnings
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import camera
+from .. import camera
 from . import epipolar
 from . import rig as rigmod
 from . import sync as syncmod
 from . import triangulate as tri
 from .epipolar import FAILURES  # noqa: F401  (re-exported: the label contract's codes)
-from .joints import INDEX, J, PARENTS, ROOT, bone_lengths
-from .registry import check_choice, check_number, with_defaults
+from ..joints import INDEX, J, PARENTS, ROOT, bone_lengths
+from ..registry import check_choice, check_number, with_defaults
 
 DEFAULTS: dict = {
     "mode": "rig",                 # known | per-frame | rig
@@ -93,7 +93,7 @@ DEFAULTS: dict = {
                                    # (height) is a wild point: treated as missing, counted and warned about
     "no_baseline_ratio": 3.0,      # two views have no baseline when one rotation maps their pooled joints'
                                    # rays within this x the epipolar (Sampson) error; 0 turns the test off
-    "sync": "check",               # check: refuse a view whose frame offset (pipeline.sync) is clearly not 0 | off
+    "sync": "check",               # check: refuse a view whose frame offset (pipeline.geometry.sync) is clearly not 0 | off
     "sync_max_lag": 10,            # largest frame offset the sync check searches, frames
     "sync_frames": 64,             # anchor frames the sync check pairs at every lag
     "sync_min_ratio": 1.25,        # a clear offset: the view's epipolar error at offset 0 over that at its offset
@@ -334,7 +334,7 @@ def calibrate(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, *
     Returns (Cameras, diag): cameras_used [V] bool, camera_status [V] ("ok" or why it was left
     out), usable_joints [V], keypoints_outside [V] (wild points), baseline_pairs [P,2] with
     baseline_points, baseline_coincide, baseline_rotation_px, baseline_epipolar_px [P]
-    (rig.baseline_evidence), sync_* (pipeline.sync.estimate_offsets: sync_offsets [V],
+    (rig.baseline_evidence), sync_* (pipeline.geometry.sync.estimate_offsets: sync_offsets [V],
     sync_relative [V], sync_ratio [V], sync_sharpness [V], sync_clear [V], sync_cost_px
     [P',L], sync_pairs [P',2], sync_lags [L], sync_skipped, sync_seconds); in rig mode also
     per-pair arrays over rig.all_pairs(V) (`rig_pair_*`), R_est, t_est, chain_order and the
@@ -462,7 +462,7 @@ def _check_estimated_baselines(R: np.ndarray, t: np.ndarray, keep: np.ndarray, n
 
 
 def _sync_check(kp2d, w, cams: camera.Cameras, cfg: dict, keep: np.ndarray, names: list[str]) -> dict:
-    """pipeline.sync on the usable keypoints; sync = "check": ValueError for a view clearly off."""
+    """pipeline.geometry.sync on the usable keypoints; sync = "check": ValueError for a view clearly off."""
     if cfg["sync"] == "off":
         return {"sync_skipped": "label.sync is off"}
     kp = np.where((w > 0)[..., None], kp2d, np.nan)
