@@ -8,10 +8,10 @@ correctness smoke, in one short run (estimated 2-4 min on one H100) for a lent G
 1. Detector inference (pretrain2d's paper preset: ResNet-50, 256x256, 2D head), eval, bf16:
    model only (inputs already on the GPU, channels_last, cudnn.benchmark) at batch 64/128/256,
    and at 128 with predict()'s settings (deterministic mode, no cudnn.benchmark); end to end
-   from uint8 crops [F,V,S,S,3] in host memory through pose3d.run_network as predict() runs
+   from uint8 crops [F,V,S,S,3] in host memory through loop.run_network as predict() runs
    it, and the same loop with the uint8 batch moved to the GPU before its float conversion and
    channels_last input (a candidate change, measured; same settings).
-2. Training images/s through pose3d.fit (bf16 AMP, channels_last) on synthetic crops and
+2. Training images/s through loop.fit (bf16 AMP, channels_last) on synthetic crops and
    random normalised targets, deterministic: the 3D paper preset at batch 32 and 64, the 2D
    detector (its preset's colour permutation on) at 32; and 3D at 32 with `deterministic` off
    (cuDNN autotuning, the paper preset's default); the same number of images each (--iters at batch 32, two epochs).
@@ -41,8 +41,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.integral import soft_argmax_2d  # noqa: E402
+from pipeline.training import detector2d, images, loop, pose3d  # noqa: E402
 from pipeline.training import augment as aug  # noqa: E402
-from pipeline.training import detector2d, pose3d  # noqa: E402
 from pipeline.joints import J, ROOT  # noqa: E402
 
 OUT = Path(os.environ.get("OUT") or Path(__file__).resolve().parent / "out")
@@ -115,7 +115,7 @@ def run_uploaded(model, store, frames, B: int, dev: torch.device) -> np.ndarray:
     (a quarter of the bytes over PCIe, the conversion on the GPU) and channels_last input."""
     V = store.shape[1]
     pairs = np.stack(np.meshgrid(frames, np.arange(V), indexing="ij"), -1).reshape(-1, 2)
-    src = pose3d.ImageSource(store, frames, max_memory_mb=0)
+    src = images.ImageSource(store, frames, max_memory_mb=0)
     outs = []
     with torch.inference_mode():
         for s in range(0, len(pairs), B):
@@ -129,7 +129,7 @@ def run_uploaded(model, store, frames, B: int, dev: torch.device) -> np.ndarray:
 
 def detector(a, cfg2: dict, dev: torch.device, rng) -> None:
     S, B = int(cfg2["input_size"]), a.batches[len(a.batches) // 2]
-    model = pose3d.build_model({k: cfg2[k] for k in pose3d.ARCH_KEYS}, "2d").to(dev).eval()
+    model = loop.build_model({k: cfg2[k] for k in loop.ARCH_KEYS}, "2d").to(dev).eval()
     model = model.to(memory_format=torch.channels_last)
     torch.backends.cudnn.benchmark = True  # the pipeline leaves it off; a serving loop would turn it on
     amp = {"device_type": dev.type, "dtype": torch.bfloat16, "enabled": dev.type == "cuda"}
@@ -155,7 +155,7 @@ def detector(a, cfg2: dict, dev: torch.device, rng) -> None:
             say(f"torch.compile failed: {e!r}"[:300])
     # from here on the pipeline's settings, as predict() runs: deterministic mode, no cudnn.benchmark
     torch.backends.cudnn.benchmark = False
-    with torch.inference_mode(), torch.autocast(**amp), pose3d._deterministic(None):
+    with torch.inference_mode(), torch.autocast(**amp), loop.deterministic(None):
         res[f"model_only_predict_settings_{B}"] = r = rate(lambda: model(x), B, a.seconds, dev)
     say(f"detector model only, batch {B}, deterministic, no cudnn.benchmark: {r:,.0f} images/s")
     save()
@@ -165,10 +165,10 @@ def detector(a, cfg2: dict, dev: torch.device, rng) -> None:
     fr = np.arange(store.shape[0])
     warm = fr[:max(1, 2 * B // a.views)]
     model = model.to(memory_format=torch.contiguous_format)  # as load_model returns it
-    with pose3d._deterministic(None):
-        ref = pose3d.run_network(model, store, warm, B, progress=False)
+    with loop.deterministic(None):
+        ref = loop.run_network(model, store, warm, B, progress=False)
         t = time.perf_counter()
-        pose3d.run_network(model, store, fr, B, progress=False)
+        loop.run_network(model, store, fr, B, progress=False)
         res[f"e2e_run_network_{B}"] = r = fr.size * a.views / (time.perf_counter() - t)
         say(f"detector end to end, run_network, batch {B}, {fr.size * a.views} images: {r:,.0f} images/s")
         model = model.to(memory_format=torch.channels_last)
@@ -186,7 +186,7 @@ def train_runs(a, over: dict, S: int, dev: torch.device, rng, work: Path) -> dic
     V, Fr = a.views, a.train_frames
     cfg3 = lambda b: pose3d.resolve_cfg({"preset": "paper", **over, "depth": a.depth, "batch_size": b})
     cfg2 = lambda b: pose3d.resolve_cfg({"preset": "paper", **over, "batch_size": b}, detector2d.PRESETS)
-    src = pose3d.ImageSource(NumpyStore(crops(rng, Fr * V, S).reshape(Fr, V, S, S, 3), 16), np.arange(Fr), 1e9)
+    src = images.ImageSource(NumpyStore(crops(rng, Fr * V, S).reshape(Fr, V, S, S, 3), 16), np.arange(Fr), 1e9)
     samples = np.argwhere(np.ones((Fr, V), bool)).astype(np.int64)
     t3 = rng.uniform(-0.5, 0.5, (len(samples), J, 3)).astype(np.float32)
     t3 -= t3[:, ROOT:ROOT + 1]
@@ -212,7 +212,7 @@ def train_one(tag: str, cfg: dict, fast: bool, data: tuple, dev: torch.device, w
         torch.cuda.reset_peak_memory_stats()
     t, err = time.perf_counter(), None
     try:
-        path = pose3d.fit(cfg, tag[:2], *data, work / tag, extra_meta={"virtual_camera": False}, progress=False)
+        path = loop.fit(cfg, tag[:2], *data, work / tag, extra_meta={"virtual_camera": False}, progress=False)
     except ModuleNotFoundError as e:  # no zarr: fit trained, then failed writing its loss curve
         err, path = repr(e), work / tag / "checkpoints" / "epoch-0002.pt"
     wall = time.perf_counter() - t
@@ -238,10 +238,10 @@ def checks(a, paths: dict, S: int, dev: torch.device, rng) -> None:
     p3, p2 = paths.get(f"3d_b{a.train_batches[0]}"), paths.get(f"2d_b{a.train_batches[0]}")
     if p3 is None or p2 is None:
         raise RuntimeError("a training run these checks need failed")
-    model, _ = pose3d.load_model(p3, "3d")  # on the CPU, whatever device trained it
+    model, _ = loop.load_model(p3, "3d")  # on the CPU, whatever device trained it
     res["cpu_load_device"] = str(next(model.parameters()).device)
     res["cpu_predict_finite"] = bool(np.all(np.isfinite(pose3d.predict_crops(p3, x[:4]))))
-    det, _ = pose3d.load_model(p2, "2d")
+    det, _ = loop.load_model(p2, "2d")
     det = det.to(dev).to(memory_format=torch.channels_last)
     xin = aug.normalise(aug.to_float(torch.from_numpy(x).to(dev))).contiguous(memory_format=torch.channels_last)
     tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32

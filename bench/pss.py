@@ -37,7 +37,7 @@ def studio_poses(quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
     import zarr
 
     from pipeline.data import adapter_defaults, get_adapter
-    from pipeline.evaluation.scoring import ground_truth
+    from pipeline.data.contract import ground_truth
 
     cfg = adapter_defaults("studio")
     label = "studio (default config): training GT, all views"

@@ -29,8 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.training import detector2d, loop, pose3d, refiner
 from pipeline.evaluation import metrics  # noqa: E402
-from pipeline.training import detector2d, refiner, pose3d
 from pipeline.camera import Cameras  # noqa: E402
 
 
@@ -189,9 +189,9 @@ def main(argv=None) -> dict:
     t = time.perf_counter()
     ck_fs = pose3d.train(o3, ds, None, None, work / "nets" / f"fs{tag}")
     timings["train_fs_s"] = time.perf_counter() - t
-    ck_meta = pose3d.load_checkpoint(ck_ss)  # weights_only=True (pipeline.training.checkpoint)
+    ck_meta = loop.load_checkpoint(ck_ss)  # weights_only=True (pipeline.training.checkpoint)
     ips, threads = float(ck_meta["images_per_s"]), ck_meta["cfg"]["num_threads"]
-    ips_fs = float(pose3d.load_checkpoint(ck_fs)["images_per_s"])
+    ips_fs = float(loop.load_checkpoint(ck_fs)["images_per_s"])
 
     gt = pose3d.gt_camera_poses(ds)
     gmask = np.all(np.isfinite(gt), -1)

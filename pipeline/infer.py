@@ -34,7 +34,7 @@ from .training import augment as aug
 from .joints import ROOT
 from .evaluation.plots import draw_skeleton_2d, plot_skeleton_3d
 from .training.detector2d import original_coords
-from .training.pose3d import load_model
+from .training.loop import load_model
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 

@@ -107,6 +107,7 @@ def _image(folder: Path) -> Path:
 
 _RESUME = """
 import logging, torch
+from pipeline.training import loop
 from pipeline.training import pose3d
 from tests.test_train3d import make_store
 import zarr
@@ -116,7 +117,7 @@ class H(logging.Handler):
 logging.getLogger("pipeline").addHandler(H())
 store = zarr.open_group({ds!r}, mode="r")
 ck = pose3d.train({cfg!r}, store, None, None, {out!r}, progress=False)
-fin = pose3d.load_checkpoint(ck)
+fin = loop.load_checkpoint(ck)
 bad = {bad!r}
 warned = any(bad in m for m in seen)
 print(f"trained to epoch {{fin['epoch']}}; " + (f"warned about {{bad}}" if warned else "NO WARNING"))
@@ -223,7 +224,7 @@ torch.save = save
 try:
     pose3d.train({TINY!r}, zarr.open_group({str(ds)!r}, mode="r"), None, None, {str(out)!r}, progress=False)
 except CheckpointWriteError as e:
-    intact = pose3d.load_checkpoint({str(out / "checkpoints" / "epoch-0001.pt")!r})["epoch"] == 1
+    intact = loop.load_checkpoint({str(out / "checkpoints" / "epoch-0001.pt")!r})["epoch"] == 1
     print(e, "| epoch 1 intact:", intact)
 """)
     return cmd, "no space left on the device; nothing there was overwritten (the previous checkpoint is intact): " \
@@ -242,7 +243,7 @@ from pipeline.training.checkpoint import CheckpointWriteError
 try:
     pose3d.train({TINY!r}, zarr.open_group({str(ds)!r}, mode="r"), None, None, {str(out)!r}, progress=False)
 except CheckpointWriteError as e:
-    intact = pose3d.load_checkpoint({str(out / "checkpoints" / "epoch-0001.pt")!r})["epoch"] == 1
+    intact = loop.load_checkpoint({str(out / "checkpoints" / "epoch-0001.pt")!r})["epoch"] == 1
     print(e, "| epoch 1 intact:", intact)
 """)
     return cmd, "no space left on the device; nothing there was overwritten (the previous checkpoint is intact): " \

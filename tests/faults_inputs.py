@@ -470,7 +470,7 @@ def calib_size_disagrees_with_videos(folder):
 
 
 def _qca_project(folder) -> tuple[Path, Path]:
-    from pipeline.data.pose2sim import read_toml_calibration
+    from pipeline.data.calibration import read_toml_calibration
     p = base_project(folder)
     path, _ = _calib(p)
     names, cams = read_toml_calibration(path)

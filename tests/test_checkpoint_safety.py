@@ -1,5 +1,5 @@
 """Checkpoints hold only tensors and plain data and never run code when loaded; a broken one is
-found, named, and rebuilt from what is intact (pipeline/checkpoint.py, pose3d.fit, refine).
+found, named, and rebuilt from what is intact (pipeline/checkpoint.py, loop.fit, refine).
 
 The crafted files are real pickles whose __reduce__ runs `touch MARKER` (tests/faults_checkpoints.py);
 a control shows that an unrestricted load of the same file does run it."""
@@ -17,7 +17,7 @@ import torch
 from flows.cli import main as cli
 from models.integral import IntegralPoseNet
 from models.resnet import load_backbone_weights
-from pipeline.training import checkpoint, detector2d, refiner, pose3d
+from pipeline.training import checkpoint, detector2d, loop, pose3d, refiner
 from pipeline import infer
 from pipeline.orchestration import inspection
 from pipeline.training.checkpoint import CheckpointError, CheckpointWriteError, UnsafeCheckpointError
@@ -52,8 +52,8 @@ def test_every_loader_refuses_a_crafted_pickle_without_running_it(tmp_path, fmt)
     name = "refused" if fmt == "zip" else "not a checkpoint this pipeline writes"
     loaders = {
         "checkpoint.load_checkpoint": lambda: checkpoint.load_checkpoint(ck),
-        "train3d.load_checkpoint": lambda: pose3d.load_checkpoint(ck),
-        "train3d.load_model": lambda: pose3d.load_model(ck, "3d"),
+        "train3d.load_checkpoint": lambda: loop.load_checkpoint(ck),
+        "train3d.load_model": lambda: loop.load_model(ck, "3d"),
         "pretrain2d.predict": lambda: detector2d.predict(ck, None, [0]),
         "refine.apply_refiner": lambda: refiner.apply_refiner(rck, np.zeros((1, J, 3), np.float32)),
         "inspect.training_record": lambda: inspection.training_record(ck),
@@ -106,7 +106,7 @@ def test_old_checkpoint_with_python_objects_is_refused_and_says_retrain(tmp_path
     ck = tmp_path / "old.pt"
     torch.save({"kind": "integral", "model": {}, "rng": np.zeros(3)}, ck)
     with pytest.raises(UnsafeCheckpointError, match=r"numpy.*delete it and retrain"):
-        pose3d.load_checkpoint(ck)
+        loop.load_checkpoint(ck)
 
 
 def test_saved_checkpoints_hold_only_plain_data(tmp_path, store):
@@ -134,14 +134,14 @@ def test_truncated_newest_epoch_checkpoint_resumes_from_the_previous_one(tmp_pat
     (tmp_path / "b" / "final.pt").unlink()
     bad = fc.truncate(tmp_path / "b" / "checkpoints" / "epoch-0002.pt")
     with pytest.raises(CheckpointError, match="not a complete torch zip archive"):
-        pose3d.load_checkpoint(bad)
+        loop.load_checkpoint(bad)
     with caplog.at_level(logging.WARNING, logger="pipeline"):
         b = pose3d.train(cfg, store, None, None, tmp_path / "b", progress=False)
     assert any(str(bad) in r.getMessage() for r in caplog.records)
     wa, wb = torch.load(a, weights_only=True)["model"], torch.load(b, weights_only=True)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert sorted(p.name for p in bad.parent.iterdir()) == ["epoch-0002.pt", "epoch-0003.pt"]
-    pose3d.load_checkpoint(bad)  # rewritten, intact
+    loop.load_checkpoint(bad)  # rewritten, intact
 
 
 def test_truncated_final_is_rebuilt_not_returned(tmp_path, store, caplog):
@@ -151,7 +151,7 @@ def test_truncated_final_is_rebuilt_not_returned(tmp_path, store, caplog):
     with caplog.at_level(logging.WARNING, logger="pipeline"):
         assert pose3d.train(TINY, store, None, None, tmp_path / "a", progress=False) == ck
     assert any("final.pt" in r.getMessage() and "rebuilding" in r.getMessage() for r in caplog.records)
-    again = pose3d.load_checkpoint(ck)["model"]
+    again = loop.load_checkpoint(ck)["model"]
     assert all(torch.equal(good[k], again[k]) for k in good)
     # the refiner's final.pt: retrained
     x = np.random.default_rng(0).normal(size=(32, J, 3)).astype(np.float32)
@@ -191,10 +191,10 @@ def test_disk_full_while_writing_a_checkpoint(tmp_path, store, monkeypatch):
     assert "epoch-0002.pt" in msg and str(ckdir) in msg and "no space left on the device" in msg
     assert e.value.errno == errno.ENOSPC and isinstance(e.value, OSError)
     assert sorted(p.name for p in ckdir.iterdir()) == ["epoch-0001.pt"]  # no partial file left
-    assert pose3d.load_checkpoint(ckdir / "epoch-0001.pt")["epoch"] == 1
+    assert loop.load_checkpoint(ckdir / "epoch-0001.pt")["epoch"] == 1
     monkeypatch.setattr(torch, "save", real)
     pose3d.train(cfg, store, None, None, tmp_path / "a", progress=False)
-    assert pose3d.load_checkpoint(tmp_path / "a" / "final.pt")["epoch"] == 2
+    assert loop.load_checkpoint(tmp_path / "a" / "final.pt")["epoch"] == 2
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
@@ -209,7 +209,7 @@ def test_a_really_full_device(tmp_path, store):
     with pytest.raises(CheckpointWriteError, match=r"epoch-0002.pt in .*checkpoints: no space left on the device"):
         pose3d.train(cfg, store, None, None, tmp_path / "a", progress=False)
     assert sorted(p.name for p in ckdir.iterdir()) == ["epoch-0001.pt"]
-    assert pose3d.load_checkpoint(ckdir / "epoch-0001.pt")["epoch"] == 1
+    assert loop.load_checkpoint(ckdir / "epoch-0001.pt")["epoch"] == 1
 
 
 def test_torch_stream_writer_failure_is_reported_too(tmp_path, monkeypatch):

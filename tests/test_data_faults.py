@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.data import fetch, h36m, pose2sim, studio, videos
+from pipeline.data import calibration, fetch, h36m, pose2sim, studio, videos
 from pipeline.detectors import mediapipe, openpose
 from tests import faults_inputs as fi
 
@@ -86,9 +86,9 @@ def test_qca_writer_matches_the_reader(tmp_path):
     """faults_inputs.qca_xml is the inverse of read_qca_calibration (so its cases are fair)."""
     p = fi.base_project(tmp_path)
     toml = next((p / "calibration").glob("*.toml"))
-    names, a = pose2sim.read_toml_calibration(toml)
+    names, a = calibration.read_toml_calibration(toml)
     (tmp_path / "c.qca.txt").write_text(fi.qca_xml(names, a.K, a.R, a.t, a.size))
-    n2, b = pose2sim.read_qca_calibration(tmp_path / "c.qca.txt")
+    n2, b = calibration.read_qca_calibration(tmp_path / "c.qca.txt")
     assert n2 == names
     for k in ("K", "R", "t", "size"):
         np.testing.assert_allclose(getattr(b, k), getattr(a, k), atol=1e-9)

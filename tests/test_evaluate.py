@@ -3,6 +3,7 @@ ground truth put in camera frames (checked against cv2.projectPoints' convention
 import numpy as np
 import pytest
 
+from pipeline.data import contract
 from pipeline.evaluation import scoring as ev
 from pipeline.evaluation import pss
 from tests import synth
@@ -141,7 +142,7 @@ def test_ground_truth_from_store():
     g.create_array("subject", data=np.array([0, 0, 1, 1, 1, 1], np.int16))
     g.attrs.update(clips=["c0", "c1"], actions={"c0": "walk", "c1": "sit"}, subjects=["S1", "S9"],
                    mean_bone_mm=250.0)
-    r = ev.ground_truth(g)
+    r = contract.ground_truth(g)
     np.testing.assert_array_equal(r["frame_ids"], [2, 3, 4, 5])
     assert r["actions"] == ["walk", "sit", "sit", "sit"] and r["subjects"] == ["S9"] * 4
     np.testing.assert_allclose(r["gt"][:, 1], world_to_camera(X[2:].astype(float), cams.R[1], cams.t[1]))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.training import detector2d, refiner, pose3d
+from pipeline.training import detector2d, images, loop, pose3d, refiner
 from pipeline.detectors import get_detector
 from pipeline.joints import J
 from tests.test_train3d import TINY, make_store
@@ -35,7 +35,7 @@ def test_training_skips_missing_images(tmp_path):
     mask = np.all(np.isfinite(P), -1) & ok[..., None]
     ref = pose3d.train(TINY, a, None, mask, tmp_path / "ref", progress=False)
     got = pose3d.train(TINY, b, None, None, tmp_path / "got", progress=False)
-    wr, wg = pose3d.load_checkpoint(ref), pose3d.load_checkpoint(got)
+    wr, wg = loop.load_checkpoint(ref), loop.load_checkpoint(got)
     n_train_ok = int(ok[:18].sum())
     assert wg["n_samples"] == 6 * n_train_ok == wr["n_samples"]  # six colour orders of each sample
     assert all(torch.equal(wr["model"][k], wg["model"][k]) for k in wr["model"])
@@ -45,7 +45,7 @@ def test_training_skips_missing_images(tmp_path):
     a["keypoints2d_gt"][:] = kp
     ref2 = detector2d.train(TINY, a, tmp_path / "ref2", progress=False)
     got2 = detector2d.train(TINY, b, tmp_path / "got2", progress=False)
-    wr, wg = pose3d.load_checkpoint(ref2), pose3d.load_checkpoint(got2)
+    wr, wg = loop.load_checkpoint(ref2), loop.load_checkpoint(got2)
     assert wg["n_samples"] == wr["n_samples"] == 6 * n_train_ok
     assert all(torch.equal(wr["model"][k], wg["model"][k]) for k in wr["model"])
 
@@ -79,7 +79,7 @@ def test_bad_image_ok_is_named(tmp_path):
     g = make_store(tmp_path / "s.zarr", F=8)
     g.create_array("image_ok", data=np.ones((8, 3), bool), dimension_names=("frame", "view"))
     with pytest.raises(ValueError, match=r"image_ok must be \[F,V\] = \(8, 2\)"):
-        pose3d.image_ok(g)
+        images.image_ok(g)
     g = make_store(tmp_path / "t.zarr", F=8)
     g.create_array("image_ok", data=np.ones((8, 2), np.uint8), dimension_names=("frame", "view"))
     with pytest.raises(ValueError, match="image_ok must be bool"):

@@ -218,7 +218,7 @@ def test_every_key_is_validated():
 @pytest.fixture(scope="module")
 def pose2sim(shared_data):
     from pipeline.data import get_adapter
-    from pipeline.data.pose2sim import read_toml_calibration
+    from pipeline.data.calibration import read_toml_calibration
     from pipeline.detectors import get_detector
     root = shared_data / "multiview" / "pose2sim_demo"
     g = zarr.group(store=zarr.storage.MemoryStore())

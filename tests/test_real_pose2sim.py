@@ -5,7 +5,8 @@ import zarr
 
 from pipeline.camera import project
 from pipeline.data import get_adapter
-from pipeline.data.pose2sim import read_qca_calibration, read_toml_calibration, trc_to_joints17
+from pipeline.data.calibration import read_qca_calibration, read_toml_calibration
+from pipeline.data.pose2sim import trc_to_joints17
 from pipeline.detectors import get_detector
 from pipeline.data.trc import read_trc
 from pipeline.joints import INDEX, J

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.training import detector2d, pose3d
+from pipeline.training import detector2d, images, loop, pose3d
 from pipeline.detectors import get_detector
 from pipeline.joints import J
 from tests.test_train3d import TINY, make_store
@@ -39,7 +39,7 @@ def test_pretrain_detect_evaluate(tmp_path):
         detect({"thresh": 1}, store, slice(0, 2), {"pretrain2d": ck})
     with pytest.raises(ValueError, match="a 2d one"):
         from pipeline.training import pose3d
-        pose3d.load_model(pose3d.train({**TINY, "epochs": 1}, store, None, None, tmp_path / "3d",
+        loop.load_model(pose3d.train({**TINY, "epochs": 1}, store, None, None, tmp_path / "3d",
                                          progress=False), "2d")
 
 
@@ -47,15 +47,15 @@ def test_spread_loss_closed_form():
     """E_p||g - t||^2: a one-hot heatmap gives the squared distance from its bin centre
     (2i + 1)/n - 1 to the target; a uniform one adds the bins' variance."""
     import torch
-    from pipeline.training.pose3d import _spread_loss
+    from pipeline.training.loop import spread_loss
     p = torch.zeros(1, 1, 4, 4)
     p[0, 0, 1, 3] = 1.0  # y bin 1, x bin 3 -> (0.75, -0.25)
     t = torch.tensor([[[0.25, 0.25]]])
     m = torch.ones(1, 1)
-    torch.testing.assert_close(_spread_loss(p, t, m), torch.tensor(0.5 ** 2 + 0.5 ** 2))
+    torch.testing.assert_close(spread_loss(p, t, m), torch.tensor(0.5 ** 2 + 0.5 ** 2))
     u = torch.full((1, 1, 4, 4), 1 / 16)
     centres = torch.tensor([-0.75, -0.25, 0.25, 0.75])
-    torch.testing.assert_close(_spread_loss(u, torch.zeros(1, 1, 2), m), 2 * (centres ** 2).mean())
+    torch.testing.assert_close(spread_loss(u, torch.zeros(1, 1, 2), m), 2 * (centres ** 2).mean())
 
 
 def test_heatmap_nll_weight_trains(tmp_path):
@@ -80,9 +80,9 @@ def test_colour_permuted_source_reads_permuted_channels():
     class Plain:
         def get(self, f, v):
             return im[f, v]
-    src = pose3d.ColourPermuted(Plain(), 3)
+    src = images.ColourPermuted(Plain(), 3)
     samples = np.array([[0, 2], [4, 1]])
-    cp = pose3d.colour_permuted_samples(samples, 3)
+    cp = images.colour_permuted_samples(samples, 3)
     assert cp.shape == (12, 2)
     got = src.get(cp[:, 0], cp[:, 1])
     for k, order in enumerate(permutations(range(3))):

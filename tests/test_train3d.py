@@ -10,7 +10,7 @@ import pytest
 import torch
 import zarr
 
-from pipeline.training import pose3d
+from pipeline.training import images, loop, pose3d
 from pipeline.camera import look_at, world_to_camera, project
 from pipeline.joints import J, ROOT
 from pipeline.evaluation.plots import draw_skeleton_2d
@@ -182,11 +182,11 @@ def test_bad_inputs(store, tmp_path):
     with pytest.raises(ValueError, match="another architecture"):
         pose3d.train({**TINY, "epochs": 1, "width": 0.25}, store, None, None, tmp_path / "y", progress=False)
     with pytest.raises(ValueError, match="a 2d one is needed"):
-        pose3d.load_model(ck, "2d")
+        loop.load_model(ck, "2d")
     g = zarr.open_group(str(tmp_path / "gray.zarr"), mode="w")
     g.create_array("images", shape=(4, 1, 32, 32, 1), dtype="uint8", dimension_names=list("fvyxc"))
     with pytest.raises(ValueError, match="RGB"):
-        pose3d.dataset_images(g, 32)
+        images.dataset_images(g, 32)
 
 
 def test_crop_rotations_look_through_the_crop_centre(store):

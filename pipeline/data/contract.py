@@ -1,4 +1,4 @@
-"""Check a zarr group against the dataset contract of docs/stores.md.
+"""The dataset contract of docs/stores.md: check a zarr group against it, read its ground truth.
 
 `check_dataset(group)` returns a list of problems (empty when the store is valid); every
 adapter's tests call it, and `assert_dataset` raises ValueError listing them.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import zarr
 
+from ..camera import store_poses_in_cameras
 from ..joints import J, JOINTS
 
 REQUIRED_ATTRS = ("dataset", "subjects", "clips", "actions", "fps", "crop_size", "licence", "source", "joints")
@@ -105,3 +106,41 @@ def assert_dataset(g: zarr.Group, **kw) -> None:
     bad = check_dataset(g, **kw)
     if bad:
         raise ValueError("dataset store breaks the contract:\n  " + "\n  ".join(bad))
+
+
+def ground_truth(dataset, frames=None) -> dict:
+    """Ground truth of a dataset store (docs/stores.md) in each camera's frame.
+
+    frames: slice, index array or bool mask over F (None: the test split, split == 1).
+    Returns {"gt" [f,V,J,3] mm camera frame (NaN where unknown), "mask" [f,V,J] bool,
+             "actions" [f] str, "subjects" [f] str, "frame_ids" [f] int, "mean_bone_mm" float|None}.
+    Raises ValueError when the store has no 3D ground truth or no extrinsics.
+    """
+    if "poses3d_world" not in dataset:
+        raise ValueError("dataset has no 3D ground truth (poses3d_world): nothing to evaluate against")
+    n = dataset["rig"].shape[0]
+    if frames is None:
+        idx = np.flatnonzero(np.asarray(dataset["split"][...]) == 1)
+    elif isinstance(frames, slice):
+        idx = np.arange(n)[frames]
+    else:
+        frames = np.asarray(frames)
+        idx = np.flatnonzero(frames) if frames.dtype == bool else frames.astype(np.int64)
+    gt = store_poses_in_cameras(dataset, idx)  # [f,V,J,3]
+    attrs = dict(dataset.attrs)
+    clips = list(attrs.get("clips", []))
+    act = attrs.get("actions", {})
+    clip_idx = np.asarray(dataset["clip"][...])[idx]
+    clip_names = [clips[c] if c < len(clips) else str(c) for c in clip_idx]
+    if isinstance(act, dict):
+        actions = [act.get(c, c) for c in clip_names]
+    elif len(act) == len(clips):
+        actions = [act[c] for c in clip_idx]
+    else:
+        actions = clip_names
+    subs = list(attrs.get("subjects", []))
+    s_idx = np.asarray(dataset["subject"][...])[idx]
+    subjects = [subs[s] if s < len(subs) else str(s) for s in s_idx]
+    mb = attrs.get("mean_bone_mm")
+    return {"gt": gt, "mask": np.all(np.isfinite(gt), axis=-1), "actions": actions,
+            "subjects": subjects, "frame_ids": idx, "mean_bone_mm": None if mb is None else float(mb)}

@@ -53,9 +53,7 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 import warnings
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +66,7 @@ from .trc import read_trc
 from ..joints import J, bone_lengths
 from . import fetch
 from . import videos as vid
+from .calibration import read_qca_calibration, read_toml_calibration
 from ..registry import with_defaults
 
 DEFAULTS: dict = {
@@ -157,115 +156,6 @@ def fetch_demo(cache_dir: Path, progress: bool = True) -> Path:
     shutil.rmtree(root, ignore_errors=True)
     tmp.rename(root)
     return root
-
-
-def _values(c: dict, key: str, n: tuple[int, ...], path: Path, section: str, what: str) -> np.ndarray:
-    """Section value c[key] as float64 numbers, of one of the sizes `n`; ValueError naming the
-    file, camera section and key otherwise."""
-    if key not in c:
-        raise ValueError(f"pose2sim: camera section [{section}] of {path} lacks '{key}' ({what})")
-    try:
-        a = np.asarray(c[key], dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"pose2sim: {path}, camera [{section}], '{key}' is not a list of numbers "
-                         f"({what}): {c[key]!r}") from None
-    if a.size not in n:
-        raise ValueError(f"pose2sim: {path}, camera [{section}], '{key}' has {a.size} values, expected "
-                         f"{' or '.join(map(str, n))} ({what})")
-    return a.ravel()
-
-
-def read_toml_calibration(path: Path) -> tuple[list[str], Cameras]:
-    """Pose2Sim TOML -> (camera names, Cameras in mm). Distortions are used as written (the
-    .qca converter already divided them by 64; Pose2Sim's triangulation reads them as they are).
-    ValueError naming the file, the camera section and the key for a missing or malformed value
-    (non-finite extrinsics are left for camera.check_rig, which names the camera)."""
-    try:
-        calib = tomllib.loads(Path(path).read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ValueError(f"pose2sim: cannot read calibration {path}: {e}") from e
-    sections = [k for k, v in calib.items() if isinstance(v, dict) and "matrix" in v]
-    if not sections:
-        raise ValueError(f"pose2sim: no camera sections (with 'matrix') in {path}")
-    names, K, R, t, dist, size = [], [], [], [], [], []
-    for s in sections:
-        c = calib[s]
-        if c.get("fisheye", False):
-            raise ValueError(f"pose2sim: camera [{s}] is a fisheye camera, which the OpenCV pinhole model here does not cover")
-        k = _values(c, "matrix", (9,), path, s, "3x3 intrinsic matrix").reshape(3, 3)
-        if not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0 or not np.allclose(k[2], [0, 0, 1]):
-            raise ValueError(f"pose2sim: {path}, camera [{s}], 'matrix' is not an intrinsic matrix "
-                             f"(finite, positive focal lengths, last row 0 0 1): {k.tolist()}")
-        d = np.zeros(5)
-        if "distortions" in c:
-            dd = _values(c, "distortions", (0, 4, 5), path, s, "k1, k2, p1, p2[, k3]")
-            if not np.all(np.isfinite(dd)):
-                raise ValueError(f"pose2sim: {path}, camera [{s}], 'distortions' holds non-finite values")
-            d[:len(dd)] = dd
-        sz = _values(c, "size", (2,), path, s, "image width, height")
-        if not np.all(np.isfinite(sz)) or np.any(sz <= 0):
-            raise ValueError(f"pose2sim: {path}, camera [{s}], 'size' must be two positive numbers, got {sz.tolist()}")
-        K.append(k)
-        dist.append(d)
-        R.append(rodrigues_to_matrix(_values(c, "rotation", (3,), path, s, "Rodrigues vector")))
-        t.append(_values(c, "translation", (3,), path, s, "metres") * 1000.0)
-        size.append(sz)
-        names.append(str(c.get("name", s)))
-    return names, Cameras(np.stack(K), np.stack(R), np.stack(t), np.stack(dist), np.stack(size))
-
-
-def read_qca_calibration(path: Path, binning_factor: float = 1.0) -> tuple[list[str], Cameras]:
-    """Qualisys .qca.txt -> (camera names, Cameras in mm), following Pose2Sim's conversion.
-    ValueError naming the file, the camera and the element/attribute that is missing or not a number."""
-    try:
-        root = ET.parse(str(path)).getroot()
-    except (OSError, ET.ParseError) as e:
-        raise ValueError(f"pose2sim: cannot read Qualisys calibration {path}: {e}") from e
-    cams = root.findall("cameras/camera")
-    if not cams:
-        raise ValueError(f"pose2sim: no cameras in {path}")
-    names, K, R, t, dist, size = [], [], [], [], [], []
-    for i, cam in enumerate(cams):
-        who = f"camera {cam.get('serial') or i + 1}"
-
-        def g(e, k, who=who):
-            v = e.get(k)
-            if v is None:
-                raise ValueError(f"pose2sim: {path}: {who}, <{e.tag}> lacks the attribute '{k}'")
-            try:
-                x = float(v)
-            except ValueError:
-                raise ValueError(f"pose2sim: {path}: {who}, <{e.tag}> {k}={v!r} is not a number") from None
-            if not np.isfinite(x):
-                raise ValueError(f"pose2sim: {path}: {who}, <{e.tag}> {k}={v!r} is not finite")
-            return x
-        rot = g(cam, "viewrotation") if cam.get("viewrotation") is not None else 0.0
-        if rot:
-            raise ValueError(f"pose2sim: {path}: {who} has viewrotation={rot:g}; only 0 is supported "
-                             "(convert it with Pose2Sim's calibration step to TOML)")
-        fov = cam.find("fov_video")
-        tr = cam.find("transform")
-        intr = cam.find("intrinsic")
-        if fov is None or tr is None or intr is None:
-            missing = [n for n, e in (("fov_video", fov), ("transform", tr), ("intrinsic", intr)) if e is None]
-            raise ValueError(f"pose2sim: {path}: {who} lacks <{'>, <'.join(missing)}>")
-        left, top = g(fov, "left"), g(fov, "top")
-        size.append([(g(fov, "right") - left) / binning_factor, (g(fov, "bottom") - top) / binning_factor])
-        s = 64.0 * binning_factor
-        fu, fv = g(intr, "focalLengthU") / s, g(intr, "focalLengthV") / s
-        if fu <= 0 or fv <= 0 or size[-1][0] <= 0 or size[-1][1] <= 0:
-            raise ValueError(f"pose2sim: {path}: {who} has a non-positive focal length or image size")
-        cu, cv_ = g(intr, "centerPointU") / s - left, g(intr, "centerPointV") / s - top
-        K.append([[fu, 0, cu], [0, fv, cv_], [0, 0, 1]])
-        dist.append([g(intr, "radialDistortion1") / s, g(intr, "radialDistortion2") / s,
-                     g(intr, "tangentalDistortion1") / s, g(intr, "tangentalDistortion2") / s, 0.0])
-        M = np.array([[g(tr, f"r{i}{j}") for j in (1, 2, 3)] for i in (1, 2, 3)])
-        C = np.array([g(tr, "x"), g(tr, "y"), g(tr, "z")])
-        Rw = np.diag([1.0, -1.0, -1.0]) @ M
-        R.append(Rw)
-        t.append(-Rw @ C)
-        names.append(cam.get("serial", f"cam{len(names) + 1:02d}"))
-    return names, Cameras(np.asarray(K), np.asarray(R), np.asarray(t), np.asarray(dist), np.asarray(size, float))
 
 
 def _number(name: str) -> int | None:

@@ -37,6 +37,7 @@ import zarr
 from ..camera import Cameras, check_rig
 from ..joints import JOINTS, J
 from ..registry import with_defaults
+from .calibration import read_toml_calibration
 
 DEFAULTS: dict = {
     "root": None,            # folder of videos (required)
@@ -398,7 +399,6 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
         cams = guess_cameras(raw_sizes, float(c["focal_guess"]))
         calibrated = False
     elif cal.name.endswith(".toml"):
-        from .pose2sim import read_toml_calibration
         _, cams = read_toml_calibration(cal)
         if cams.V != V:
             raise ValueError(f"videos: calibration {cal} has {cams.V} cameras for {V} videos "

@@ -29,6 +29,7 @@ from itertools import combinations
 
 import numpy as np
 
+from ..data.contract import ground_truth
 from ..joints import J, ROOT, check_joints
 
 DEFAULT_KS = (50, 100)
@@ -100,7 +101,6 @@ def reference_poses(dataset, frames=None) -> np.ndarray:
     reference (z up) puts camera-frame poses (y down) into a handful of clusters and PSS
     loses its meaning (measured on BVH mocap, 4 views: test poses used 5 of 50 world-frame
     clusters, 35 of 50 camera-frame ones)."""
-    from .scoring import ground_truth
 
     if frames is None:
         frames = np.asarray(dataset["split"][...]) == 0

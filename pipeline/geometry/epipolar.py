@@ -69,7 +69,8 @@ class PairEstimate:
         return float(np.degrees(np.arccos(np.clip((np.trace(self.R) - 1) / 2, -1, 1))))
 
 
-def _fail(code: int, n: int, n_inl: int = 0, **info) -> PairEstimate:
+def failed(code: int, n: int, n_inl: int = 0, **info) -> PairEstimate:
+    """A failed pair estimate (NaN pose, no inliers) with its FAILURES code and counts."""
     return PairEstimate(np.full((3, 3), np.nan), np.full(3, np.nan), np.zeros(n, bool), code, n, n_inl,
                         info=info)
 
@@ -159,11 +160,11 @@ def estimate_pair(x1n: np.ndarray, x2n: np.ndarray, K1: np.ndarray, K2: np.ndarr
     x1, x2 = x1n[keep], x2n[keep]
     N = len(x1)
     if N < MIN_POINTS:
-        return _fail(TOO_FEW_POINTS if N > 0 else NO_JOINTS, N0)
+        return failed(TOO_FEW_POINTS if N > 0 else NO_JOINTS, N0)
     f1 = 0.5 * (K1[0, 0] + K1[1, 1])
     f2 = 0.5 * (K2[0, 0] + K2[1, 1])
     if check_degenerate and is_degenerate(x1 * f1, x2 * f2, threshold_px, threshold_px):
-        return _fail(DEGENERATE, N0)
+        return failed(DEGENERATE, N0)
     cv2.setRNGSeed(int(seed))
     if method == "essential":
         thr = threshold_px / (0.5 * (f1 + f2))
@@ -176,15 +177,15 @@ def estimate_pair(x1n: np.ndarray, x2n: np.ndarray, K1: np.ndarray, K2: np.ndarr
     else:
         raise ValueError(f"estimate_pair: unknown method {method!r} (essential | fundamental)")
     if E is None or mask is None or E.shape[0] < 3 or not np.all(np.isfinite(E)):
-        return _fail(DEGENERATE, N0)
+        return failed(DEGENERATE, N0)
     E = E[:3]
     inl = mask.ravel().astype(bool)
     n_inl = int(inl.sum())
     if n_inl < max(min_inliers, 5) or n_inl < min_inlier_ratio * N:
-        return _fail(TOO_FEW_INLIERS, N0, n_inl)
+        return failed(TOO_FEW_INLIERS, N0, n_inl)
     R, t, n_front, counts, ambiguous = choose_decomposition(E, x1[inl], x2[inl])
     if ambiguous:
-        return _fail(CHEIRALITY, N0, n_inl, counts=counts.tolist())
+        return failed(CHEIRALITY, N0, n_inl, counts=counts.tolist())
     _, err, ok = tri.triangulate_pair(x1[inl], x2[inl], R, t, f1, f2)
     inliers = np.zeros(N0, bool)
     inliers[idx[inl]] = True

@@ -655,7 +655,7 @@ def _label_per_frame(xn, w, cams: camera.Cameras, cfg: dict, progress: bool) -> 
         loop = _loop_closure(ests, pairs, V)
         out["pair_loop_deg"][f] = loop
         for p in np.flatnonzero(loop > cfg["max_loop_deg"]):
-            ests[p] = epipolar._fail(epipolar.INCONSISTENT, ests[p].n_points, ests[p].n_inliers)
+            ests[p] = epipolar.failed(epipolar.INCONSISTENT, ests[p].n_points, ests[p].n_inliers)
             out["pair_failure"][f, p] = epipolar.INCONSISTENT
         angles = np.array([e.rot_deg if e.ok else np.nan for e in ests])
         sel = select_pairs(angles, cfg["pairs"], cfg["n_neighbours"], cfg["max_pair_angle_deg"])

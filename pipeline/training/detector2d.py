@@ -4,7 +4,7 @@ trained on a dataset's 2D labels of its TRAINING split only, then frozen.
 Targets are `keypoints2d_gt` mapped into each crop (docs/stores.md: crop pixel (u, v) ↔
 original (x0 + u·w/S, y0 + v·h/S)) and normalised to [-1, 1]; joints with visibility 0 or
 NaN are masked out of the loss. With `colour_permute` (on in both presets; see
-train3d.ColourPermuted) every training crop also appears with its RGB channels in each of the 6
+images.ColourPermuted) every training crop also appears with its RGB channels in each of the 6
 orders, so that left and right are told apart by cues every person shares rather than by the
 training people's own colours. `evaluate` scores
 a checkpoint on held-out frames: mean error in original pixels and PCK at `alpha` × the crop
@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from ..joints import J
-from .pose3d import PRESETS as PRESETS_3D, ImageSource, _deterministic, _frames, dataset_images, fit, image_ok, load_model, resolve_cfg as _resolve, run_network
+from .images import ImageSource, dataset_images, frame_indices, image_ok
+from .loop import deterministic, fit, load_model, resolve_cfg as _resolve, run_network
+from .pose3d import PRESETS as PRESETS_3D
 
 PRESETS: dict[str, dict] = {
     name: {**p, "min_valid_joints": 4, "smooth_l1_beta": 0.01, "depth": 1, "variance_weight": 0.1,
@@ -48,7 +50,7 @@ PRESETS["cpu"].update({"epochs": 20, "iters_per_epoch": 60, "lr_steps": (16,), "
 
 def resolve_cfg(cfg: dict | None) -> dict:
     """PRESETS[cfg['preset']] (default 'cpu') overridden by cfg, every key's type and range
-    checked (train3d.check_cfg; heatmap_nll_weight >= 0): a one-line ValueError naming the key."""
+    checked (loop.check_cfg; heatmap_nll_weight >= 0): a one-line ValueError naming the key."""
     return _resolve(cfg, PRESETS, "pretrain2d")
 
 
@@ -123,8 +125,8 @@ def predict(ckpt: Path, dataset, frames, progress: bool = True) -> np.ndarray:
     im = dataset_images(dataset, meta["arch"]["input_size"])
     if "crop_boxes" not in dataset:
         raise ValueError("the dataset store has no `crop_boxes`: crop pixels cannot be mapped to the original image")
-    fr = _frames(frames, im.shape[0])
-    with _deterministic(meta["cfg"].get("num_threads"), meta["cfg"].get("deterministic", True)):
+    fr = frame_indices(frames, im.shape[0])
+    with deterministic(meta["cfg"].get("num_threads"), meta["cfg"].get("deterministic", True)):
         coords, conf = run_network(model, im, fr, int(meta["cfg"].get("eval_batch_size", 128)), progress, True)
     boxes = np.asarray(dataset["crop_boxes"].oindex[fr], dtype=np.float64) if fr.size else np.zeros((0, im.shape[1], 4))
     xy = original_coords(coords.astype(np.float64), boxes, im.shape[2])

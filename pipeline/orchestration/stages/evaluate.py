@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...data import contract
 from ...evaluation import scoring as ev
 from ...evaluation import pss
 from ...training import refiner, pose3d
@@ -77,7 +78,7 @@ def build(ctx: Context) -> dict:
     stab = []
     runs = int(c["stability_runs"])
     if runs >= 2:
-        gt = ev.ground_truth(ds, test)
+        gt = contract.ground_truth(ds, test)
         full = gt["mask"].all(-1) & np.isfinite(ss).all((-2, -1))
         train_poses = pss.reference_poses(ds, split_frames(ds, 0))
         pcfg = ctx.cfg["pss_reference"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...data import contract
 from ...evaluation import scoring as ev
 from .. import inspection as inspection
 from ...evaluation import pss, report
@@ -59,7 +60,7 @@ def build(ctx: Context) -> dict:
     for name, m in dict(e.attrs["models"]).items():
         models[name] = {"summary": m["summary"], "per_frame": ev.read_per_frame(eloc / m["per_frame"])}
         preds[name] = read_predictions(e, name)
-    samples = {"gt": ev.ground_truth(ds, test)["gt"], "predictions": preds}
+    samples = {"gt": contract.ground_truth(ds, test)["gt"], "predictions": preds}
     if "images" in ds:
         samples["images"] = TakeFrames(ds["images"], test)
     timings, training = {}, {}
