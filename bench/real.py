@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.geometry import labels, rig  # noqa: E402
+from pipeline.geometry import label_settings, labels, rig  # noqa: E402
 from pipeline.camera import Cameras, rotation_angle_deg  # noqa: E402
 from pipeline.joints import J  # noqa: E402
 from pipeline.evaluation.metrics import pmpjpe  # noqa: E402
@@ -81,7 +81,7 @@ def compare_labels(kp: np.ndarray, est: Cameras, ref: Cameras, cfg: dict):
 def floor_rotation(kp: np.ndarray, ref: Cameras, cfg: dict) -> np.ndarray:
     """Least-squares BA started at the reference rig: where the keypoints pull it. -> [P] deg."""
     c = labels.resolve_cfg(cfg)
-    xn, w = labels._normalised(kp, ref, c)
+    xn, w = label_settings.normalised(kp, ref, c)
     R0 = ref.R @ ref.R[0].T
     t0 = ref.t - np.einsum("vab,b->va", R0, ref.t[0])
     t0 = t0 / np.linalg.norm(t0[1])
@@ -241,7 +241,7 @@ def main() -> None:
     from pipeline.data.trc import read_trc, write_csv, write_trc
     from pipeline.geometry.triangulate import triangulate_dlt
     c = labels.resolve_cfg(cfg)
-    xn, w = labels._normalised(kp_op, ref, c)
+    xn, w = label_settings.normalised(kp_op, ref, c)
     X, okX = triangulate_dlt(xn.transpose(0, 2, 1, 3), w.transpose(0, 2, 1), ref.R, ref.t)
     trc = write_trc(out_dir / "openpose_qualisys.trc", X, float(g.attrs["fps"]), up="z")
     write_csv(out_dir / "openpose_qualisys.csv", X, float(g.attrs["fps"]))

@@ -176,7 +176,7 @@ _BONES = [("l_ankle", "l_knee"), ("l_knee", "l_hip"), ("r_ankle", "r_knee"), ("r
 def _synthetic(dest: Path, frames: int = FRAMES) -> Path:
     """A 4-camera project: a person walking 0.6 m, projected with OpenCV, drawn into videos."""
     from pipeline.camera import look_at, matrix_to_rodrigues, project
-    from pipeline.detectors.openpose import LAYOUTS
+    from pipeline.data.openpose import LAYOUTS
     proj = dest / "synthetic_project"
     (proj / "calibration").mkdir(parents=True)
     names = LAYOUTS["body25b"]

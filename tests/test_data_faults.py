@@ -15,6 +15,7 @@ import zarr
 
 from pipeline.data import calibration, fetch, h36m, pose2sim, studio, videos
 from pipeline.detectors import mediapipe, openpose
+from pipeline.data import openpose as openpose_files
 from tests import faults_inputs as fi
 
 
@@ -95,7 +96,7 @@ def test_qca_writer_matches_the_reader(tmp_path):
 
 
 def test_folder_numbering_rules(tmp_path):
-    f = openpose._numbers_from_names
+    f = openpose_files._numbers_from_names
     assert f(["c1.0002.json", "c1.0001.json"], "x") == [2, 1]
     assert f(["frame12_cam1.json", "frame13_cam1.json"], "x") == [12, 13]   # the unique position wins
     assert f(["a.json", "b.json"], "x") == [0, 1]                           # no numbers: sorted order
@@ -201,12 +202,12 @@ def test_detector_sources(tmp_path):
 def test_openpose_rereads_an_edited_file_in_the_same_process(tmp_path):
     proj = fi.base_project(tmp_path)
     d = proj / "pose" / "cam01_json"
-    _, a, _ = openpose.load_keypoints(d)
+    _, a, _ = openpose_files.load_keypoints(d)
     f = d / "cam01.0002.json"
     people = fi._people(f)
     people[0][:, 0] += 10
     fi.write_openpose(f, people)
-    _, b, _ = openpose.load_keypoints(d)
+    _, b, _ = openpose_files.load_keypoints(d)
     np.testing.assert_allclose(b[2, :, 0] - a[2, :, 0], 10, atol=1e-9)
 
 

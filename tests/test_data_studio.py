@@ -7,7 +7,7 @@ import zarr
 from pipeline.data import studio
 from pipeline.data.contract import check_dataset
 from pipeline.data.motion import mean_bone_mm
-from pipeline.data.sheet import save_sheet
+from pipeline.evaluation.sheet import save_sheet
 
 TINY = {"fps": 10.0, "n_segments": 4, "segment_gap_s": 0.5, "test_every": 4, "crop_size": 32,
         "train_people": 2, "test_people": 1, "renders_per_train_clip": 1, "chunk": 32}

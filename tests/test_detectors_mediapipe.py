@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.detectors.mediapipe import BLAZEPOSE, _import_mediapipe
-from pipeline.detectors.openpose import load_keypoints, to_joints17
+from pipeline.data.openpose import load_keypoints, to_joints17
 from pipeline.joints import INDEX
 
 

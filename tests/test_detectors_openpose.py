@@ -7,7 +7,7 @@ import pytest
 import zarr
 
 from pipeline.detectors import get_detector
-from pipeline.detectors.openpose import LAYOUTS, guess_layout, load_keypoints, mapping_for, to_joints17
+from pipeline.data.openpose import LAYOUTS, guess_layout, load_keypoints, mapping_for, to_joints17
 from pipeline.joints import INDEX, J
 
 

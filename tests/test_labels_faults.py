@@ -9,7 +9,7 @@ import pytest
 import zarr
 
 from pipeline import camera
-from pipeline.geometry import labels, rig
+from pipeline.geometry import label_settings, labels, rig
 from pipeline.evaluation import metrics
 from tests import synth
 from pipeline.joints import J, ROOT
@@ -45,8 +45,8 @@ def test_wild_point_is_missing_counted_and_the_rig_stays_exact():
     assert out["outside"][10].tolist() == [1, 0, 0, 0] and out["outside"][11].tolist() == [0, 0, 0, 1]
     assert out["outside"].sum() == 2 and out["frame_ok"].all()
     # the margin is documented: a point just outside the image (within 0.5 x its size) is kept
-    assert not labels.outside_image(np.array([[[[1400.0, -450.0]]]]), np.array([[1000.0, 1000.0]]), 0.5).any()
-    assert labels.outside_image(np.array([[[[1501.0, 0.0]]]]), np.array([[1000.0, 1000.0]]), 0.5).all()
+    assert not label_settings.outside_image(np.array([[[[1400.0, -450.0]]]]), np.array([[1000.0, 1000.0]]), 0.5).any()
+    assert label_settings.outside_image(np.array([[[[1501.0, 0.0]]]]), np.array([[1000.0, 1000.0]]), 0.5).all()
 
 
 @pytest.mark.parametrize("kind", ["random", "swaps"])

@@ -8,6 +8,7 @@ import pytest
 import zarr
 
 from pipeline.detectors import mediapipe, openpose
+from pipeline.data import openpose as openpose_files
 from pipeline.joints import J
 from tests import faults_inputs as fi
 
@@ -27,7 +28,7 @@ def _person(k=25, x=100.0):
 def test_damaged_files_are_listed_and_read_as_missing_frames(tmp_path):
     d = _folder(tmp_path / "v", [_person(), "[1, 2]", _person(), '{"people": [{"pose_keypoints_2d": [1, "a", 2]}]}',
                                  _person(), _person(), '{"people": [5]}'])
-    v = openpose.read_view(d, "body25b")
+    v = openpose_files.read_view(d, "body25b")
     assert v.numbers.tolist() == list(range(7))
     assert sorted(v.damaged) == [1, 3, 6]
     assert "holds a JSON list" in v.damaged[1] and "not a flat list of numbers" in v.damaged[3]
@@ -39,7 +40,7 @@ def test_damaged_files_are_listed_and_read_as_missing_frames(tmp_path):
 def test_more_than_half_damaged_is_an_error_naming_the_first(tmp_path):
     d = _folder(tmp_path / "v", [_person(), "x", "y", '{"people": 3}'])
     with pytest.raises(ValueError, match=r"cannot read .*: 3 of 4 keypoint files are damaged, e.g. .*v\.0001\.json"):
-        openpose.read_view(d)
+        openpose_files.read_view(d)
 
 
 def test_non_finite_values_are_missing_points(tmp_path):
@@ -47,16 +48,16 @@ def test_non_finite_values_are_missing_points(tmp_path):
     p["people"][0]["pose_keypoints_2d"][0] = float("nan")      # Python's json writes NaN
     p["people"][0]["pose_keypoints_2d"][5] = float("inf")
     d = _folder(tmp_path / "v", [p, _person()])
-    v = openpose.read_view(d, "body25b")
+    v = openpose_files.read_view(d, "body25b")
     assert np.all(np.isnan(v.raw[0, :2])) and np.isfinite(v.raw[0, 2:]).all() and not v.damaged
 
 
 def test_a_view_where_nobody_is_seen_has_no_layout_and_does_not_clash(tmp_path):
     empty = _folder(tmp_path / "e", [{"people": []}] * 3)
     full = _folder(tmp_path / "f", [_person()] * 3)
-    ve, vf = openpose.read_view(empty), openpose.read_view(full)
+    ve, vf = openpose_files.read_view(empty), openpose_files.read_view(full)
     assert ve.layout is None and np.all(np.isnan(ve.kp)) and ve.people.tolist() == [0, 0, 0]
-    assert openpose.check_layouts([ve, vf]) == vf.layout
+    assert openpose_files.check_layouts([ve, vf]) == vf.layout
 
 
 def _dataset(dirs, F, size=(640, 480)):
@@ -97,13 +98,13 @@ def test_coco_file_errors_name_the_file_and_annotation(tmp_path):
                              "annotations": [{"image_id": 1, "keypoints": [1, 2, 2] * 17},
                                              {"image_id": 1, "keypoints": [1, 2] * 17}]}))
     with pytest.raises(ValueError, match=r"coco\.json: annotation 1 has 34 keypoint values, not a multiple of 3"):
-        openpose.read_view(f)
+        openpose_files.read_view(f)
     f.write_bytes(b"\xff\xfe{}")
     with pytest.raises(ValueError, match=r"cannot read .*coco\.json"):
-        openpose.read_view(f)
+        openpose_files.read_view(f)
     f.write_text(json.dumps({"images": [{"file_name": "x"}], "annotations": []}))
     with pytest.raises(ValueError, match="every entry of 'images' needs an 'id'"):
-        openpose.read_view(f)
+        openpose_files.read_view(f)
 
 
 # ------------------------------------------------------------------------------ mediapipe

@@ -43,7 +43,7 @@ def build(cfg: dict, out, progress: bool = True) -> None:
         "images": rng.integers(0, 255, (F, V, S, S, 3), dtype=np.uint8),
         "crop_boxes": np.tile(np.array([0, 0, 1000, 1000], np.float32), (F, V, 1)),
     }
-    from pipeline.orchestration.store import write_arrays
+    from pipeline.orchestration.arrays import write_arrays
     write_arrays(out, arrays)
     out.attrs.update({"dataset": "toy", "subjects": [f"S{g}" for g in range(G)], "clips": ["c0"],
                       "actions": {"c0": "walk"}, "fps": 50, "crop_size": S, "mean_bone_mm": 250.0})

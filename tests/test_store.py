@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.orchestration.store import ArtifactStore, ChunkedWriter, StoreError, checksum, fingerprint, open_group
+from pipeline.orchestration.arrays import ChunkedWriter, checksum
+from pipeline.orchestration.store import ArtifactStore, StoreError, fingerprint, open_group
 
 
 def _write(art, n=10, chunk=4, commit=True, upto=None):

@@ -61,13 +61,14 @@ import numpy as np
 import zarr
 from tqdm import tqdm
 
-from ..camera import Cameras, check_rig, rodrigues_to_matrix
-from .trc import read_trc
+from ..camera import Cameras, check_rig
 from ..joints import J, bone_lengths
+from ..registry import with_defaults
 from . import fetch
 from . import videos as vid
 from .calibration import read_qca_calibration, read_toml_calibration
-from ..registry import with_defaults
+from .openpose import check_layouts, map_points, outside_image, read_view
+from .trc import read_trc
 
 DEFAULTS: dict = {
     "root": None,             # Pose2Sim project folder; None: fetch the demo from PyPI
@@ -215,7 +216,6 @@ def find_calibration(root: Path, explicit=None) -> Path:
 
 def trc_to_joints17(names: list[str], X: np.ndarray) -> np.ndarray:
     """Pose2Sim BODY_25B TRC markers [F,M,3] -> our 17 joints [F,17,3] (same rules as openpose.py)."""
-    from ..detectors.openpose import map_points
     alias = {"RHip": "r_hip", "RKnee": "r_knee", "RAnkle": "r_ankle", "LHip": "l_hip", "LKnee": "l_knee",
              "LAnkle": "l_ankle", "RShoulder": "r_shoulder", "RElbow": "r_elbow", "RWrist": "r_wrist",
              "LShoulder": "l_shoulder", "LElbow": "l_elbow", "LWrist": "l_wrist", "Nose": "nose",
@@ -299,7 +299,6 @@ def _read_calibration(path: Path) -> tuple[list[str], Cameras]:
 def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
     """Write the dataset contract for a Pose2Sim project (docs/stores.md), plus people_count
     and image_ok (module docstring). Resumable on the group a killed run left."""
-    from ..detectors.openpose import check_layouts, outside_image, read_view
     c = with_defaults(cfg, DEFAULTS, "pose2sim")
     rng = vid.frame_range(c["frames"], "pose2sim")
     if c["root"] is None:

@@ -30,7 +30,7 @@ import numpy as np
 import zarr
 
 from ..joints import J
-from .openpose import to_joints17
+from ..data.openpose import to_joints17
 from ..registry import with_defaults
 
 DEFAULTS: dict = {

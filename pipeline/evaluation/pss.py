@@ -99,7 +99,7 @@ def reference_poses(dataset, frames=None) -> np.ndarray:
 
     Use these, not `poses3d_world`: the normalisation keeps orientation, so a world-frame
     reference (z up) puts camera-frame poses (y down) into a handful of clusters and PSS
-    loses its meaning (measured on BVH mocap, 4 views: test poses used 5 of 50 world-frame
+    loses its meaning (on BVH mocap seen by 4 views, test poses used 5 of 50 world-frame
     clusters, 35 of 50 camera-frame ones)."""
 
     if frames is None:

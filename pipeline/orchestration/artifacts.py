@@ -42,7 +42,7 @@ def model_key(name: str) -> str:
 
 
 def write_predictions(group, name: str, pred: np.ndarray, units: str) -> str:
-    from .store import write_arrays
+    from .arrays import write_arrays
     key = f"pred_{model_key(name)}"
     write_arrays(group, {key: pred.astype(np.float32)})
     group[key].attrs["units"] = units

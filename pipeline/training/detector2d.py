@@ -13,14 +13,10 @@ strict PCK; 0.1 is also reported).
 Confidence (what detect2d reports) is the heatmap's mass near its soft-argmax
 (models.integral.heatmap_confidence). The soft-argmax loss trains only the heatmap's mean,
 and the spread term (variance_weight) is minimised by a delta wherever the target is
-uncertain, so with them alone that mass does not track the error (default studio, seed 0:
-Spearman(confidence, error) +0.29 on training frames, +0.17 on held-out ones: sharper was
-worse). `heatmap_nll_weight` > 0 adds the heatmap's cross-entropy against the bilinearly
-split target (models.integral.heatmap_nll), a proper scoring rule: at 0.02 the confidence
-ranks the error (Spearman -0.38 / -0.54, AUC of flagging errors > 2 crop px 0.80 / 0.79) and
-the detector fits its training people better (0.84 vs 1.68 crop px), which halves the rig
-labels' error (NMPJPE 34 vs 72 mm); dropping low-confidence joints still does not help the
-labels (the vector median already rejects those outliers), so label.min_confidence stays 0.
+uncertain, so with them alone that mass does not track the error. `heatmap_nll_weight` > 0
+adds the heatmap's cross-entropy against the bilinearly split target
+(models.integral.heatmap_nll), a proper scoring rule, so that the confidence ranks the error
+(figures: docs/results.md, bench/train.py).
 """
 from __future__ import annotations
 
@@ -43,7 +39,7 @@ PRESETS: dict[str, dict] = {
 }
 # the 2D network trains faster (no volume); fewer iterations suffice on the CPU. 20 epochs,
 # not 10: at 10 the detector had not yet learnt to tell left from right (each pair on one spot)
-# heatmap_nll_weight 0.02: measured on the studio (module docstring); the paper preset's
+# heatmap_nll_weight 0.02: chosen on the studio (docs/results.md); the paper preset's
 # 64x64 heatmaps are untested with it, so it keeps 0
 PRESETS["cpu"].update({"epochs": 20, "iters_per_epoch": 60, "lr_steps": (16,), "heatmap_nll_weight": 0.02})
 

@@ -9,7 +9,8 @@ from .. import plugins
 from ..context import Context
 from ..progress import Progress
 from ..record import Output, Stage
-from ..store import ChunkedWriter, to_jsonable
+from ..arrays import ChunkedWriter
+from ..store import to_jsonable
 
 KIND = "detector"
 OWN = ("detector", "chunk")

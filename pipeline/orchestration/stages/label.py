@@ -14,7 +14,8 @@ from ..config import module_section
 from ..context import Context
 from ..progress import Progress
 from ..record import Output, Stage
-from ..store import ChunkedWriter, StoreError, dims_for, to_jsonable
+from ..arrays import ChunkedWriter, dims_for
+from ..store import StoreError, to_jsonable
 
 log = logging.getLogger("pipeline")
 OWN = ("chunk",)
@@ -22,10 +23,7 @@ RIG_ARRAYS = (("R_est", (3, 3)), ("t_est", (3,)), ("K_est", (3, 3)), ("dist_est"
 
 
 def _defaults(preset: str, _plugin) -> dict:
-    sec = {"chunk": 1024, **module_section(labelling, preset)}
-    if preset == "cpu" and not hasattr(labelling, "PRESETS"):
-        sec["min_confidence"] = 0.0  # the network detector's joints are all kept
-    return sec
+    return {"chunk": 1024, **module_section(labelling, preset)}
 
 
 def _validate(section) -> None:

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import zarr
 
-from ..evaluation.plots import draw_skeleton_2d
+from .plots import draw_skeleton_2d
 
 
 def frame_sheet(dataset: zarr.Group, frame: int, upscale: int = 4, show_hidden: bool = True) -> np.ndarray:

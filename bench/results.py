@@ -1,0 +1,133 @@
+"""The benchmarks' results, kept and rendered: every benchmark saves its JSON line with
+`save(name, result, quick)` into bench/results/<name>[.quick].json (with the date, commit and
+machine), and `python bench/results.py` writes docs/results.md from those files, goals beside
+the figures. Figures in the documentation come from here, not from memory.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "bench" / "results"
+DOC = REPO / "docs" / "results.md"
+
+# benchmark -> [(key, goal, comparison)]: the goals the issues set, checked in docs/results.md
+GOALS = {
+    "faults": [("silent_wrong", 0, "=="), ("crashes", 0, "=="), ("stale_reuse", 0, "=="), ("corrupt_reuse", 0, "=="),
+               ("unsafe_load_ran_code", 0, "=="), ("identical_after_resume", "kill_points", "==")],
+    "labels": [("rig_over_known_pmpjpe_s2", 1.1, "<=")],
+    "train": [("ss_over_fs", 1.25, "<=")],
+    "pss": [],
+    "real": [],
+    "chain": [],
+    "render": [],
+    "sync": [("false_alarms", 0, "==")],
+    "gpu": [],
+}
+TITLES = {
+    "faults": "Trust under faults (`bench/faults.py`)",
+    "labels": "Label geometry (`bench/labels.py`)",
+    "train": "Networks on the studio (`bench/train.py`)",
+    "pss": "Pose Structure Score stability (`bench/pss.py`)",
+    "real": "The real Pose2Sim recording (`bench/real.py`)",
+    "chain": "The chain end to end (`bench/chain.py`)",
+    "render": "Studio rendering (`bench/render.py`)",
+    "sync": "Synchronisation from keypoints (`bench/sync.py`)",
+    "gpu": "GPU (`bench/gpu.py`)",
+}
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def save(name: str, result: dict, quick: bool = False) -> Path:
+    """Print the result as the benchmark's last line (one JSON object) and keep it."""
+    line = json.dumps(result)
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{name}{'.quick' if quick else ''}.json"
+    meta = {"benchmark": name, "quick": quick, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "commit": _commit(), "cpus": os.cpu_count(), "machine": platform.machine(),
+            "python": platform.python_version(), "argv": sys.argv[1:]}
+    path.write_text(json.dumps({"meta": meta, "result": result}, indent=1, sort_keys=True) + "\n")
+    print(line, flush=True)
+    return path
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return ", ".join(_fmt(x) for x in v[:12]) + (" ..." if len(v) > 12 else "")
+    return str(v)
+
+
+def _goal_rows(name: str, res: dict) -> list[str]:
+    rows = []
+    for key, goal, op in GOALS.get(name, []):
+        if key not in res:
+            continue
+        target = res.get(goal) if isinstance(goal, str) else goal
+        v = res[key]
+        ok = {"==": v == target, "<=": v <= target, ">=": v >= target}[op]
+        rows.append(f"| `{key}` | {_fmt(v)} | {op} {_fmt(target)}{f' (`{goal}`)' if isinstance(goal, str) else ''} "
+                    f"| {'met' if ok else '**not met**'} |")
+    return rows
+
+
+def render() -> str:
+    parts = ["# Results", "",
+             "Written by `python bench/results.py` from the JSON lines the benchmarks saved in "
+             "`bench/results/` (each benchmark's last line). Rerun a benchmark, then this script, to "
+             "update a figure; never type one here. Ratios measured side by side in one run are what "
+             "these noisy shared machines can compare; absolute times drift.", ""]
+    files = sorted(OUT.glob("*.json"))
+    if not files:
+        return "\n".join(parts + ["No results saved yet."]) + "\n"
+    for name in [*TITLES, *sorted({f.name.split(".")[0] for f in files} - set(TITLES))]:
+        for path in [OUT / f"{name}.json", OUT / f"{name}.quick.json"]:
+            if not path.is_file():
+                continue
+            data = json.loads(path.read_text())
+            meta, res = data["meta"], data["result"]
+            parts += [f"## {TITLES.get(name, name)}{' (quick)' if meta['quick'] else ''}", "",
+                      f"`python bench/{name}.py {' '.join(meta.get('argv', []))}`".replace(" `", "`") +
+                      f" at commit `{meta['commit']}`, {meta['date']}, {meta['cpus']} CPUs ({meta['machine']}).", ""]
+            goals = _goal_rows(name, res)
+            if goals:
+                parts += ["| goal | measured | target | |", "|---|---|---|---|", *goals, ""]
+            parts += ["| figure | value |", "|---|---|"]
+            parts += [f"| `{k}` | {_fmt(v)} |" for k, v in _flat(res).items()]
+            parts.append("")
+    return "\n".join(parts)
+
+
+def main() -> int:
+    DOC.write_text(render())
+    print(f"wrote {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
