@@ -31,9 +31,10 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 # every benchmark in its short form; each ends with one JSON line (drop --quick for full size)
-BENCHES := labels render pss train real chain gpu
+BENCHES := labels render pss train real chain sync faults gpu
 bench: $(STAMP)
 	for b in $(BENCHES); do $(BIN)/python bench/$$b.py --quick || exit 1; done
+	$(BIN)/python bench/results.py
 
 clean:
 	rm -rf $(VENV) artifacts/* .prefect

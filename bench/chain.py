@@ -25,6 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.results import save  # noqa: E402
+
 QUICK = ["dataset.n_segments=4", "dataset.train_people=1", "dataset.renders_per_train_clip=1",
          # GT 2D: a detector trained for seconds labels nothing (the chain stops, rightly,
          # with "empty training set"); the quick run measures the chain and its cache
@@ -133,9 +135,9 @@ def main() -> None:
     print(f"labelling {sp['label_frames']} frames in {sp['label_chunks']} chunks on Dask: 1 worker {sp['label_chunks_1w_s']:.2f} s, "
           f"2 workers {sp['label_chunks_2w_s']:.2f} s, speed-up {sp['dask_speedup_2w']:.2f}x "
           f"(on {os.cpu_count()} cores)")
-    print(json.dumps({"demo_s": round(demo_s, 1), "rerun_s": round(rerun_s, 1),
+    save("chain", {"demo_s": round(demo_s, 1), "rerun_s": round(rerun_s, 1),
                       "rerun_over_demo": round(rerun_s / demo_s, 4), **sp, "quick": a.quick,
-                      "stages": st}))
+                      "stages": st}, a.quick)
 
 
 if __name__ == "__main__":  # Dask's LocalCluster starts worker processes that re-import __main__

@@ -45,6 +45,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.results import save  # noqa: E402
 SHARED = REPO.parent / "shared" / "data"
 
 # the tiny studio of the kill points (tests/test_chain.py's): the whole chain on GT 2D with
@@ -359,7 +361,7 @@ def main() -> None:
     for c in co:
         print(f"corruption: {c['corruption']:<44} rebuilt={c['rebuilt']} {c['statuses']}")
     verdicts = [c["verdict"] for c in cases]
-    print(json.dumps({
+    save("faults", {
         "bad_inputs": len(cases), "clear_or_flagged": verdicts.count("clear"),
         "silent_wrong": verdicts.count("silent"), "crashes": verdicts.count("crash"),
         "unclear": verdicts.count("unclear"),
@@ -371,7 +373,7 @@ def main() -> None:
         "needless_reruns": sum(len(e["needless"]) for e in ed),
         "corruptions": len(co), "corrupt_reuse": sum(not c["rebuilt"] for c in co),
         "unsafe_load_ran_code": sum(bool(c.get("ran_code")) for c in cases),
-        "seed": seed, "quick": a.quick, "seconds": round(time.perf_counter() - t0, 1)}))
+        "seed": seed, "quick": a.quick, "seconds": round(time.perf_counter() - t0, 1)}, a.quick)
 
 
 if __name__ == "__main__":

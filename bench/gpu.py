@@ -40,6 +40,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.results import save as save_result  # noqa: E402
+
 from models.integral import soft_argmax_2d  # noqa: E402
 from pipeline.training import detector2d, images, loop, pose3d  # noqa: E402
 from pipeline.training import augment as aug  # noqa: E402
@@ -316,7 +318,7 @@ def main() -> None:
         f"end to end run_network {d.get(f'e2e_run_network_{B}', 0):,.0f}, uint8 uploaded "
         f"{d.get(f'e2e_upload_uint8_{B}', 0):,.0f}; {len(RES.get('errors', {}))} parts failed; "
         f"total {RES['total_s']:.0f} s")
-    print(json.dumps(RES, default=float, separators=(",", ":")))
+    save_result("gpu", json.loads(json.dumps(RES, default=float)), a.smoke)
     sys.exit(1 if RES.get("errors") else 0)
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.results import save  # noqa: E402
+
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -160,7 +162,7 @@ def main():
         "workers": args.workers,
         "quick": args.quick,
     }
-    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in fig.items()}))
+    save("labels", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in fig.items()}, args.quick)
 
 
 if __name__ == "__main__":

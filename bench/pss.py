@@ -26,6 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.results import save  # noqa: E402
+
 from pipeline.evaluation import pss  # noqa: E402
 from pipeline.joints import J  # noqa: E402
 
@@ -133,7 +135,7 @@ def main() -> None:
               f"{d[('kmeans++ x4', k)]['iou_mean'] / 0.78:.3f}")
     out["mpss_spread_pct"] = max(out["mpss_spread_pct_k50"], out["mpss_spread_pct_k100"])
     out["build_s"] = round(build_s, 3)
-    print(json.dumps(out))
+    save("pss", out, a.quick)
 
 
 if __name__ == "__main__":

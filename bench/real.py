@@ -36,11 +36,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.results import save  # noqa: E402
+
 from pipeline.geometry import label_settings, labels, rig  # noqa: E402
 from pipeline.camera import Cameras, rotation_angle_deg  # noqa: E402
 from pipeline.joints import J  # noqa: E402
 from pipeline.evaluation.metrics import pmpjpe  # noqa: E402
-from pipeline.geometry.swaps import GROUPS, apply_swaps, fix_swaps  # noqa: E402
+from tests.swaps import GROUPS, apply_swaps, fix_swaps  # noqa: E402
 
 SHARED_DEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "multiview" / "pose2sim_demo"
 
@@ -285,7 +287,7 @@ def main() -> None:
                     "pmpjpe_mm_openpose_bad_input": round(float(np.nanmean(e_bad)), 2)})
     fig.update({"swap_precision": round(sw["precision"], 3), "swap_recall": round(sw["recall"], 3),
                 "trc_vs_pose2sim_mm": None if vs_p2s is None else round(vs_p2s, 1), "quick": bool(args.quick)})
-    print(json.dumps(fig))
+    save("real", fig, args.quick)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,8 +19,11 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from pipeline.camera import project, world_to_camera
-from pipeline.data import render, studio
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.results import save  # noqa: E402
+from pipeline.camera import project, world_to_camera  # noqa: E402
+from pipeline.data import render, studio  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "motion" / "cmu"
 
@@ -105,14 +109,14 @@ def main() -> None:
     print(f"store: {all_bytes / 1e6:.1f} MB ({img_bytes / 1e6:.1f} MB images) = "
           f"{all_bytes / 1e6 / F * 1000:.1f} MB per 1000 frames; with noise 0.01 baked in: "
           f"{noisy_bytes / 1e6 / F * 1000:.1f} MB per 1000 frames (ratio {noisy_bytes / all_bytes:.2f})")
-    print(json.dumps({"crop_size": S, "views": V, "images_per_s": round(F * V / build_s, 1),
+    save("render", {"crop_size": S, "views": V, "images_per_s": round(F * V / build_s, 1),
                       "render_images_per_s": round(batched, 1),
                       "render_images_per_cpu_s": round(best["default"][1], 1),
                       "default_over_per_image_cpu": round(best["default"][1] / best["per_image"][1], 2),
                       "default_over_big_batch_cpu": round(best["default"][1] / best["one_big_batch"][1], 2),
                       "mb_per_1000_frames": round(all_bytes / 1e6 / F * 1000, 2),
                       "mb_per_1000_frames_noise": round(noisy_bytes / 1e6 / F * 1000, 2), "frames": int(F),
-                      "build_s": round(build_s, 1), "quick": args.quick}))
+                      "build_s": round(build_s, 1), "quick": args.quick}, args.quick)
 
 
 if __name__ == "__main__":

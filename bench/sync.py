@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.results import save  # noqa: E402
+
 import numpy as np  # noqa: E402
 
 from tests import synth  # noqa: E402
@@ -98,7 +100,7 @@ def main():
     fig["cost_ok"] = bool(off.tolist() == [0, 0, 4, 0])
     print(f"3,000 frames x 4 views: {best:.2f} s (best of 3), offsets {off.tolist()}")
     fig["quick"] = args.quick
-    print(json.dumps({k: (v if isinstance(v, (bool, float, str)) else int(v)) for k, v in fig.items()}))
+    save("sync", {k: (v if isinstance(v, (bool, float, str)) else int(v)) for k, v in fig.items()}, args.quick)
 
 
 if __name__ == "__main__":

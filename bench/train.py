@@ -29,6 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.results import save  # noqa: E402
+
 from pipeline.training import detector2d, loop, pose3d, refiner
 from pipeline.evaluation import metrics  # noqa: E402
 from pipeline.camera import Cameras  # noqa: E402
@@ -250,7 +252,7 @@ def main(argv=None) -> dict:
            "label_nmpjpe": lab_s["nmpjpe"], "label_pmpjpe": lab_s["pmpjpe"], "train_images_per_s": ips,
            "ss_train_vs_label_mpjpe": train_err, **{f"study_{k}": v for k, v in study.items()},
            "total_s": time.perf_counter() - t_all}
-    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}))
+    save("train", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}, a.quick)
     return out
 
 

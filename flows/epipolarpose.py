@@ -143,20 +143,13 @@ def epipolarpose(preset: str = "cpu", overrides: Overrides = None, only: Optiona
     summary = {"config": cfg, "stages": [{k: r[k] for k in ("stage", "status", "location", "seconds", "result")}
                                          for r in results],
                "seconds": time.perf_counter() - t0}
-    for r in results:
-        if r["stage"] == "report":
-            summary["report"] = r["result"]
-        if r["stage"] == "evaluate" and r["location"]:
-            summary["metrics"] = metrics_of(r["location"])
+    for r in results:  # what each stage adds to the summary (the metrics, the report's path)
+        stage = orch.stage_of(r["stage"])
+        if stage.summary is not None and r["location"]:
+            summary.update(stage.summary(r))
     logger.info("epipolarpose: done in %.1f s (%s)", summary["seconds"],
                 ", ".join(f"{r['stage']} {r['status']}" for r in results))
     return summary
-
-
-def metrics_of(evaluate_location: str) -> dict:
-    """Overall metrics per model, from an evaluate output's attributes."""
-    g = orch.open_group(evaluate_location, "r")
-    return {name: m["summary"]["overall"] for name, m in dict(g.attrs.get("models", {})).items()}
 
 
 def format_metrics(metrics: dict) -> str:

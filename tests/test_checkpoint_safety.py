@@ -56,7 +56,7 @@ def test_every_loader_refuses_a_crafted_pickle_without_running_it(tmp_path, fmt)
         "train3d.load_model": lambda: loop.load_model(ck, "3d"),
         "pretrain2d.predict": lambda: detector2d.predict(ck, None, [0]),
         "refine.apply_refiner": lambda: refiner.apply_refiner(rck, np.zeros((1, J, 3), np.float32)),
-        "inspect.training_record": lambda: inspection.training_record(ck),
+        "checkpoint.training_record": lambda: checkpoint.training_record(ck),
         "infer.Estimator": lambda: infer.Estimator(ck, ck),
     }
     for what, load in loaders.items():

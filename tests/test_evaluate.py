@@ -25,17 +25,17 @@ def reference():
 
 def test_perfect_and_closed_form_offset(data, reference):
     gt, actions = data
-    s, df = ev.evaluate(gt - gt[..., :1, :], gt, actions=actions, reference=reference)
+    s, df = ev.score(gt - gt[..., :1, :], gt, actions=actions, reference=reference)
     o = s["overall"]
     assert o["mpjpe"] == pytest.approx(0, abs=1e-9) and o["pck"] == 1 and o["mpss_k50"] == 1
     assert o["n_poses"] == 80 and len(df) == 80
     # every non-root joint off by (30, 40, 0): 50 mm on 16 of 17 joints (the root is the origin)
     pred = gt - gt[..., :1, :]
     pred[..., 1:, :] += [30, 40, 0]
-    s, _ = ev.evaluate(pred, gt, actions=actions)
+    s, _ = ev.score(pred, gt, actions=actions)
     assert s["overall"]["mpjpe"] == pytest.approx(50 * 16 / 17)
     assert s["overall"]["pck"] == 1.0
-    s, _ = ev.evaluate(pred, gt, pck_threshold=45.0)
+    s, _ = ev.score(pred, gt, pck_threshold=45.0)
     assert s["overall"]["pck"] == pytest.approx(1 / 17)
 
 
@@ -43,17 +43,17 @@ def test_scale_units_and_nmpjpe(data):
     gt, actions = data
     rr = gt - gt[..., :1, :]
     # self-supervised units: mean bones, one global scalar brings them to mm
-    s, _ = ev.evaluate(rr / 240.0, gt, units="bones", mean_bone_mm=240.0)
+    s, _ = ev.score(rr / 240.0, gt, units="bones", mean_bone_mm=240.0)
     assert s["overall"]["mpjpe"] == pytest.approx(0, abs=1e-9) and s["scale_mm"] == 240.0
     # a wrong global scale: MPJPE grows, NMPJPE (per-pose optimal scale) and PSS do not
-    s, _ = ev.evaluate(1.3 * rr, gt)
+    s, _ = ev.score(1.3 * rr, gt)
     assert s["overall"]["mpjpe"] > 50
     assert s["overall"]["nmpjpe"] == pytest.approx(0, abs=1e-9)
     assert s["overall"]["npck"] == 1.0
     with pytest.raises(ValueError, match="mean_bone_mm"):
-        ev.evaluate(rr, gt, units="bones")
+        ev.score(rr, gt, units="bones")
     with pytest.raises(ValueError, match="units"):
-        ev.evaluate(rr, gt, units="cm")
+        ev.score(rr, gt, units="cm")
 
 
 def test_per_action(data):
@@ -61,7 +61,7 @@ def test_per_action(data):
     pred = gt - gt[..., :1, :]
     pred[:20, :, 1:] += [0, 0, 10]   # walk: 10 mm on 16 joints
     pred[20:, :, 1:] += [0, 0, 40]   # sit: 40 mm
-    s, df = ev.evaluate(pred, gt, actions=actions)
+    s, df = ev.score(pred, gt, actions=actions)
     assert s["per_action"]["walk"]["mpjpe"] == pytest.approx(160 / 17)
     assert s["per_action"]["sit"]["mpjpe"] == pytest.approx(640 / 17)
     assert s["overall"]["mpjpe"] == pytest.approx(400 / 17)
@@ -78,7 +78,7 @@ def test_mask_and_incomplete_poses(data):
     pred[0, 0, 5] = np.nan            # NaN only on a joint that is not scored: allowed
     pred[1, 1, 3] += 5000             # a huge error hidden by the mask
     mask[1, 1, 3] = False
-    s, df = ev.evaluate(pred, gt, mask)
+    s, df = ev.score(pred, gt, mask)
     row = df[(df.frame == 0) & (df.view == 0)].iloc[0]
     assert row["mpjpe"] == pytest.approx(10 * 15 / 16)   # 16 scored joints, root at 0
     assert not row["complete"] and np.isnan(row["nmpjpe"])
@@ -87,7 +87,7 @@ def test_mask_and_incomplete_poses(data):
     # ground truth NaN is masked out by itself
     g2 = gt.copy()
     g2[2, 0, 7] = np.nan
-    _, df2 = ev.evaluate(gt - gt[..., :1, :], g2)
+    _, df2 = ev.score(gt - gt[..., :1, :], g2)
     assert not df2[(df2.frame == 2) & (df2.view == 0)].iloc[0]["complete"]
 
 
@@ -97,22 +97,22 @@ def test_bad_input(data):
     bad = pred.copy()
     bad[3, 1, 4, 0] = np.nan
     with pytest.raises(ValueError, match="NaN.*frame 3, view 1, joint 4"):
-        ev.evaluate(bad, gt)
+        ev.score(bad, gt)
     with pytest.raises(ValueError, match="joints"):
-        ev.evaluate(pred[..., :16, :], gt[..., :16, :])
+        ev.score(pred[..., :16, :], gt[..., :16, :])
     with pytest.raises(ValueError, match="differ in shape"):
-        ev.evaluate(pred[:, :1], gt)
+        ev.score(pred[:, :1], gt)
     with pytest.raises(ValueError, match="actions"):
-        ev.evaluate(pred, gt, actions=actions[:5])
+        ev.score(pred, gt, actions=actions[:5])
     with pytest.raises(ValueError, match="mask"):
-        ev.evaluate(pred, gt, mask=np.ones((3, 3, J), bool))
+        ev.score(pred, gt, mask=np.ones((3, 3, J), bool))
 
 
 def test_parquet_round_trip(data, reference, tmp_path):
     gt, actions = data
     rng = np.random.default_rng(0)
     pred = gt - gt[..., :1, :] + rng.normal(0, 40, gt.shape)
-    s, df = ev.evaluate(pred, gt, actions=actions, reference=reference, model="SS")
+    s, df = ev.score(pred, gt, actions=actions, reference=reference, model="SS")
     p = ev.write_per_frame(df, tmp_path / "per_frame.parquet")
     back = ev.read_per_frame(p)
     assert list(back.columns) == list(df.columns)
@@ -151,6 +151,6 @@ def test_ground_truth_from_store():
     assert refp.shape == (4, J, 3)
     np.testing.assert_allclose(refp[2], world_to_camera(X[1:2].astype(float), cams.R[0], cams.t[0])[0])
     rr = r["gt"] - r["gt"][..., :1, :]
-    s, df = ev.evaluate_dataset(rr / 250.0, g, units="bones")
+    s, df = ev.score_dataset(rr / 250.0, g, units="bones")
     assert s["overall"]["mpjpe"] == pytest.approx(0, abs=1e-6)
     assert list(df["frame_id"].unique()) == [2, 3, 4, 5]

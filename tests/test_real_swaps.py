@@ -4,7 +4,7 @@ import pytest
 
 from tests import synth
 from pipeline.joints import INDEX
-from pipeline.geometry.swaps import GROUPS, apply_swaps, body_chirality, fix_swaps, hypothesis_costs, pair_inconsistency
+from tests.swaps import GROUPS, apply_swaps, body_chirality, fix_swaps, hypothesis_costs, pair_inconsistency
 
 
 def _scene(F=60, V=4, sigma=2.0, seed=0):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.refine import RefineNet
+from models.refiner import RefineNet
 from pipeline.training import refiner
 from tests import synth
 from pipeline.joints import J, ROOT

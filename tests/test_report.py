@@ -24,10 +24,10 @@ def results(tmp_path_factory):
     models = {}
     pf_dir = tmp_path_factory.mktemp("pf")
     for i, (name, (p, units, mb)) in enumerate(preds.items()):
-        s, df = ev.evaluate(p, gt, actions=actions, units=units, mean_bone_mm=mb, reference=ref, model=name)
+        s, df = ev.score(p, gt, actions=actions, units=units, mean_bone_mm=mb, reference=ref, model=name)
         # one as a DataFrame, the others as Parquet paths: both are accepted
         models[name] = {"summary": s, "per_frame": df if i == 0 else ev.write_per_frame(df, pf_dir / f"{i}.parquet")}
-    lab, _ = ev.evaluate(rr + rng.normal(0, 15, rr.shape), gt, actions=actions, reference=ref)
+    lab, _ = ev.score(rr + rng.normal(0, 15, rr.shape), gt, actions=actions, reference=ref)
     stab = [pss.stability(synth.random_poses(300, seed=13), 10, runs=3, pred=rr.reshape(-1, J, 3),
                           gt=gt.reshape(-1, J, 3), n_init=1, progress=False)]
     return {

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from ..registry import resolve
 
+__all__ = ["ADAPTERS", "adapter_defaults", "get_adapter", "calibration", "contract", "fetch", "motion",
+           "openpose", "render", "rigs", "trc"]
+
 ADAPTERS = {
     "studio": "pipeline.data.studio:build",
     "h36m": "pipeline.data.h36m:build",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from ..registry import resolve
 
+__all__ = ["DETECTORS", "NEEDS_NETWORK", "detector_defaults", "get_detector", "needs_network"]
+
 DETECTORS = {
     "gt": "pipeline.detectors.gt:detect",              # ground-truth 2D, optional noise model
     "network": "pipeline.detectors.network:detect",    # the project's integral 2D network (frozen)

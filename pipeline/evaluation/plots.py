@@ -5,7 +5,6 @@ import cv2
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..joints import BONES, side  # noqa: E402
@@ -51,10 +50,3 @@ def plot_skeleton_3d(ax, pose: np.ndarray, color: str | None = None, alpha: floa
         ax.set_xlim(c[0] - r, c[0] + r)
         ax.set_ylim(c[1] - r, c[1] + r)
         ax.set_zlim(c[2] - r, c[2] + r)
-
-
-def figure_3d(n: int, size: float = 3.0):
-    """A row of n 3D axes."""
-    fig = plt.figure(figsize=(size * n, size))
-    axes = [fig.add_subplot(1, n, i + 1, projection="3d") for i in range(n)]
-    return fig, axes

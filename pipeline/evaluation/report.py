@@ -11,7 +11,7 @@ results = {
   "labels": {                              # Table 1 analogue: quality of the training labels
       "<row>": {                           #   e.g. "GT 2D, known extrinsics", "GT 2D, rig (no
           "summary":  dict,                #   extrinsics)", "detector 'network', rig"
-                                           #   summary = pipeline.evaluation.scoring.evaluate(...)[0]
+                                           #   summary = pipeline.evaluation.scoring.score(...)[0]
           "coverage": float,               #   fraction of frames labelled (frame_ok), optional
           "note":     str,                 #   optional
       }, ...},

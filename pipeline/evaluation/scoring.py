@@ -32,9 +32,6 @@ import numpy as np
 from ..data.contract import ground_truth
 from ..joints import J, ROOT, check_joints
 
-# the evaluate stage's configuration: keyword arguments of `evaluate`
-DEFAULTS = {"pck_threshold": 150.0, "ks": [50, 100]}
-
 METRICS = ("mpjpe", "nmpjpe", "pmpjpe", "pck", "npck", "auc")
 # metrics where larger is better (used by the report to pick colours / worst frames)
 HIGHER_IS_BETTER = frozenset({"pck", "npck", "auc"} | {f"mpss_k{k}" for k in (50, 100)})
@@ -112,7 +109,7 @@ def _summarise(df, cols: list[str]) -> dict:
     return s
 
 
-def evaluate(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None,
+def score(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None,
              actions: Sequence[str] | None = None, *, units: str = "mm",
              mean_bone_mm: float | None = None, reference=None, ks: Sequence[int] = (50, 100),
              pck_threshold: float = 150.0, frame_ids: Sequence[int] | None = None,
@@ -222,17 +219,17 @@ def read_per_frame(path: Path):
     return pq.read_table(Path(path)).to_pandas()
 
 
-def evaluate_dataset(pred: np.ndarray, dataset, frames=None, *, units: str = "mm",
+def score_dataset(pred: np.ndarray, dataset, frames=None, *, units: str = "mm",
                      reference=None, mask: np.ndarray | None = None, model: str | None = None,
                      **kw) -> tuple[dict, "pd.DataFrame"]:
-    """`evaluate` against a dataset store's ground truth (see `ground_truth`); pred [f,V,J,3]
+    """`score` against a dataset store's ground truth (see `ground_truth`); pred [f,V,J,3]
     for `frames`. In units="bones", the store's `mean_bone_mm` attribute is the scale."""
     g = ground_truth(dataset, frames)
     m = g["mask"] if mask is None else np.asarray(mask, dtype=bool) & g["mask"]
     if units == "bones" and g["mean_bone_mm"] is None and "mean_bone_mm" not in kw:
         raise ValueError("units='bones' but the dataset store has no `mean_bone_mm` attribute")
     kw.setdefault("mean_bone_mm", g["mean_bone_mm"])
-    return evaluate(pred, g["gt"], m, g["actions"], units=units, reference=reference,
+    return score(pred, g["gt"], m, g["actions"], units=units, reference=reference,
                     frame_ids=g["frame_ids"], subjects=g["subjects"], model=model, **kw)
 
 
@@ -273,7 +270,7 @@ def label_table(sources: dict, dataset, frames: np.ndarray, label_cfg: dict, tra
             mask = np.asarray(out["valid"], dtype=bool) & np.all(np.isfinite(out["labels"]), -1)
             row = {"coverage": float(ok.mean()), "summary": {"overall": {}}}
             if ok.any():
-                summary, _ = evaluate_dataset(np.where(mask[ok][..., None], out["labels"][ok], np.nan), dataset,
+                summary, _ = score_dataset(np.where(mask[ok][..., None], out["labels"][ok], np.nan), dataset,
                                               frames[ok], units="mm" if mode == "known" else "bones",
                                               mask=mask[ok], reference=reference, ks=ks, model="labels",
                                               pck_threshold=pck_threshold)

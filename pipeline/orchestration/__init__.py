@@ -1,6 +1,6 @@
 """Orchestration: the stage records, the configuration, the artifact store and the runner.
 
-    from . import resolve, plan, run_stage, ArtifactStore
+    from pipeline.orchestration import resolve, plan, run_stage, ArtifactStore
     cfg = resolve("cpu", ["detect2d.detector=gt"])
     run_stage("label", cfg, ArtifactStore(cfg["store"]["root"]))
 """

@@ -41,6 +41,11 @@ def model_key(name: str) -> str:
     return name.lower().replace(" + ", "_").replace(" ", "_")
 
 
+def model_metrics(evaluation) -> dict:
+    """Overall metrics per model of an evaluation store: {model: {metric: value}}."""
+    return {name: m["summary"]["overall"] for name, m in dict(evaluation.attrs.get("models", {})).items()}
+
+
 def write_predictions(group, name: str, pred: np.ndarray, units: str) -> str:
     from .arrays import write_arrays
     key = f"pred_{model_key(name)}"

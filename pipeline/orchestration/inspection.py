@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..joints import JOINTS, J
+from ..training.checkpoint import training_record
 from .store import open_group, read_provenance
 
 
@@ -69,17 +70,6 @@ def _gt_camera(ds):
     except (ValueError, TypeError):
         return None
     return X - X[..., :1, :]
-
-
-def training_record(checkpoint: Path) -> dict:
-    """What a training checkpoint (train3d, pretrain2d, refine) says of its training: losses per
-    epoch, images/s, epoch, samples, units, architecture (None where it does not say).
-
-    Loaded with weights_only=True (pipeline.training.checkpoint); a missing, corrupt or refused file is a
-    CheckpointError (ValueError) naming it."""
-    from ..training.checkpoint import load_checkpoint
-    ck = load_checkpoint(checkpoint, ("integral", "refiner"), mmap=True, what="a training (integral or refiner)")
-    return {k: ck.get(k) for k in ("losses", "images_per_s", "epoch", "n_samples", "n_train", "units", "arch")}
 
 
 def _training(location: str, prov: dict) -> dict | None:
@@ -268,7 +258,8 @@ def _weak_perspective(X: np.ndarray, uv: np.ndarray) -> np.ndarray:
 def plot_store(g, prov: dict, out: Path, n_frames: int = 4, training: dict | None = None) -> list[Path]:
     """PNGs: for a label store, label skeletons over the images and error histograms; for a
     training output, its loss per epoch."""
-    from ..evaluation.plots import draw_skeleton_2d, plt
+    from ..evaluation.plots import draw_skeleton_2d  # first: it selects the Agg backend
+    import matplotlib.pyplot as plt  # noqa: E402
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     if training and training.get("losses"):

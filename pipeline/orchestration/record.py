@@ -59,7 +59,9 @@ class Stage:
     own_keys: section keys the orchestration consumes (not passed to the stage's module).
     plugin_key: the section key naming a plug-in (dataset adapter, detector), if any.
     plugins: lazily listed modules of the plug-ins (their code belongs to this stage).
-    result: the provenance attribute naming the output's main file (e.g. "checkpoint").
+    result: the provenance attribute naming the output's main file (e.g. a checkpoint).
+    summary: a run's result of this stage -> what it adds to the chain's summary (the
+      evaluation's metrics, the report's path).
     """
     name: str
     version: int
@@ -74,6 +76,7 @@ class Stage:
     plugin_key: str | None = None
     plugins: Callable[[], list[str]] = list
     result: str | None = None
+    summary: Callable[[dict], dict] | None = None
 
     def code_modules(self) -> list[str]:
         """Project modules this stage runs (its module, its plug-ins, what they import)."""

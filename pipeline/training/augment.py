@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 
 from ..joints import FLIP
 from ..registry import check_number, with_defaults
@@ -141,8 +141,8 @@ def augment_images(x: torch.Tensor, params: dict) -> torch.Tensor:
     Minv = np.linalg.inv(point_matrix(params))
     theta = torch.zeros(B, 2, 3, dtype=dt, device=dev)
     theta[:, :, :2] = torch.as_tensor(Minv, dtype=dt, device=dev)
-    grid = F.affine_grid(theta, (B, 3, H, W), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    grid = nnf.affine_grid(theta, (B, 3, H, W), align_corners=False)
+    x = nnf.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     x = x * torch.as_tensor(params["gain"], dtype=dt, device=dev)[:, :, None, None]
     if np.any(params["occ_on"]):
         ys = (2 * torch.arange(H, device=dev, dtype=dt) + 1) / H - 1

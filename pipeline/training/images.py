@@ -118,10 +118,10 @@ def read_frames(images, frames: np.ndarray, progress: bool) -> np.ndarray:
     return out
 
 
-def frame_indices(frames, F_: int) -> np.ndarray:
+def frame_indices(frames, F: int) -> np.ndarray:
     if isinstance(frames, slice):
-        return np.arange(F_)[frames]
+        return np.arange(F)[frames]
     frames = np.asarray(frames, dtype=np.int64).reshape(-1)
-    if frames.size and (frames.min() < -F_ or frames.max() >= F_):
-        raise ValueError(f"frame indices out of range for a store of {F_} frames")
-    return frames % F_ if frames.size else frames
+    if frames.size and (frames.min() < -F or frames.max() >= F):
+        raise ValueError(f"frame indices out of range for a store of {F} frames")
+    return frames % F if frames.size else frames

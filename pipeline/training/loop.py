@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 
 from models.integral import IntegralPoseNet, heatmap_nll
 from models.resnet import load_backbone_weights
@@ -319,7 +319,7 @@ def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets:
                 pred = pred.float()
                 if mode == "3d":
                     pred = pred - pred[:, ROOT:ROOT + 1]
-                err = F.smooth_l1_loss(pred, tgt, beta=beta, reduction="none").sum(-1)
+                err = nnf.smooth_l1_loss(pred, tgt, beta=beta, reduction="none").sum(-1)
                 loss = (err * m).sum() / m.sum().clamp_min(1.0) / pred.shape[-1]
                 if vw > 0 and mode == "2d":
                     loss = loss + vw * spread_loss(prob, tgt, m)

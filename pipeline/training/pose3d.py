@@ -102,17 +102,17 @@ def crop_rotations(dataset, frames: np.ndarray | None = None) -> np.ndarray:
     return rodrigues_to_matrix(rotvec)
 
 
-def check_targets(targets: np.ndarray, mask: np.ndarray | None, F_: int, V: int) -> tuple[np.ndarray, np.ndarray]:
+def check_targets(targets: np.ndarray, mask: np.ndarray | None, F: int, V: int) -> tuple[np.ndarray, np.ndarray]:
     """Validate targets [F,V,J,3] and mask [F,V,J]; returns float32 targets (0 where masked) and bool mask."""
     targets = np.asarray(targets, dtype=np.float32)
-    if targets.shape != (F_, V, J, 3):
-        raise ValueError(f"targets must be [F,V,J,3] = {(F_, V, J, 3)} to match the dataset, got {targets.shape}")
+    if targets.shape != (F, V, J, 3):
+        raise ValueError(f"targets must be [F,V,J,3] = {(F, V, J, 3)} to match the dataset, got {targets.shape}")
     finite = np.all(np.isfinite(targets), axis=-1)
     if mask is None:
         mask = finite
     mask = np.asarray(mask)
-    if mask.shape != (F_, V, J):
-        raise ValueError(f"mask must be [F,V,J] = {(F_, V, J)}, got {mask.shape}")
+    if mask.shape != (F, V, J):
+        raise ValueError(f"mask must be [F,V,J] = {(F, V, J)}, got {mask.shape}")
     mask = mask.astype(bool)
     bad = mask & ~finite
     if bad.any():
@@ -132,18 +132,18 @@ def train(cfg: dict, dataset, targets: np.ndarray | None, mask: np.ndarray | Non
     """
     cfg = resolve_cfg(cfg)
     im = dataset_images(dataset, cfg["input_size"])
-    F_, V = im.shape[:2]
+    F, V = im.shape[:2]
     if targets is None:
         targets, units = gt_camera_poses(dataset), "mm"
         mask = np.all(np.isfinite(targets), axis=-1) if mask is None else mask
     else:
         units = "label"
-    targets, mask = check_targets(targets, mask, F_, V)
+    targets, mask = check_targets(targets, mask, F, V)
     if "split" not in dataset:
         raise ValueError("dataset store has no `split` array")
     split = np.asarray(dataset["split"][:])
     ok = (split[:, None] == 0) & mask[..., ROOT] & (mask.sum(-1) >= int(cfg["min_valid_joints"]))
-    good = image_ok(dataset, (F_, V))
+    good = image_ok(dataset, (F, V))
     skipped = int((ok & ~good).sum())
     if skipped:
         log.info("train3d: %d training (frame, view) samples skipped: their image could not be decoded (image_ok)",

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.refine import RefineNet
+from models.refiner import RefineNet
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..joints import J, ROOT

@@ -10,10 +10,10 @@ from ...evaluation import pss
 from ...training import refiner, pose3d
 from ...detectors import gt as gt_detector
 from ...registry import check_number, with_defaults
-from ..artifacts import keypoints, label_rows, model_key, split_frames, write_predictions
+from ..artifacts import keypoints, label_rows, model_key, model_metrics, split_frames, write_predictions
 from ..context import Context
 from ..record import Output, Stage
-from ..store import to_jsonable
+from ..store import open_group, to_jsonable
 
 # stability_runs: k-means restarts of the paper's PSS stability study (0: skip it)
 DEFAULTS = {"pck_threshold": 150.0, "label_rows": True, "stability_runs": 5}
@@ -68,7 +68,7 @@ def build(ctx: Context) -> dict:
     summaries = {}
     for name, (p, units) in preds.items():
         # NaN predictions: (frame, view)s whose image could not be decoded (dataset image_ok)
-        summary, df = ev.evaluate_dataset(p, ds, test, units=units, reference=ref, model=name, ks=ks,
+        summary, df = ev.score_dataset(p, ds, test, units=units, reference=ref, model=name, ks=ks,
                                           pck_threshold=pck, mask=np.isfinite(p).all(-1))
         write_predictions(ctx.group, name, p, units)
         table = f"per_frame_{model_key(name)}.parquet"
@@ -95,4 +95,5 @@ STAGE = Stage(
     name="evaluate", version=2, doc=__doc__.strip(), module=__name__,
     outputs=(Output("evaluate", "metrics",
                     inputs=("dataset", "detect2d", "label", "train3d_ss", "train3d_fs", "refine", "pss_reference")),),
-    build=build, defaults=_defaults, validate=_validate)
+    build=build, defaults=_defaults, validate=_validate,
+    summary=lambda r: {"metrics": model_metrics(open_group(r["location"]))})

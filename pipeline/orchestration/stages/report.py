@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from ...data import contract
-from ...evaluation import scoring as ev
-from .. import inspection as inspection
 from ...evaluation import pss, report
+from ...evaluation import scoring as ev
 from ...registry import check_number, with_defaults
+from ...training.checkpoint import training_record
 from ..artifacts import read_predictions, split_frames
 from ..context import Context
 from ..record import Output, Stage
@@ -72,7 +72,7 @@ def build(ctx: Context) -> dict:
             timings[key] = float(prov["seconds"])
     for key, title, note in CURVES:
         if ctx.has(key):
-            rec = inspection.training_record(ctx.result_path(key))
+            rec = training_record(ctx.result_path(key))
             training[title] = {"loss": [float(x) for x in rec["losses"] or []],
                                "images_per_s": rec["images_per_s"], "note": note}
     results = {"dataset": ctx.cfg["dataset"]["name"], "labels": dict(e.attrs.get("labels", {})),
@@ -89,4 +89,5 @@ STAGE = Stage(
     name="report", version=3, doc=__doc__.strip(), module=__name__,
     outputs=(Output("report", "report", inputs=("dataset", "evaluate", "pss_reference", "pretrain2d",
                                                  "train3d_ss", "train3d_fs", "refine", "label", "detect2d")),),
-    build=build, defaults=lambda preset, _p: dict(DEFAULTS), validate=_validate, result="result")
+    build=build, defaults=lambda preset, _p: dict(DEFAULTS), validate=_validate, result="result",
+    summary=lambda r: {"report": r["result"]})

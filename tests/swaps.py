@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import triangulate as tri
-from ..camera import Cameras, undistort_points
-from ..joints import JOINTS, LR_PAIRS
-from ..registry import with_defaults
+from pipeline.geometry import triangulate as tri
+from pipeline.camera import Cameras, undistort_points
+from pipeline.joints import JOINTS, LR_PAIRS
+from pipeline.registry import with_defaults
 
 DEFAULTS: dict = {
     "mode": "fix",     # "fix", "flag" or "none"
@@ -113,7 +113,7 @@ def body_chirality(kp: np.ndarray, cams: Cameras, right: np.ndarray, min_conf: f
     left/right swap). right [...,3]
     broadcasts against [F, ..., 3]. Returns [F, ...] (NaN where unknown).
     """
-    from ..joints import INDEX
+    from pipeline.joints import INDEX
     xn, w = _normalised(kp, cams, min_conf)
     sel = [INDEX["pelvis"], INDEX["thorax"], INDEX["neck"]]
     X, ok = tri.triangulate_dlt(xn[:, :, sel].transpose(0, 2, 1, 3), w[:, :, sel].transpose(0, 2, 1),
