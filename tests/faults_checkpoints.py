@@ -107,8 +107,7 @@ def _image(folder: Path) -> Path:
 
 _RESUME = """
 import logging, torch
-from pipeline.training import loop
-from pipeline.training import pose3d
+from pipeline.training import loop, pose3d
 from tests.test_train3d import make_store
 import zarr
 seen = []
@@ -213,7 +212,7 @@ def _c_disk_full(folder: Path) -> tuple[str, str]:
     # the edge that cannot exist here: the device fills while epoch 2's checkpoint is written
     cmd = _script(folder, "full.py", f"""
 import errno, torch, zarr
-from pipeline.training import pose3d
+from pipeline.training import loop, pose3d
 from pipeline.training.checkpoint import CheckpointWriteError
 real = torch.save
 def save(obj, f, *a, **k):
@@ -238,7 +237,7 @@ def _c_device_full(folder: Path) -> tuple[str, str]:
     (out / "checkpoints" / "epoch-0002.pt.tmp").symlink_to("/dev/full")
     cmd = _script(folder, "devfull.py", f"""
 import zarr
-from pipeline.training import pose3d
+from pipeline.training import loop, pose3d
 from pipeline.training.checkpoint import CheckpointWriteError
 try:
     pose3d.train({TINY!r}, zarr.open_group({str(ds)!r}, mode="r"), None, None, {str(out)!r}, progress=False)
