@@ -156,8 +156,10 @@ def _true_rows(kp, truth):
     return np.concatenate(rows)
 
 
-def corrupted(kp: np.ndarray, size: np.ndarray, seed: int = 0) -> dict:
-    """Deliberately corrupted multi-person inputs: {name: (kp [F,V,M,J,3], focal factors [V])}."""
+def corrupted(kp: np.ndarray, size: np.ndarray, seed: int = 0, truth: np.ndarray | None = None) -> dict:
+    """Deliberately corrupted multi-person inputs: {name: (kp [F,V,M,J,3], focal factors [V], bad views)}.
+    With truth [F,V,M]: also each view keeping one person, a different one in each view (the
+    issue's "each view following its own person")."""
     rng = np.random.default_rng(seed)
     F, V = kp.shape[:2]
     one = np.ones(V)
@@ -177,14 +179,20 @@ def corrupted(kp: np.ndarray, size: np.ndarray, seed: int = 0) -> dict:
     k = kp.copy(); k[:, 2] = kp[:, 2][..., rng.permutation(kp.shape[3]), :]; out["a view with its joints permuted"] = (k, one, [2])
     f = one.copy(); f[1] = 0.6; out["wrong focal length (x0.6) for a view"] = (kp, f, [1])
     f = one * 2.0; out["every focal length x2"] = (kp, f, list(range(V)))
+    if truth is not None:
+        k = np.full(kp.shape[:2] + (1,) + kp.shape[3:], np.nan)
+        for v in range(V):
+            fr, m = np.nonzero(truth[:, v] == v + 1)  # view v keeps person v + 1: walkers and copies
+            k[fr, v, 0] = kp[fr, v, m]
+        out["each view keeping another person"] = (k, one, list(range(V)))
     return out
 
 
-def run_corrupted(kp, ref_path: Path, ref: Cameras, tmp: Path) -> list[dict]:
+def run_corrupted(kp, ref_path: Path, ref: Cameras, tmp: Path, truth=None) -> list[dict]:
     """Every corrupted input through the command's logic: refused, bad views left out, or returned."""
     rows = []
     names, cams = read_toml_calibration(ref_path)
-    for name, (k, focal, bad) in corrupted(kp, ref.size).items():
+    for name, (k, focal, bad) in corrupted(kp, ref.size, truth=truth).items():
         path = ref_path
         if np.any(focal != 1):
             K = cams.K.copy()
@@ -292,7 +300,7 @@ def bench(out_dir: Path, demo: Path = DEMO, k: int = 3, quick: bool = False) -> 
               f"correction {fig['rot_err_deg_bystanders_desync_corrected']} deg")
         # 4. corrupted inputs
         print("corrupted inputs (bystander project):")
-        rows = run_corrupted(proj["kp"], ref_path, ref, tmp)
+        rows = run_corrupted(proj["kp"], ref_path, ref, tmp, proj["truth"])
     fig["bad_rigs"] = len(rows)
     fig["refused_bad_rigs"] = sum(r["outcome"] != "returned" for r in rows)
     fig["bad_rigs_refused_outright"] = sum(r["outcome"] == "refused" for r in rows)

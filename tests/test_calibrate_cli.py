@@ -87,6 +87,7 @@ def test_a_refused_rig_writes_nothing(project, tmp_path, capsys):
 
 @pytest.mark.parametrize("args, msg", [
     (["--videos", "v"], "--detector"),
+    (["--videos", "no/such/folder", "--detector", "mediapipe"], "not a folder"),
     (["--camera-distance", "0", "x", "100"], "camera indices"),
 ])
 def test_mistakes_are_one_line_and_status_2(project, tmp_path, capsys, args, msg):

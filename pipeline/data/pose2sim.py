@@ -407,6 +407,13 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True, associate=None) -> 
             sel = np.maximum(person_index[:, :, 0], 0)
             kps = everyone[np.arange(F)[:, None], np.arange(V)[None], sel]
             kps[person_index[:, :, 0] < 0] = np.nan
+            if multi:
+                seen = float(np.mean((person_index[:, :, 0] >= 0).sum(1) >= 2))
+                warnings.warn("pose2sim: more than one person in view ("
+                              + ", ".join(f"{k} on {100 * s:.0f}% of frames" for k, s in multi.items())
+                              + f"): associated across views and frames, {person_index.shape[2]} people kept "
+                              f"(person_index); the subject is seen by two cameras or more in {100 * seen:.0f}% of "
+                              "frames and the crops follow it", stacklevel=2)
             multi = {}
         far = outside_image(kps, size[None]) & np.isfinite(kps[..., 0])
         if far.any():

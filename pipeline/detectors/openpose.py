@@ -177,6 +177,10 @@ def detect(cfg: dict, dataset: zarr.Group, frames: slice, context: dict):
                           "these views, build the dataset with person 'associate' (pose2sim), or set person to "
                           "'track' or an index (counts in context['flags']['openpose']['people_count'])",
                           stacklevel=2)
+        else:
+            warnings.warn(f"openpose: more than one person in view on a share of frames ({share}); the dataset's "
+                          f"associated subject is read (person_index), and its {index.shape[2]} associated people "
+                          "as people2d", stacklevel=2)
     if everyone is not None:
         return {"keypoints2d": out, "people2d": everyone}
     return out

@@ -247,7 +247,11 @@ def detect_videos(folder, detector: str, intrinsics) -> np.ndarray:
         get_adapter("videos")({"root": str(folder), "calibration": str(cal)}, g, progress=False)
         if g["K"].shape[1] != cams.V:
             raise ValueError(f"calibrate: {g['K'].shape[1]} videos in {folder} for the {cams.V} cameras of {intrinsics}")
-        kp = get_detector(detector)({}, g, slice(None), {"progress": True})
+        try:
+            detect = get_detector(detector)
+            kp = detect({}, g, slice(None), {"progress": True})
+        except ImportError as e:  # an optional detector whose package is not installed
+            raise ValueError(f"calibrate: detector {detector!r} needs a package that is not installed ({e})") from None
     return np.asarray(kp, dtype=np.float64)[:, :, None]
 
 
