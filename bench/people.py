@@ -145,6 +145,27 @@ def bystander_project(out: Path, seed: int = 0, offsets=None, demo: Path = DEMO)
     return {"names": names, "ref": ref, "kp": kp_out, "truth": tr_out, "proj": proj}
 
 
+def scale_and_up(res: dict, kp: np.ndarray, truth: np.ndarray, ref: Cameras) -> dict:
+    """The metric scale from the subject's height and the upright world, against Qualisys: the
+    subject's stature measured on its Qualisys triangulation is given as --height would be;
+    scale error = 1 - (the similarity aligning our camera centres to Qualisys'), up error = angle
+    between our world z and Qualisys' z (its world is Z-up) after that alignment."""
+    from pipeline.geometry import world
+    sub = np.full(kp.shape[:2] + kp.shape[3:], np.nan)
+    f, v, m = np.nonzero(truth == 0)
+    sub[f, v] = kp[f, v, m]
+    xn, w = label_settings.normalised(sub, ref, label_settings.resolve_cfg({}))
+    Xq, _ = triangulate_dlt(xn.transpose(0, 2, 1, 3), w.transpose(0, 2, 1), ref.R, ref.t)
+    est = res["cams"]
+    s, _ = world.metric_scale(est.R, est.t, res["X"], height_mm=world.stature(Xq))
+    out = world.to_world(est.R, est.t, res["X"], s)
+    C = -np.einsum("vji,vj->vi", out["R"], out["t"])
+    s2, Q, _ = world.align_similarity(C, ref.centers, out["R"], ref.R)
+    up = Q.T @ np.array([0.0, 0.0, 1.0])
+    return {"scale_err_height": round(abs(1.0 / s2 - 1.0), 4), "up_err_deg": round(float(np.degrees(np.arccos(
+        np.clip(up[2], -1, 1)))), 2), "up_from": out["source"]}
+
+
 def _true_rows(kp, truth):
     rows = []
     for p in range(int(truth.max()) + 1):
@@ -285,6 +306,7 @@ def bench(out_dir: Path, demo: Path = DEMO, k: int = 3, quick: bool = False) -> 
             warnings.simplefilter("ignore")
             est, _ = calibrate_cameras(_true_rows(proj["kp"], tr), ref.without_extrinsics(), {"mode": "rig", "sync": "off"})
         fig["rot_err_deg_bystanders_true_association"] = round(float(np.mean(cal.pair_errors(est.R, ref.R))), 3)
+        fig.update(scale_and_up(res, proj["kp"], proj["truth"], ref))
         print(f"bystanders: rotation error {e.round(2).tolist()} mean {np.mean(e):.3f} deg (single person "
               f"{fig['rot_err_deg_single']}; same data with the true association "
               f"{fig['rot_err_deg_bystanders_true_association']}); subject {fig['bystanders_subject_views']} "
