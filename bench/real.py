@@ -18,8 +18,13 @@ Compared with the demo's Qualisys calibration:
   again (calibrate, fix swaps, calibrate).
 Also: export of the 3D (Qualisys triangulation) to TRC and CSV, read back and compared with
 Pose2Sim's own TRC; a PNG figure.
+Calibration from people (bench/people.py: its docstring says how the footage is made): the
+recording with bystanders in every view (rot_err_deg_bystanders, against rot_err_deg_single and
+the same data with the true association), one view desynchronised and corrected
+(sync_offset_err_frames), deliberately corrupted inputs (refused_bad_rigs / bad_rigs), the
+`epipose calibrate` command on the recording (calibrate_s), a multi-person synthetic studio.
 
-    .venv/bin/python bench/real.py [--quick] [--root PROJECT] [--out DIR]
+    .venv/bin/python bench/real.py [--quick] [--root PROJECT] [--out DIR] [--no-people]
 
 --quick: MediaPipe on the first 48 frames only, no bad-input run (about a minute on 2 busy cores). Last line: one JSON object.
 """
@@ -154,6 +159,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--root", default=None, help="Pose2Sim project (default: ../shared demo, else PyPI)")
     ap.add_argument("--out", default="artifacts/bench_real")
+    ap.add_argument("--no-people", action="store_true", help="skip the calibration from people (bench/people.py)")
     args = ap.parse_args()
     import zarr
 
@@ -287,6 +293,9 @@ def main() -> None:
                     "pmpjpe_mm_openpose_bad_input": round(float(np.nanmean(e_bad)), 2)})
     fig.update({"swap_precision": round(sw["precision"], 3), "swap_recall": round(sw["recall"], 3),
                 "trc_vs_pose2sim_mm": None if vs_p2s is None else round(vs_p2s, 1), "quick": bool(args.quick)})
+    if not args.no_people and Path(g.attrs["source"]).is_dir():
+        from bench.people import bench as people_bench
+        fig.update(people_bench(out_dir / "people", Path(g.attrs["source"]), quick=args.quick))
     save("real", fig, args.quick)
 
 

@@ -3,6 +3,9 @@
     epipose run [--preset cpu|paper] [--set section.key=value ...] [--only STAGE] [--detector NAME]
                 [--root DIR_OR_URL] [--no-progress]
     epipose inspect STORE [--plot DIR] [--frames N]
+    epipose calibrate --keypoints DIR --intrinsics FILE --out FILE [--height MM | --camera-distance A B MM]
+                      [--reference FILE] [--sync check|correct|off]
+    epipose calibrate --videos DIR --detector NAME --intrinsics FILE --out FILE ...
     epipose config [--preset ...] [--set ...]          # print the resolved configuration
     epipose clean [--preset ...] [--set ...] [--superseded] [--yes]
                                                        # leftovers of interrupted runs (dry run without --yes)
@@ -50,6 +53,24 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("store", help="location of a stage output (…/<dataset>/<stage>/<name>-<fingerprint>)")
     i.add_argument("--plot", default=None, metavar="DIR", help="also write PNG figures into DIR")
     i.add_argument("--frames", type=int, default=4, help="frames drawn by --plot")
+    cal = sub.add_parser("calibrate", help="calibrate a rig from the people it films (no board)")
+    src = cal.add_mutually_exclusive_group(required=True)
+    src.add_argument("--keypoints", metavar="DIR", help="one folder of OpenPose JSON per camera, in camera order by "
+                     "sorted folder name (Pose2Sim's pose/ folder)")
+    src.add_argument("--videos", metavar="DIR", help="one video per camera (sorted by name); needs --detector")
+    cal.add_argument("--detector", default=None, help="2D detector for --videos (e.g. mediapipe)")
+    cal.add_argument("--intrinsics", required=True, metavar="FILE",
+                     help="calibration TOML in Pose2Sim's layout: intrinsics, distortion, image size (extrinsics ignored)")
+    cal.add_argument("--out", required=True, metavar="FILE", help="calibration TOML to write (with _rig.png, _report.json)")
+    scale = cal.add_mutually_exclusive_group()
+    scale.add_argument("--height", type=float, metavar="MM", help="the subject's standing height: metric scale")
+    scale.add_argument("--camera-distance", nargs=3, metavar=("A", "B", "MM"),
+                       help="a known distance between cameras A and B (indices in camera order)")
+    cal.add_argument("--reference", metavar="FILE", help="a calibration TOML to compare with (rotation error per "
+                     "camera pair); also the scale when neither --height nor --camera-distance is given")
+    cal.add_argument("--sync", choices=("check", "correct", "off"), default="check",
+                     help="views out of sync: refuse (check, default), shift them (correct), or do not look (off)")
+    cal.add_argument("--format", default="auto", help="keypoint layout: auto, body25b, body25, coco17")
     c = sub.add_parser("config", help="print the resolved configuration as JSON")
     _add_config_args(c)
     k = sub.add_parser("clean", help="list (or with --yes delete) what interrupted and replaced runs left")
@@ -61,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.orchestration import StoreError
     errors = USER_ERRORS + (StoreError,)
+    if a.cmd == "calibrate":
+        return _calibrate(a, errors)
     if a.cmd == "inspect":
         from pipeline.orchestration.inspection import inspect_store
         try:
@@ -93,6 +116,52 @@ def main(argv: list[str] | None = None) -> int:
         print(format_metrics(summary["metrics"]))
     if summary.get("report"):
         print(f"\nreport: {summary['report']}")
+    return 0
+
+
+def _calibrate(a, errors) -> int:
+    """epipose calibrate: one line on stderr and status 2 for a user's mistake or a refused rig
+    (nothing written then)."""
+    import numpy as np
+
+    from pipeline.orchestration import calibrate as cal
+    cfg = {"sync": a.sync, "format": a.format}
+    try:
+        if a.height is not None:
+            cfg["height_mm"] = a.height
+        if a.camera_distance is not None:
+            try:
+                cfg["camera_distance"] = [int(a.camera_distance[0]), int(a.camera_distance[1]),
+                                          float(a.camera_distance[2])]
+            except ValueError:
+                raise ValueError(f"--camera-distance takes two camera indices and millimetres, got "
+                                 f"{' '.join(a.camera_distance)}") from None
+        if a.videos is not None:
+            if not a.detector:
+                raise ValueError("--videos needs --detector NAME (e.g. mediapipe)")
+            keypoints = cal.detect_videos(a.videos, a.detector, a.intrinsics)
+        else:
+            if a.detector:
+                raise ValueError("--detector is for --videos; --keypoints are already detections")
+            keypoints = a.keypoints
+        res = cal.run(keypoints, a.intrinsics, cfg, reference=a.reference,
+                      log=print)  # progress on stdout: stderr carries only a failure's one line
+        paths = cal.write(res, a.out, a.intrinsics)
+    except errors as e:
+        return _fail("calibrate", e)
+    rep = cal.report(res)
+    for cam in rep["cameras"]:
+        rms = cam["reprojection_rms_px"]
+        print(f"{cam['name']:>12}: {'placed' if cam['placed'] else 'LEFT OUT: ' + cam['status']}"
+              + (f", reprojection {rms:.1f} px RMS" if rms is not None else ""))
+    print(f"scale: {rep['scale_source']}; up from {rep['up_from']}; subject {rep['stature_mm']:.0f} mm tall; "
+          f"{rep['people']} people; subject triangulated in {100 * rep['frames_labelled_share']:.0f} % of frames; "
+          f"{rep['seconds']:.1f} s")
+    if "pair_err_deg" in res:
+        err = res["pair_err_deg"]
+        print("rotation error vs reference (deg): " + ", ".join(f"{k} {v:.2f}" for k, v in
+              rep["rotation_error_deg_vs_reference"].items()) + f"; mean {np.nanmean(err):.2f}")
+    print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 

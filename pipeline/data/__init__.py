@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..registry import resolve
 
-__all__ = ["ADAPTERS", "adapter_defaults", "get_adapter", "calibration", "contract", "fetch", "motion",
+__all__ = ["ADAPTERS", "adapter_defaults", "get_adapter", "calibration", "contract", "crowd", "fetch", "motion",
            "openpose", "render", "rigs", "trc"]
 
 ADAPTERS = {

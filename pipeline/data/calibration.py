@@ -37,7 +37,8 @@ def _values(c: dict, key: str, n: tuple[int, ...], path: Path, section: str, wha
 
 
 def read_toml_calibration(path: Path) -> tuple[list[str], Cameras]:
-    """Pose2Sim TOML -> (camera names, Cameras in mm). Distortions are used as written (the
+    """Pose2Sim TOML -> (camera names, Cameras in mm; a section with neither rotation nor
+    translation gives NaN extrinsics: intrinsics only). Distortions are used as written (the
     .qca converter already divided them by 64; Pose2Sim's triangulation reads them as they are).
     ValueError naming the file, the camera section and the key for a missing or malformed value
     (non-finite extrinsics are left for camera.check_rig, which names the camera)."""
@@ -68,11 +69,42 @@ def read_toml_calibration(path: Path) -> tuple[list[str], Cameras]:
             raise ValueError(f"pose2sim: {path}, camera [{s}], 'size' must be two positive numbers, got {sz.tolist()}")
         K.append(k)
         dist.append(d)
-        R.append(rodrigues_to_matrix(_values(c, "rotation", (3,), path, s, "Rodrigues vector")))
-        t.append(_values(c, "translation", (3,), path, s, "metres") * 1000.0)
+        if "rotation" not in c and "translation" not in c:  # intrinsics only: no extrinsics
+            R.append(np.full((3, 3), np.nan))
+            t.append(np.full(3, np.nan))
+        else:
+            R.append(rodrigues_to_matrix(_values(c, "rotation", (3,), path, s, "Rodrigues vector")))
+            t.append(_values(c, "translation", (3,), path, s, "metres") * 1000.0)
         size.append(sz)
         names.append(str(c.get("name", s)))
     return names, Cameras(np.stack(K), np.stack(R), np.stack(t), np.stack(dist), np.stack(size))
+
+
+def write_toml_calibration(path, names: list[str], cams: Cameras, error_px: float = 0.0) -> Path:
+    """A calibration TOML in Pose2Sim's layout (what read_toml_calibration, Pose2Sim and anipose
+    read): per camera name, size, matrix, distortions (k1, k2, p1, p2; k3 too when not 0),
+    rotation (Rodrigues), translation (metres), fisheye = false; [metadata] adjusted = false,
+    error (px). cams in mm with finite extrinsics. Written to a temporary name, then renamed."""
+    import json
+    from ..camera import matrix_to_rodrigues
+    if not cams.has_extrinsics:
+        raise ValueError("calibration: a calibration to write needs every camera's rotation and translation")
+    if len(names) != cams.V:
+        raise ValueError(f"calibration: {len(names)} names for {cams.V} cameras")
+    fmt = lambda a: "[ " + ", ".join(repr(float(x)) for x in a) + "]"  # noqa: E731
+    lines = []
+    for v, n in enumerate(names):
+        lines += [f"[cam_{v + 1}]", f"name = {json.dumps(str(n))}", f"size = {fmt(cams.size[v])}",
+                  "matrix = [ " + ", ".join(fmt(r) for r in cams.K[v]) + "]",
+                  f"distortions = {fmt(cams.dist[v, :4] if cams.dist[v, 4] == 0 else cams.dist[v])}",
+                  f"rotation = {fmt(matrix_to_rodrigues(cams.R[v]))}",
+                  f"translation = {fmt(cams.t[v] / 1000.0)}", "fisheye = false", ""]
+    lines += ["[metadata]", "adjusted = false", f"error = {float(error_px) if np.isfinite(error_px) else 0.0!r}", ""]
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(path)
+    return path
 
 
 def read_qca_calibration(path: Path, binning_factor: float = 1.0) -> tuple[list[str], Cameras]:

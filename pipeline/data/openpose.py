@@ -312,7 +312,9 @@ class ViewKeypoints:
     numbers [N] int64 frame numbers (one per file, damaged files included); kp [N,17,3];
     raw [N,K,3] the chosen person in the file's own layout (K = 0 when nobody was seen in the
     whole source); layout (None when nobody was seen); people [N] int number of people in each
-    file (-1: damaged file); damaged {frame number: "<file> <what is wrong>"}."""
+    file (-1: damaged file); damaged {frame number: "<file> <what is wrong>"}; everyone
+    [N,M,17,3] every person of each file in the file's order (the k-th person with body
+    keypoints; NaN padding up to M, the most people in one file of the source)."""
     source: str
     numbers: np.ndarray
     kp: np.ndarray
@@ -320,6 +322,7 @@ class ViewKeypoints:
     layout: str | None
     people: np.ndarray
     damaged: dict
+    everyone: np.ndarray | None = None
 
 
 # A damaged file is read as a missing frame (one bad frame should not stop a long recording);
@@ -389,7 +392,13 @@ def _load_cached(src: str, fmt: str, person, min_conf: float, signature: tuple) 
         if q is not None:
             raw[i] = q
     kp = to_joints17(raw, names) if layout is not None else np.full((len(numbers), J, 3), np.nan)
-    return ViewKeypoints(src, numbers, kp, raw, layout, people_n, damaged)
+    M = max((len(f) for f in frames), default=0)
+    allraw = np.full((len(numbers), max(M, 1), len(names), 3), np.nan)
+    for i, ps in enumerate(frames):
+        for m, q in enumerate(ps):
+            allraw[i, m] = q
+    everyone = to_joints17(allraw, names) if layout is not None else np.full((len(numbers), 1, J, 3), np.nan)
+    return ViewKeypoints(src, numbers, kp, raw, layout, people_n, damaged, everyone)
 
 
 def load_keypoints(src, fmt: str = "auto", person="largest", min_conf: float = 0.05,
@@ -400,6 +409,25 @@ def load_keypoints(src, fmt: str = "auto", person="largest", min_conf: float = 0
     Damaged files give NaN frames (read_view lists them)."""
     v = read_view(src, fmt, person, min_conf)
     return v.numbers.copy(), (v.raw if raw else v.kp).copy(), v.layout
+
+
+def read_people(sources, fmt: str = "auto", min_conf: float = 0.05, offsets=None):
+    """Every person of every view, aligned by frame number. sources: one folder (or COCO
+    file) per view; offsets [V] int (pipeline.geometry.sync's convention: view v's frame
+    n + offsets[v] shows instant n; default 0). Returns (numbers [F]: the instants, the union of
+    the views' frame numbers after shifting; kp [F,V,M,17,3], NaN where a view has no file or
+    fewer people; views [V] ViewKeypoints). ValueError as read_view, or when layouts differ."""
+    views = [read_view(s, fmt, "largest", min_conf) for s in sources]
+    check_layouts(views)
+    V = len(views)
+    off = np.zeros(V, np.int64) if offsets is None else np.asarray(offsets, np.int64).reshape(V)
+    shifted = [v.numbers - o for v, o in zip(views, off)]
+    numbers = np.unique(np.concatenate(shifted)) if V else np.zeros(0, np.int64)
+    M = max(v.everyone.shape[1] for v in views) if V else 1
+    kp = np.full((len(numbers), V, M, J, 3), np.nan)
+    for v, (vk, n) in enumerate(zip(views, shifted)):
+        kp[np.searchsorted(numbers, n), v, :vk.everyone.shape[1]] = vk.everyone
+    return numbers, kp, views
 
 
 def check_layouts(views: list[ViewKeypoints]) -> str | None:

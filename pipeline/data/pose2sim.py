@@ -22,6 +22,14 @@ There is no 2D or 3D ground truth: `keypoints2d_gt` is NaN and `poses3d_world` i
 Pose2Sim's own triangulation (TRC), when present, only gives the prior `mean_bone_mm` (attrs)
 used to express self-supervised predictions in millimetres.
 
+Several people per view (person "auto" with more than one person in a file, or "associate"):
+the dataset stage passes `associate(everyone [F,V,M,J,3], cams, names) -> person_index
+[F,V,P]` (pipeline/geometry/people.py through pipeline/orchestration/calibrate.py: this
+package does not import the geometry); the store gets `person_index` [F, V, P] int16 (the
+detection of associated person p in each view's JSON file, -1 none; person 0 the subject) and
+the crops follow the subject. `frame_offsets` [V] shift a desynchronised view's JSON and video
+(its file n + offset is frame n; attrs["frame_offsets"]).
+
 Besides the contract the store holds `people_count` [F, V] int16 (people in each JSON file,
 -1 where the file is missing or damaged) and, with images, `image_ok` [F, V] bool (False where
 the video frame could not be decoded: its crop is black and must not be trained on).
@@ -77,7 +85,15 @@ DEFAULTS: dict = {
     "images": True,           # store crops around the OpenPose person box when videos exist
     "crop_size": 256,
     "crop_margin": 1.3,       # the square crop is this many times the keypoints' extent
-    "person": "largest",      # person selection in the JSON (pipeline/detectors/openpose.py)
+    "person": "auto",         # associate: the subject followed across views and frames and every person kept
+                              # (pipeline/geometry/people.py; needs the pipeline's dataset stage, which passes
+                              # `associate`); auto: that when a JSON file holds more than one person and the
+                              # stage can, else "largest"; or the openpose importer's per-view selection
+                              # ("largest", "track", "first", an index)
+    "associate_with": "keypoints",  # keypoints: a rig estimated from the people themselves | calibration: the
+                              # TOML's extrinsics (docs/calibration.md compares them)
+    "frame_offsets": None,    # per camera, frames to shift its JSON and video (pipeline.geometry.sync's
+                              # convention: its frame n + offset shows instant n); None: in sync
     "format": "auto",         # keypoint layout of the JSON
     "frames": None,           # [start, stop) of frame numbers; None: all
     "test_fraction": 0.0,     # the last fraction of the frames is the test split
@@ -296,7 +312,7 @@ def _read_calibration(path: Path) -> tuple[list[str], Cameras]:
     return read_qca_calibration(path) if path.name.endswith(".qca.txt") else read_toml_calibration(path)
 
 
-def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
+def build(cfg: dict, out: zarr.Group, progress: bool = True, associate=None) -> None:
     """Write the dataset contract for a Pose2Sim project (docs/stores.md), plus people_count
     and image_ok (module docstring). Resumable on the group a killed run left."""
     c = with_defaults(cfg, DEFAULTS, "pose2sim")
@@ -340,13 +356,18 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
                           + ", ".join(f"{q.name} {f:g}" for q, f in zip(video_paths, fps_all))
                           + "): frame i of each is taken as the same instant; check the synchronisation", stacklevel=2)
     cams = Cameras(cams.K, cams.R, cams.t, cams.dist, size)
+    offsets = _offsets(c["frame_offsets"], V, cam_names)
+    if c["person"] == "associate" and associate is None:
+        raise ValueError("pose2sim: person 'associate' needs the association the pipeline's dataset stage passes "
+                         "(pipeline/orchestration/stages/dataset.py); use person 'auto' or 'largest' here")
     # frames: numbers present in the JSON (union over views), else the videos' frames
     views = None
     if has_json:
-        views = [read_view(d, c["format"], c["person"]) for d in json_dirs]
+        views = [read_view(d, c["format"], "largest" if c["person"] in ("auto", "associate") else c["person"])
+                 for d in json_dirs]
         layout = check_layouts(views)
-        numbers = np.unique(np.concatenate([v.numbers for v in views]))
-        if any(not np.array_equal(v.numbers, views[0].numbers) for v in views):
+        numbers = np.unique(np.concatenate([v.numbers - o for v, o in zip(views, offsets)]))
+        if any(not np.array_equal(v.numbers - o, views[0].numbers - offsets[0]) for v, o in zip(views, offsets)):
             desc = ", ".join(f"{Path(v.source).name} {v.numbers.min()}-{v.numbers.max()} ({len(v.numbers)} files)"
                              for v in views)
             warnings.warn(f"pose2sim: the JSON folders cover different frames ({desc}); a frame without a file in a "
@@ -363,17 +384,37 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
                          f"{_ranges(held) if held.size else 'none'}")
     F = len(numbers)
     kps = np.full((F, V, J, 3), np.nan)
+    person_index = None
     people = np.full((F, V), -1, np.int16)
     if has_json:
         damaged, multi = [], {}
         for v, vk in enumerate(views):
-            pos = np.clip(np.searchsorted(vk.numbers, numbers), 0, len(vk.numbers) - 1)
-            ok = vk.numbers[pos] == numbers
+            pos = np.clip(np.searchsorted(vk.numbers, numbers + offsets[v]), 0, len(vk.numbers) - 1)
+            ok = vk.numbers[pos] == numbers + offsets[v]
             kps[ok, v] = vk.kp[pos[ok]]
             people[ok, v] = vk.people[pos[ok]]
             damaged += [vk.damaged[int(n)] for n in numbers if int(n) in vk.damaged]
             if np.any(people[:, v] > 1):
                 multi[cam_names[v]] = float(np.mean(people[:, v] > 1))
+        if associate is not None and (c["person"] == "associate" or (c["person"] == "auto" and np.any(people > 1))):
+            everyone = np.full((F, V, max(vk.everyone.shape[1] for vk in views), J, 3), np.nan)
+            for v, vk in enumerate(views):
+                pos = np.clip(np.searchsorted(vk.numbers, numbers + offsets[v]), 0, len(vk.numbers) - 1)
+                ok = vk.numbers[pos] == numbers + offsets[v]
+                everyone[ok, v, :vk.everyone.shape[1]] = vk.everyone[pos[ok]]
+            use = cams if c["associate_with"] == "calibration" and cams.has_extrinsics else cams.without_extrinsics()
+            person_index = np.asarray(associate(everyone, use, cam_names))  # [F,V,P], person 0 the subject
+            sel = np.maximum(person_index[:, :, 0], 0)
+            kps = everyone[np.arange(F)[:, None], np.arange(V)[None], sel]
+            kps[person_index[:, :, 0] < 0] = np.nan
+            if multi:
+                seen = float(np.mean((person_index[:, :, 0] >= 0).sum(1) >= 2))
+                warnings.warn("pose2sim: more than one person in view ("
+                              + ", ".join(f"{k} on {100 * s:.0f}% of frames" for k, s in multi.items())
+                              + f"): associated across views and frames, {person_index.shape[2]} people kept "
+                              f"(person_index); the subject is seen by two cameras or more in {100 * seen:.0f}% of "
+                              "frames and the crops follow it", stacklevel=2)
+            multi = {}
         far = outside_image(kps, size[None]) & np.isfinite(kps[..., 0])
         if far.any():
             kps[far] = np.nan
@@ -397,7 +438,8 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
         "calibration": str(cal_path.resolve()), "world_up": [0.0, 0.0, 1.0],
         "openpose_json": [str(d.resolve()) for d in json_dirs] if has_json else None,
         "openpose_format": layout, "videos": [str(q.resolve()) for q in video_paths] if has_video else None,
-        "rotate": [0] * V,
+        "rotate": [0] * V, "frame_offsets": offsets.tolist(),
+        "person": "associated (person_index; person 0 the subject)" if person_index is not None else c["person"],
     }
     if p.trc is not None:
         try:
@@ -414,6 +456,11 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
     if has_json:
         boxes = vid.fill_boxes(vid.square_box(kps, float(c["crop_margin"])), size)
         out.create_array("people_count", data=people, dimension_names=("frame", "view"), overwrite=True)
+        if person_index is not None:
+            out.create_array("person_index", data=person_index.astype(np.int16), overwrite=True,
+                             dimension_names=("frame", "view", "person"))
+        elif "person_index" in out:
+            del out["person_index"]
     out.create_array("crop_boxes", data=boxes.astype(np.float32), dimension_names=("frame", "view", "box"),
                      overwrite=True)
     out.attrs["images_stored"] = store_images
@@ -422,22 +469,37 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
             warnings.warn("pose2sim: no images stored (crops need both OpenPose JSON for the box and videos)",
                           stacklevel=2)
         return
-    _write_crops(out, video_paths, cam_names, numbers, boxes.astype(np.float32), int(c["crop_size"]), infos, progress)
+    _write_crops(out, video_paths, cam_names, numbers, boxes.astype(np.float32), int(c["crop_size"]), infos, progress,
+                 offsets)
+
+
+def _offsets(value, V: int, names: list[str]) -> np.ndarray:
+    """frame_offsets -> [V] int (zeros for None); ValueError naming the key otherwise."""
+    if value is None:
+        return np.zeros(V, np.int64)
+    try:
+        off = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"pose2sim: frame_offsets must be {V} integers ({', '.join(names)}), got {value!r}") from None
+    if len(off) != V or not np.all(np.isfinite(off)) or np.any(off != np.round(off)):
+        raise ValueError(f"pose2sim: frame_offsets must be {V} integers ({', '.join(names)}), got {value!r}")
+    return off.astype(np.int64)
 
 
 def _write_crops(out: zarr.Group, videos: list[Path], cam_names: list[str], numbers: np.ndarray, boxes: np.ndarray,
-                 S: int, infos: list[dict], progress: bool) -> None:
+                 S: int, infos: list[dict], progress: bool, offsets: np.ndarray | None = None) -> None:
     """images [F,V,S,S,3] and image_ok [F,V], per (view, block of BLOCK frames), resuming the
     blocks attrs["crops"] records as done (the record is bound to the boxes, frames, videos and
     S it was made for). Warns naming the video and frames that do not decode; ValueError when
     none of a view's frames decode."""
     F, V = boxes.shape[:2]
     for v, info in enumerate(infos):
-        if numbers[0] >= info["frames"]:
+        if numbers[0] + (0 if offsets is None else offsets[v]) >= info["frames"]:
             raise ValueError(f"pose2sim: {videos[v]} ({cam_names[v]}) has {info['frames']} readable frames but the "
                              f"store's frames are {numbers[0]}-{numbers[-1]}: no crop of this view can be read "
                              "(wrong video, or JSON numbered from another start?)")
     key = hashlib.sha256(boxes.tobytes() + numbers.astype(np.int64).tobytes()
+                         + (b"" if offsets is None else np.asarray(offsets, np.int64).tobytes())
                          + json.dumps([[str(q) for q in videos], S]).encode()).hexdigest()[:16]
     state = dict(out.attrs.get("crops") or {})
     nb = -(-F // BLOCK)
@@ -456,17 +518,18 @@ def _write_crops(out: zarr.Group, videos: list[Path], cam_names: list[str], numb
     for v, path in enumerate(videos):
         for b in range(nb):
             a = b * BLOCK
-            ids = numbers[a:a + BLOCK]
+            ids = numbers[a:a + BLOCK] + (0 if offsets is None else offsets[v])
             if v * nb + b in done:
                 bar.update(len(ids))
                 continue
             block = np.zeros((len(ids), 1, S, S, 3), np.uint8)
             good = np.zeros(len(ids), bool)
-            for k, (_, frame) in enumerate(vid.iter_frames(path, ids)):
+            inside = np.flatnonzero(ids >= 0)  # a view shifted by frame_offsets may start later
+            for k, (_, frame) in zip(inside, vid.iter_frames(path, ids[inside])):
                 if frame is not None:
                     block[k, 0] = vid.crop(frame, boxes[a + k, v], S)
                     good[k] = True
-                bar.update(1)
+            bar.update(len(ids))
             img[a:a + len(ids), v:v + 1] = block
             okarr[a:a + len(ids), v] = good
             done.add(v * nb + b)

@@ -1,8 +1,9 @@
 """The OpenPose / COCO JSON detector plug-in: any external detector's keypoints enter here.
 
 The files are read by pipeline/data/openpose.py (layouts, the mapping onto the 17 joints,
-damaged files). Several people in a frame: `person` = "largest" (box of confident keypoints,
-area x mean confidence), "track" (largest in the clip's first frame with a person, then the
+damaged files). Several people in a frame: `person` = "auto" (the dataset's associated subject,
+its `person_index` from pipeline/geometry/people.py, where it has one; else "largest"),
+"largest" (box of confident keypoints, area x mean confidence), "track" (largest in the clip's first frame with a person, then the
 one whose box overlaps the previous choice most; always replayed from the clip's start, so
 chunks agree), "first", or an integer index. A missing file or a frame without a person gives
 NaN for that (frame, view) and is counted in the warning and in `context["flags"]["openpose"]`,
@@ -25,7 +26,8 @@ from ..registry import with_defaults
 
 DEFAULTS: dict = {
     "format": "auto",       # "auto", "body25b", "body25", "coco17"
-    "person": "largest",    # "largest", "track", "first", or an integer index
+    "person": "auto",       # auto: the dataset's associated subject (its person_index, pipeline/geometry/
+                            # people.py) when it has one, else "largest"; "largest", "track", "first", or an index
     "min_conf": 0.05,       # keypoints below this confidence become NaN
     "json_dirs": None,      # None: the dataset's attrs["openpose_json"]; else one folder/file per view
 }
@@ -71,8 +73,14 @@ def _sources(cfg: dict, dataset: zarr.Group) -> dict[int, list[str]]:
     return {i: list(src) for i in range(max(len(clips), 1))}
 
 
-def detect(cfg: dict, dataset: zarr.Group, frames: slice, context: dict) -> np.ndarray:
+def detect(cfg: dict, dataset: zarr.Group, frames: slice, context: dict):
     """keypoints2d [f,V,J,3] of the store's `frames`, read from the JSON files.
+
+    With person "auto" and a dataset holding `person_index` [F,V,P] (the detections of each
+    associated person, person 0 the subject; the pose2sim adapter writes it), keypoints2d is
+    the subject's and, with P > 1, {"keypoints2d": [f,V,J,3], "people2d": [f,V,P,J,3]} is
+    returned (every associated person, for calibrating from all of them). The dataset's
+    attrs["frame_offsets"] [V] shift each view's file numbers (its file n + offset is frame n).
 
     Flags in context["flags"]["openpose"] (and a warning naming the views or files):
     missing_file, no_person, damaged_file, outside_image ((frame, view) counts; NaN there),
@@ -90,6 +98,14 @@ def detect(cfg: dict, dataset: zarr.Group, frames: slice, context: dict) -> np.n
         rig = np.asarray(dataset["rig"][:])[ids] if "rig" in dataset else np.zeros(len(ids), np.int64)
         size = np.asarray(dataset["size"][:], dtype=np.float64)[rig]          # [f,V,2]
     sources_ = _sources(c, dataset)
+    person, index = c["person"], None
+    if person == "auto":
+        person = "largest"
+        if "person_index" in dataset:
+            index = np.asarray(dataset["person_index"][:])[ids]  # [f,V,P]
+    offsets = np.asarray(dataset.attrs.get("frame_offsets") or [0] * V, np.int64)
+    P = index.shape[2] if index is not None else 0
+    everyone = np.full((len(ids), V, P, J, 3), np.nan, dtype=np.float32) if P > 1 else None
     out = np.full((len(ids), V, J, 3), np.nan, dtype=np.float32)
     people = np.full((len(ids), V), -1, dtype=np.int64)
     missing_file = no_person = n_damaged = n_outside = 0
@@ -105,18 +121,27 @@ def detect(cfg: dict, dataset: zarr.Group, frames: slice, context: dict) -> np.n
         cache = context.setdefault("_openpose_views", {})
         views = []
         for s in srcs:
-            key = (str(Path(s).resolve()), c["format"], c["person"], float(c["min_conf"]))
+            key = (str(Path(s).resolve()), c["format"], person, float(c["min_conf"]))
             if key not in cache:
-                cache[key] = read_view(s, c["format"], c["person"], c["min_conf"])
+                cache[key] = read_view(s, c["format"], person, c["min_conf"])
             views.append(cache[key])
         check_layouts(views)
         for v, vk in enumerate(views):
             names[v] = names[v] or Path(vk.source).name
             numbers = vk.numbers
-            pos = np.clip(np.searchsorted(numbers, frame_index[rows]), 0, max(len(numbers) - 1, 0))
-            found = (len(numbers) > 0) & (numbers[pos] == frame_index[rows])
+            want = frame_index[rows] + offsets[v]
+            pos = np.clip(np.searchsorted(numbers, want), 0, max(len(numbers) - 1, 0))
+            found = (len(numbers) > 0) & (numbers[pos] == want)
             missing_file += int((~found).sum())
-            vals = vk.kp[pos[found]].copy()
+            if index is not None:  # the associated people's detections, by their index in each file
+                sel = index[rows[found], v]  # [n,P]
+                allp = vk.everyone[pos[found][:, None], np.clip(sel, 0, vk.everyone.shape[1] - 1)]
+                allp = np.where((sel >= 0)[..., None, None], allp, np.nan)
+                vals = allp[:, 0].copy()
+                if everyone is not None:
+                    everyone[rows[found], v] = allp
+            else:
+                vals = vk.kp[pos[found]].copy()
             bad = np.array([int(n) in vk.damaged for n in numbers[pos[found]]], dtype=bool)
             n_damaged += int(bad.sum())
             damaged_files += [vk.damaged[int(n)] for n in numbers[pos[found]][bad]]
@@ -146,8 +171,16 @@ def detect(cfg: dict, dataset: zarr.Group, frames: slice, context: dict) -> np.n
                       f"(frames per view: {outside_views}); check the JSON files", stacklevel=2)
     if multi:
         share = ", ".join(f"{k} {100 * s:.0f}%" for k, s in multi.items())
-        warnings.warn(f"openpose: more than one person in view on a share of frames ({share}); person="
-                      f"{c['person']!r} keeps one per frame and may take a bystander for the subject: check these "
-                      "views, or set person to 'track' or an index (counts in context['flags']['openpose']"
-                      "['people_count'])", stacklevel=2)
+        if index is None:
+            warnings.warn(f"openpose: more than one person in view on a share of frames ({share}); person="
+                          f"{c['person']!r} keeps one per frame and may take a bystander for the subject: check "
+                          "these views, build the dataset with person 'associate' (pose2sim), or set person to "
+                          "'track' or an index (counts in context['flags']['openpose']['people_count'])",
+                          stacklevel=2)
+        else:
+            warnings.warn(f"openpose: more than one person in view on a share of frames ({share}); the dataset's "
+                          f"associated subject is read (person_index), and its {index.shape[2]} associated people "
+                          "as people2d", stacklevel=2)
+    if everyone is not None:
+        return {"keypoints2d": out, "people2d": everyone}
     return out

@@ -30,7 +30,7 @@ from ..joints import J
 from . import epipolar
 from . import rig as rigmod
 from . import sync as syncmod
-from .label_settings import LabelWarning, check_inputs, estimator, resolve_cfg, screened
+from .label_settings import LabelWarning, check_inputs, estimator, gate, resolve_cfg, screened
 
 
 
@@ -53,7 +53,7 @@ def _too_few_cameras(names: list[str], status: list[str], what: str) -> ValueErr
 
 
 def calibrate(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, *,
-              names=None) -> tuple[camera.Cameras, dict]:
+              names=None, extra: np.ndarray | None = None) -> tuple[camera.Cameras, dict]:
     """Cameras for labelling. known: cams as given (extrinsics required; camera.check_rig);
     per-frame: cams without extrinsics; rig: R, t estimated from the pooled joints of kp2d
     [F,V,J,3] (the frame of camera 0, or of the first placed camera; unit baseline between the
@@ -70,9 +70,14 @@ def calibrate(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, *
     baseline_points, baseline_coincide, baseline_rotation_px, baseline_epipolar_px [P]
     (rig.baseline_evidence), sync_* (pipeline.geometry.sync.estimate_offsets: sync_offsets [V],
     sync_relative [V], sync_ratio [V], sync_sharpness [V], sync_clear [V], sync_cost_px
-    [P',L], sync_pairs [P',2], sync_lags [L], sync_skipped, sync_seconds); in rig mode also
+    [P',L], sync_pairs [P',2], sync_lags [L], sync_agrees [V], sync_skipped, sync_seconds); in rig mode also
     per-pair arrays over rig.all_pairs(V) (`rig_pair_*`), R_est, t_est, chain_order and the
     bundle-adjustment figures.
+
+    extra [N,V,J,3]: more people's keypoints (pipeline.geometry.people.rows: the bystanders
+    associated with the subject), screened the same way and pooled with kp2d for the rig's
+    estimate only (rig mode; the checks above look at kp2d alone). The rig's quality gate
+    (gate_* keys, rig.GATE) may leave cameras out or refuse the rig (rig.RigRefused).
     """
     cfg = resolve_cfg(cfg)
     kp2d = check_inputs(kp2d, cams)
@@ -129,7 +134,10 @@ def calibrate(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, *
                 "no baseline and one of them is not what its images show; remove the duplicate or fix its keypoints")
         rot, e = ev["rotation_px"][p], ev["epipolar_px"][p]
         ratio = cfg["no_baseline_ratio"]
-        if ratio > 0 and np.isfinite(rot) and np.isfinite(e) and rot <= ratio * max(e, 0.25):
+        # only where the rotation explains the rays at the detector's noise level: views whose
+        # keypoints agree on nothing (another recording, a shuffled view) are the gate's to refuse
+        if (ratio > 0 and np.isfinite(rot) and np.isfinite(e) and rot <= ratio * max(e, 0.25)
+                and rot <= 8.0 * cfg["threshold_px"]):
             raise ValueError(
                 f"labels: {names[i]} and {names[j]} have no baseline: one rotation maps the rays of their "
                 f"{ev['points'][p]} pooled joints onto each other (median {rot:.2f} px, vs {e:.2f} px epipolar "
@@ -138,6 +146,13 @@ def calibrate(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, *
                 "genuinely apart)")
     # 4. synchronisation
     diag.update(_sync_check(kp2d, wk, cams, cfg, keep, names))
+    for v in np.flatnonzero(keep & ~diag.get("sync_agrees", np.ones(V, bool))):
+        status[v] = (f"its keypoints agree with no other view's at any frame offset within ±{cfg['sync_max_lag']} "
+                     "(out of sync by more, or of another recording)")
+    keep = np.array([st == "ok" for st in status])
+    if keep.sum() < 2:
+        raise _too_few_cameras(names, status, "calibrated")
+    wk = np.where(keep[None, :, None], w, 0.0)
     # 5. the cameras
     if cfg["mode"] == "known":
         R, t = cams.R.copy(), cams.t.copy()
@@ -145,14 +160,22 @@ def calibrate(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, *
         R, t = np.full((V, 3, 3), np.nan), np.full((V, 3), np.nan)
     else:
         method, robust = estimator(cfg)
+        xr, wr = xn, wk
+        if extra is not None and len(extra):
+            ex = check_inputs(extra, cams)
+            xe, we, _ = screened(ex, cams, cfg)
+            xr = np.concatenate([xn, xe])
+            wr = np.concatenate([wk, np.where(keep[None, :, None], we, 0.0)])
+            diag["extra_rows"] = int(len(ex))
         try:
             R, t, info = rigmod.calibrate_rig(
-                xn, wk, cams.K, method=method, threshold_px=cfg["threshold_px"], max_points=cfg["max_pool_points"],
+                xr, wr, cams.K, method=method, threshold_px=cfg["threshold_px"], max_points=cfg["max_pool_points"],
                 seed=cfg["seed"], ba=cfg["ba"], ba_frames=cfg["ba_frames"], ba_loss=cfg["ba_loss"],
                 ba_f_scale_px=cfg["ba_f_scale_px"], ba_max_nfev=cfg["ba_max_nfev"],
-                min_inlier_ratio=cfg["min_inlier_ratio"], robust=robust, names=names)
-        except ValueError as err:
-            raise ValueError(f"labels: {err}") from None
+                min_inlier_ratio=cfg["min_inlier_ratio"], robust=robust, names=names, gate=gate(cfg),
+                ba_max_seconds=cfg["ba_max_seconds"])
+        except ValueError as err:  # RigRefused stays RigRefused
+            raise type(err)(f"labels: {err}") from None
         for v, why in info.pop("unplaced").items():
             if keep[v]:
                 status[v] = f"cannot be placed in the rig: {why}"
@@ -207,7 +230,7 @@ def _sync_check(kp2d, w, cams: camera.Cameras, cfg: dict, keep: np.ndarray, name
                                       cameras=keep, seed=cfg["seed"])
     out = {"sync_offsets": off, "sync_relative": d["relative"], "sync_ratio": d["ratio"],
            "sync_sharpness": d["sharpness"], "sync_clear": d["clear"], "sync_cost_px": d["cost_px"],
-           "sync_pairs": d["pairs"], "sync_lags": d["lags"], "sync_skipped": d["skipped"],
+           "sync_pairs": d["pairs"], "sync_lags": d["lags"], "sync_skipped": d["skipped"], "sync_agrees": d["agrees"],
            "sync_seconds": time.perf_counter() - t0}
     bad = np.flatnonzero(d["clear"])
     if len(bad):

@@ -40,6 +40,8 @@ DEFAULTS: dict = {
     "ba_loss": "linear",           # after trimming outliers (rig.bundle_adjust); huber, soft_l1 also work, slower
     "ba_f_scale_px": 3.0,
     "ba_max_nfev": 50,
+    "ba_max_seconds": 20.0,        # the refinement stops after this long (a retry without a camera the gate
+                                   # left out gets half)
     "chunk_frames": 20000,         # make_labels: frames per vectorised batch
     "outlier_px": 30.0,            # known/rig, pairs: a view's joint farther than this (or 5x the frame's median
                                    # error) from the consensus of the other views is left out of that joint; 0: off
@@ -51,6 +53,11 @@ DEFAULTS: dict = {
     "sync_max_lag": 10,            # largest frame offset the sync check searches, frames
     "sync_frames": 64,             # anchor frames the sync check pairs at every lag
     "sync_min_ratio": 1.25,        # a clear offset: the view's epipolar error at offset 0 over that at its offset
+    # rig mode's quality gate (pipeline/geometry/rig.py GATE; docs/calibration.md)
+    "gate_loop_deg": 20.0,         # pair estimates whose rotations do not close within this (camera triplets) are not chained
+    "gate_initial_px": 30.0,       # a camera the chained rig reprojects farther than this (median) is left out before refinement
+    "gate_rms_px": 20.0,           # a camera above this reprojection RMS after refinement is left out (or the rig refused)
+    "gate_min_kept": 0.5,          # ... as is a camera whose share of joints kept by the refinement is below this
 }
 
 
@@ -108,10 +115,19 @@ def resolve_cfg(cfg: dict | None) -> dict:
     check_number(out, "sync_max_lag", what, lo=1, integer=True)
     check_number(out, "sync_frames", what, lo=8, integer=True)
     check_number(out, "sync_min_ratio", what, lo=1.0)
+    for key in ("ba_max_seconds", "gate_loop_deg", "gate_initial_px", "gate_rms_px"):
+        _positive(out, key, what)
+    check_number(out, "gate_min_kept", what, lo=0.0, hi=1.0)
     for key in ("n_neighbours", "min_joints", "seed", "max_pool_points", "ba_frames", "ba_max_nfev",
                 "chunk_frames", "sync_max_lag", "sync_frames"):
         out[key] = int(out[key])
     return out
+
+
+def gate(cfg: dict) -> dict:
+    """The configuration's gate_* keys as rig.calibrate_rig's `gate`."""
+    return {"max_loop_deg": cfg["gate_loop_deg"], "max_initial_px": cfg["gate_initial_px"],
+            "max_rms_px": cfg["gate_rms_px"], "min_kept": cfg["gate_min_kept"]}
 
 
 def estimator(cfg: dict) -> tuple[str, int]:

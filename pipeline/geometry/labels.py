@@ -35,7 +35,6 @@ the rig's unknown scale. In "known" mode `labels_cam_mm` keeps millimetres as we
 """
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -312,19 +311,8 @@ def _label_per_frame(xn, w, cams: camera.Cameras, cfg: dict, progress: bool) -> 
 
 
 def _loop_closure(ests: list, pairs: np.ndarray, V: int) -> np.ndarray:
-    """Per pair, the smallest rotation loop-closure error (deg) over the camera triplets it
-    belongs to: R_ik ≈ R_jk R_ij when all three pairs were estimated. NaN where no triplet
-    closes (fewer than three cameras, or a pair failed). -> [P]."""
-    index = {(int(a), int(b)): p for p, (a, b) in enumerate(pairs)}
-    out = np.full(len(pairs), np.nan)
-    for i, j, k in itertools.combinations(range(V), 3):
-        pij, pjk, pik = index[(i, j)], index[(j, k)], index[(i, k)]
-        if not (ests[pij].ok and ests[pjk].ok and ests[pik].ok):
-            continue
-        err = float(camera.rotation_angle_deg(ests[pjk].R @ ests[pij].R, ests[pik].R))
-        for p in (pij, pjk, pik):
-            out[p] = err if not np.isfinite(out[p]) else min(out[p], err)
-    return out
+    """rig.loop_closure: per pair, the smallest rotation loop-closure error over its triplets."""
+    return rigmod.loop_closure(ests, pairs, V)
 
 
 def label_chunk(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, progress: bool = False) -> dict:

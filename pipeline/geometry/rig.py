@@ -14,6 +14,7 @@ turned), cannot triangulate.
 from __future__ import annotations
 
 import itertools
+import time
 
 import cv2
 import numpy as np
@@ -23,6 +24,20 @@ from scipy.spatial.transform import Rotation
 
 from . import epipolar
 from . import triangulate as tri
+
+
+class RigRefused(ValueError):
+    """A rig beyond the quality gate's thresholds: the message names the cameras and pairs."""
+
+
+# The quality gate's thresholds (calibrate_rig's defaults; pipeline.geometry.calibration passes
+# the label configuration's gate_* keys); docs/calibration.md says what they were chosen from.
+GATE = {
+    "max_loop_deg": 20.0,     # a pair whose rotation does not close within this around any camera triplet is not used
+    "max_initial_px": 30.0,   # the chained rig's median reprojection error before refinement (else refused, no BA)
+    "max_rms_px": 20.0,       # a camera whose reprojection RMS after refinement exceeds this is left out (or refused)
+    "min_kept": 0.5,          # ... as is one whose share of observations kept by the refinement is below this
+}
 
 
 def all_pairs(V: int) -> np.ndarray:
@@ -211,6 +226,14 @@ def _residuals(p, opt, ocam, obs, foc, npt, ncam, gauge_w):
     return np.concatenate([res.ravel(), [gauge]])
 
 
+def _deadline(t0: float, max_seconds: float):
+    """least_squares callback that stops the solve once max_seconds have passed since t0."""
+    def cb(intermediate_result):
+        if time.perf_counter() - t0 > max_seconds:
+            raise StopIteration
+    return cb
+
+
 def _sparsity(opt, ocam, npt, ncam):
     nobs = len(opt)
     S = lil_matrix((2 * nobs + 1, 6 * ncam + 3 * npt), dtype=np.int8)
@@ -229,7 +252,8 @@ def _sparsity(opt, ocam, npt, ncam):
 
 def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray,
                   max_frames: int = 400, loss: str = "linear", f_scale_px: float = 3.0,
-                  max_nfev: int = 50, trim_px: float = 12.0, verbose: int = 0):
+                  max_nfev: int = 50, trim_px: float = 12.0, verbose: int = 0, max_initial_px: float = np.inf,
+                  names=None, max_seconds: float = np.inf):
     """Refine every camera (all but camera 0, the frame) and the joints jointly.
 
     Reprojection residuals in pixels (normalised residual x focal) over at most max_frames
@@ -241,8 +265,14 @@ def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t
     would pull a plain DLT and slow the solve down);
     `loss` ("huber", "soft_l1", ...) with f_scale_px adds a robust loss on top.
     xn [F,V,J,2], w [F,V,J], K [V,3,3], R [V,3,3], t [V,3].
-    Returns R, t, info (observations kept, residual RMS before/after, evaluations).
+    The time is bounded: at most max_frames frames, 2 x max_nfev evaluations and max_seconds
+    (the solve stops there and returns where it is: the gate judges the result); and a start
+    whose median reprojection error exceeds max_initial_px is refused (RigRefused naming the
+    cameras, names [V]) before any solving: a garbage rig is not polished for minutes.
+    Returns R, t, info (observations kept, residual RMS before/after, evaluations; per camera
+    ba_rms_px_camera [V] over its kept observations and ba_kept_camera [V], the share kept).
     """
+    t_start = time.perf_counter()
     V = len(R)
     fr = _select_frames(w, max_frames)
     if len(fr) == 0:
@@ -266,6 +296,15 @@ def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t
     gauge_w = np.sqrt(len(opt_all))
     args_all = (opt_all, ocam_all, obs_all, foc_all, npt, ncam, gauge_w)
     r_first = _residuals(p, *args_all)[:-1]
+    start = np.linalg.norm(r_first.reshape(-1, 2), axis=1)
+    med0 = np.array([np.median(start[ocam_all == v]) if np.any(ocam_all == v) else np.nan for v in range(V)])
+    if np.nanmedian(start) > max_initial_px or np.any(med0 > 2 * max_initial_px):
+        nm = [f"camera {v}" for v in range(V)] if names is None else list(names)
+        worst = ", ".join(f"{nm[v]} {med0[v]:.0f} px" for v in np.argsort(-np.nan_to_num(med0))[:3])
+        raise RigRefused(f"the chained rig explains the joints badly before refinement: median reprojection error "
+                         f"{np.nanmedian(start):.0f} px (limit {max_initial_px:g}; worst cameras {worst}); "
+                         "the pairs' relative poses disagree (wrong people matched, unsynchronised views or "
+                         "wrong intrinsics?)")
     nfev = 0
     keep = np.ones(len(opt_all), bool)
     for _ in range(2):
@@ -275,15 +314,21 @@ def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t
         sub = (opt_all[keep], ocam_all[keep], obs_all[keep], foc_all[keep], npt, ncam, gauge_w)
         sol = least_squares(_residuals, p, jac_sparsity=_sparsity(sub[0], sub[1], npt, ncam), method="trf",
                             loss=loss, f_scale=f_scale_px, x_scale="jac", max_nfev=max_nfev, verbose=verbose,
-                            args=sub)
+                            args=sub, callback=_deadline(t_start, max_seconds))
         p = sol.x
         nfev += sol.nfev
     cams = p[:6 * ncam].reshape(ncam, 6)
     Rn = np.concatenate([np.eye(3)[None], Rotation.from_rotvec(cams[:, :3]).as_matrix()])
     tn = np.concatenate([np.zeros((1, 3)), cams[:, 3:]])
     tn = tn / np.linalg.norm(tn[1])  # exact unit baseline
-    r_last = _residuals(p, *args_all)[:-1].reshape(-1, 2)[keep].ravel()
-    info = {"ba_frames": int(len(fr)), "ba_points": int(npt), "ba_observations": int(len(opt_all)),
+    r_all = _residuals(p, *args_all)[:-1].reshape(-1, 2)
+    r_last = r_all[keep].ravel()
+    rn = np.linalg.norm(r_all, axis=1)
+    cam_rms = np.array([np.sqrt(np.mean(rn[keep & (ocam_all == v)] ** 2)) if np.any(keep & (ocam_all == v))
+                        else np.nan for v in range(V)])
+    cam_kept = np.array([np.mean(keep[ocam_all == v]) if np.any(ocam_all == v) else 0.0 for v in range(V)])
+    info = {"ba_rms_px_camera": cam_rms, "ba_kept_camera": cam_kept,
+            "ba_median_px_before": float(np.median(start)),"ba_frames": int(len(fr)), "ba_points": int(npt), "ba_observations": int(len(opt_all)),
             "ba_kept": int(keep.sum()),
             "ba_rms_px_before": float(np.sqrt(np.mean(r_first ** 2))),
             "ba_rms_px_after": float(np.sqrt(np.mean(r_last ** 2))),
@@ -296,7 +341,7 @@ def calibrate_rig(xn: np.ndarray, w: np.ndarray, K: np.ndarray, method: str = "e
                   threshold_px: float = 2.0, max_points: int = 20000, seed: int = 0,
                   ba: bool = True, ba_frames: int = 400, ba_loss: str = "linear", ba_f_scale_px: float = 3.0,
                   ba_max_nfev: int = 50, min_inlier_ratio: float = 0.5, robust: int | None = None,
-                  names=None):
+                  names=None, gate: dict | None = None, ba_max_seconds: float = 20.0):
     """Calibrate a static rig from normalised joints xn [F,V,J,2] with weights w [F,V,J].
 
     Every pair is estimated from its pooled joints; the pairs that worked are chained from the
@@ -308,7 +353,17 @@ def calibrate_rig(xn: np.ndarray, w: np.ndarray, K: np.ndarray, method: str = "e
     pair_inliers, pair_points, pair_rot_deg, pair_reproj_px, pair_failure [P], placed [V]
     bool, unplaced {camera: reason}, chain_order, bundle-adjustment figures. ValueError when
     no pair at all can be estimated, naming each pair (names [V]: camera names) and why.
+
+    The quality gate (`gate`, GATE's keys; thresholds there): pair_loop_deg [P] is each pair's
+    smallest rotation loop-closure error over the camera triplets it closes; a pair above
+    max_loop_deg is not chained (failure INCONSISTENT). Before refinement a rig whose median
+    reprojection error exceeds max_initial_px is refused (RigRefused); after it, a camera
+    whose RMS exceeds max_rms_px or whose kept share is below min_kept is left out (reason in
+    unplaced) and the rest refined again; fewer than two cameras left is RigRefused, naming
+    each camera and why.
     """
+    g = {**GATE, **(gate or {})}
+    nm = [f"camera {v}" for v in range(xn.shape[1])] if names is None else list(names)
     V = xn.shape[1]
     if V < 2:
         raise ValueError(f"rig calibration needs at least 2 cameras, got {V}")
@@ -325,7 +380,11 @@ def calibrate_rig(xn: np.ndarray, w: np.ndarray, K: np.ndarray, method: str = "e
             if e.failure != epipolar.TOO_FEW_INLIERS:
                 break
         ests.append(e)
-    info = {"pairs": pairs,
+    loop = loop_closure(ests, pairs, V)
+    for p in np.flatnonzero(loop > g["max_loop_deg"]):
+        ests[p] = epipolar.failed(epipolar.INCONSISTENT, ests[p].n_points, ests[p].n_inliers,
+                                 loop_deg=float(loop[p]), rot_deg=ests[p].rot_deg)
+    info = {"pairs": pairs, "pair_loop_deg": loop,
             "pair_points": np.array([e.n_points for e in ests]),
             "pair_inliers": np.array([e.n_inliers for e in ests]),
             "pair_rot_deg": np.array([e.rot_deg for e in ests]),
@@ -357,12 +416,99 @@ def calibrate_rig(xn: np.ndarray, w: np.ndarray, K: np.ndarray, method: str = "e
     if len(idx) < 2:
         raise ValueError(f"rig calibration: fewer than 2 cameras could be placed ({unplaced})")
     t = t / np.linalg.norm(t[idx[1]])  # the gauge: |C_b - C_root| = 1 for the first two placed cameras
+    if ba and len(idx) > 2:
+        # a camera the chained rig cannot explain is left out before refinement (no minutes spent on it)
+        med0 = initial_errors(xn[:, idx], w[:, idx], K[idx], R[idx], t[idx], ba_frames)
+        info["initial_px_camera"] = np.full(V, np.nan)
+        info["initial_px_camera"][idx] = med0
+        worse = [k for k in range(len(idx)) if med0[k] > g["max_initial_px"]]
+        if worse and len(worse) <= len(idx) - 2:
+            for k in worse:
+                unplaced[int(idx[k])] = (f"the chained rig reprojects its joints {med0[k]:.0f} px away (median, gate "
+                                         f"{g['max_initial_px']:g} px): its relative poses disagree with the others'")
+            R[idx[worse]], t[idx[worse]] = np.nan, np.nan
+            idx = np.delete(idx, worse)
+            Rn = R[idx] @ R[idx[0]].T
+            tn = t[idx] - np.einsum("vab,b->va", Rn, t[idx[0]])
+            tn /= np.linalg.norm(camera_centre(Rn[1], tn[1]))
+            R[idx], t[idx] = Rn, tn
     if ba:
-        Rb, tb, bainfo = bundle_adjust(xn[:, idx], w[:, idx], K[idx], R[idx], t[idx], ba_frames, ba_loss,
-                                       ba_f_scale_px, ba_max_nfev)
+        for attempt in range(2):
+            Rb, tb, bainfo = bundle_adjust(xn[:, idx], w[:, idx], K[idx], R[idx], t[idx], ba_frames, ba_loss,
+                                           ba_f_scale_px, ba_max_nfev, max_initial_px=g["max_initial_px"],
+                                           names=[nm[v] for v in idx], max_seconds=ba_max_seconds / (1 + attempt))
+            rms, kept = bainfo["ba_rms_px_camera"], bainfo["ba_kept_camera"]
+            bad = [k for k in range(len(idx)) if not (rms[k] <= g["max_rms_px"] and kept[k] >= g["min_kept"])]
+            if not bad or attempt == 1:
+                break
+            for k in bad:
+                unplaced[int(idx[k])] = (f"its reprojection error after refinement is {rms[k]:.1f} px RMS with "
+                                         f"{100 * kept[k]:.0f} % of its joints kept (gate: at most "
+                                         f"{g['max_rms_px']:g} px, at least {100 * g['min_kept']:.0f} %)")
+            R[idx[bad]], t[idx[bad]] = np.nan, np.nan
+            idx = np.delete(idx, bad)
+            if len(idx) < 2:
+                raise RigRefused("rig calibration refused: " + "; ".join(f"{nm[v]}: {why}" for v, why in unplaced.items()))
+            # bundle_adjust holds the first camera at the origin: re-express the rig in its frame
+            Rn = R[idx] @ R[idx[0]].T
+            tn = t[idx] - np.einsum("vab,b->va", Rn, t[idx[0]])
+            tn /= np.linalg.norm(camera_centre(Rn[1], tn[1]))
+            R[idx], t[idx] = Rn, tn
+        rms, kept = bainfo["ba_rms_px_camera"], bainfo["ba_kept_camera"]
+        bad = [k for k in range(len(idx)) if not (rms[k] <= g["max_rms_px"] and kept[k] >= g["min_kept"])]
+        if bad:
+            raise RigRefused("rig calibration refused: " + "; ".join(
+                f"{nm[idx[k]]}: reprojection error {rms[k]:.1f} px RMS with {100 * kept[k]:.0f} % of its joints kept "
+                f"after refinement (gate: at most {g['max_rms_px']:g} px, at least {100 * g['min_kept']:.0f} %)"
+                for k in bad) + "; the cameras' keypoints do not agree on one rig (wrong people matched, "
+                "unsynchronised views or wrong intrinsics?)")
         R[idx], t[idx] = Rb, tb
+        cams_rms = np.full(V, np.nan)
+        cams_rms[idx] = rms
+        bainfo["ba_rms_px_camera"] = cams_rms
+        cams_kept = np.zeros(V)
+        cams_kept[idx] = kept
+        bainfo["ba_kept_camera"] = cams_kept
         info.update(bainfo)
+        placed = np.all(np.isfinite(R), axis=(1, 2))
+        info["placed"] = placed
     return R, t, info
+
+
+def initial_errors(xn, w, K, R, t, max_frames: int = 400, trim_px: float = 12.0) -> np.ndarray:
+    """Each camera's median reprojection error (px) of the joints triangulated by the views that
+    agree (_robust_points), before any refinement. xn [F,V,J,2], w [F,V,J], K, R [V,3,3], t [V,3].
+    -> [V] (NaN where a camera sees none of them)."""
+    fr = _select_frames(w, max_frames)
+    focal = 0.5 * (K[:, 0, 0] + K[:, 1, 1])
+    X, ok, wf = _robust_points(xn[fr], w[fr], R, t, focal, 2.5 * trim_px)
+    Xc = np.einsum("vab,fjb->fvja", R, X) + t[None, :, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        e = np.linalg.norm(Xc[..., :2] / Xc[..., 2:3] - xn[fr], axis=-1) * focal[None, :, None]
+    seen = (w[fr] > 0) & ok[:, None]
+    return np.array([np.median(e[:, v][seen[:, v]]) if seen[:, v].any() else np.nan for v in range(len(R))])
+
+
+def camera_centre(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """C = -Rᵀ t for R [3,3], t [3]."""
+    return -R.T @ t
+
+
+def loop_closure(ests: list, pairs: np.ndarray, V: int) -> np.ndarray:
+    """Per pair, the smallest rotation loop-closure error (deg) over the camera triplets it
+    belongs to: R_ik ≈ R_jk R_ij when all three pairs were estimated. NaN where no triplet
+    closes (fewer than three cameras, or a pair failed). -> [P]."""
+    index = {(int(a), int(b)): p for p, (a, b) in enumerate(pairs)}
+    out = np.full(len(pairs), np.nan)
+    for i, j, k in itertools.combinations(range(V), 3):
+        pij, pjk, pik = index[(i, j)], index[(j, k)], index[(i, k)]
+        if not (ests[pij].ok and ests[pjk].ok and ests[pik].ok):
+            continue
+        Rd = (ests[pjk].R @ ests[pij].R).T @ ests[pik].R
+        err = float(np.degrees(np.arccos(np.clip((np.trace(Rd) - 1) / 2, -1, 1))))
+        for p in (pij, pjk, pik):
+            out[p] = err if not np.isfinite(out[p]) else min(out[p], err)
+    return out
 
 
 def _best_estimate(x1, x2, K1, K2, method: str, threshold_px: float, robust: int, seed: int,

@@ -21,6 +21,7 @@ as no clear evidence.
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import cv2
 import numpy as np
@@ -30,6 +31,11 @@ from .epipolar import sampson_px
 
 __all__ = ["estimate_offsets", "lag_costs", "solve_offsets", "total_cost",
            "shift_view", "normalised_points"]
+
+
+# a camera pair whose best lag still costs more than this x threshold_px (median Sampson
+# distance) agrees at no lag: bad keypoints, not an offset (real in-sync pairs: 3-5 px)
+BAD_PAIR_X = 4.0
 
 
 def _pairs(V: int) -> np.ndarray:
@@ -205,7 +211,11 @@ def estimate_offsets(kp2d: np.ndarray, K: np.ndarray, dist: np.ndarray | None = 
     cost_at_offset_px / cost_at_reference_px [V] (geometric mean over the camera's pairs),
     ratio [V] (at reference / at offset; >= 1), sharpness [V] (its cost at the best other
     offset / at its own: near 1 = no evidence either way, e.g. a still person), clear [V]
-    (relative != 0 with ratio >= min_ratio and a gain >= min_gain_px), max_lag, anchors
+    (relative != 0 with ratio >= min_ratio and a gain >= min_gain_px, and one of its pairs
+    agreeing at some lag: pairs whose cost stays above BAD_PAIR_X x threshold_px at every lag
+    are left out of the solve, as a view of bad keypoints has no offset to tell), agrees [V]
+    (False: a view whose scored pairs agree at no lag: out of sync by more than max_lag, or its
+    keypoints are of something else), max_lag, anchors
     (count), skipped (a reason, or "").
     """
     kp2d = np.asarray(kp2d, dtype=np.float64)
@@ -218,7 +228,7 @@ def estimate_offsets(kp2d: np.ndarray, K: np.ndarray, dist: np.ndarray | None = 
     use = np.ones(V, bool) if cameras is None else np.asarray(cameras, bool).copy()
     L = int(min(max_lag, max((F - 8) // 2, 0)))
     lags = np.arange(-L, L + 1)
-    diag = {"lags": lags, "max_lag": L, "reference": 0, "relative": np.zeros(V, np.int64),
+    diag = {"lags": lags, "max_lag": L, "reference": 0, "relative": np.zeros(V, np.int64), "agrees": np.ones(V, bool),
             "cost_at_offset_px": np.full(V, np.nan), "cost_at_reference_px": np.full(V, np.nan),
             "ratio": np.full(V, np.nan), "sharpness": np.full(V, np.nan), "clear": np.zeros(V, bool),
             "anchors": 0, "skipped": ""}
@@ -248,6 +258,13 @@ def estimate_offsets(kp2d: np.ndarray, K: np.ndarray, dist: np.ndarray | None = 
     if use.sum() < 2 or not np.isfinite(cost).any():
         diag["skipped"] = "fewer than 2 views share enough joints"
         return offsets, diag
+    # a pair that agrees at no lag (bad keypoints in one of its views) says nothing about time
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        agreeing = np.nanmin(np.where(np.isfinite(cost), cost, np.inf), axis=1) <= BAD_PAIR_X * threshold_px
+    raw_cost = cost
+    cost = np.where(agreeing[:, None], cost, np.nan)
+    diag["cost_px"] = cost
     offsets = solve_offsets(V, pairs, lags, cost, use)
     ref = _reference(offsets, use)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -267,7 +284,14 @@ def estimate_offsets(kp2d: np.ndarray, K: np.ndarray, dist: np.ndarray | None = 
     diag["relative"] = np.where(use, offsets - ref, 0)
     gain = diag["cost_at_reference_px"] - diag["cost_at_offset_px"]
     with np.errstate(invalid="ignore"):
-        diag["clear"] = (diag["relative"] != 0) & (diag["ratio"] >= min_ratio) & (gain >= min_gain_px)
+        # a view none of whose pairs agrees at any lag (a shuffled view, another recording) has
+        # no offset to tell, only bad keypoints: it is the rig's quality gate's to refuse
+        agrees = np.array([bool(np.any(agreeing[(pairs[:, 0] == v) | (pairs[:, 1] == v)])) for v in range(V)])
+        diag["clear"] = (diag["relative"] != 0) & (diag["ratio"] >= min_ratio) & (gain >= min_gain_px) & agrees
+        # a view with pairs scored but none agreeing at any lag: out by more than max_lag, or bad keypoints
+        scored = np.array([bool(np.isfinite(raw_cost[(pairs[:, 0] == v) | (pairs[:, 1] == v)]).any())
+                           for v in range(V)])
+        diag["agrees"] = agrees | ~scored | ~use
     return offsets, diag
 
 

@@ -1,6 +1,8 @@
 """dataset: the configured adapter writes the dataset contract (docs/stores.md)."""
 from __future__ import annotations
 
+import inspect
+
 from ... import data
 from .. import plugins
 from ..context import Context
@@ -29,7 +31,12 @@ def _sources(section) -> list:
 
 def build(ctx: Context) -> dict:
     name = ctx.section["name"]
-    data.get_adapter(name)(ctx.params, ctx.group, progress=ctx.progress)
+    build_ = data.get_adapter(name)
+    extra = {}
+    if "associate" in inspect.signature(build_).parameters:  # several people per view (pose2sim)
+        from ..calibrate import associate_people
+        extra["associate"] = associate_people
+    build_(ctx.params, ctx.group, progress=ctx.progress, **extra)
     missing = [k for k in REQUIRED if k not in ctx.group]
     if missing:
         raise StoreError(f"dataset adapter {name!r} did not write {missing}")
@@ -40,7 +47,7 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="dataset", version=3, doc=__doc__.strip(), module=__name__,
+    name="dataset", version=4, doc=__doc__.strip(), module=__name__,
     outputs=(Output("dataset", name=lambda s: s["name"]),),
     build=build, defaults=_defaults, validate=_validate, sources=_sources,
     own_keys=("name",), plugin_key="name", plugins=lambda: plugins.modules(data.ADAPTERS))

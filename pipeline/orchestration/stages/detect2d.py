@@ -45,8 +45,11 @@ def build(ctx: Context) -> dict:
     todo = w.pending(verify=ctx.cfg["store"]["verify"])
     with Progress(len(todo), f"detect2d ({name})", ctx.progress) as bar:
         for i in todo:
-            kp = np.asarray(detect(ctx.params, ds, w.frames(i), context), dtype=np.float32)
-            w.write(i, {"keypoints2d": kp})
+            got = detect(ctx.params, ds, w.frames(i), context)
+            # keypoints2d [f,V,J,3], or a dict of frame-indexed arrays holding it (openpose on a dataset
+            # with associated people: also people2d [f,V,P,J,3])
+            arrays = got if isinstance(got, dict) else {"keypoints2d": got}
+            w.write(i, {k: np.asarray(a, dtype=np.float32) for k, a in arrays.items()})
             bar.update()
     ctx.group.attrs.update({"detector": name, "detector_config": to_jsonable(ctx.params),
                             "flags": to_jsonable(context.get("flags", {}))})
@@ -54,7 +57,7 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="detect2d", version=2, doc=__doc__.strip(), module=__name__,
+    name="detect2d", version=3, doc=__doc__.strip(), module=__name__,
     outputs=(Output("detect2d", name=lambda s: s["detector"], inputs=("dataset", "pretrain2d")),),
     build=build, defaults=_defaults, validate=_validate, sources=_sources, own_keys=OWN,
     plugin_key="detector", plugins=lambda: plugins.modules(detectors.DETECTORS))

@@ -51,7 +51,7 @@ def _view_names(ds) -> list[str] | None:
     return [str(n) for n in names] if isinstance(names, list) and len(names) == ds["K"].shape[1] else None
 
 
-def _calibrate(ctx: Context, ds, kp_arr, rig: np.ndarray) -> dict[int, Cameras]:
+def _calibrate(ctx: Context, ds, kp_arr, rig: np.ndarray, people_arr=None) -> dict[int, Cameras]:
     """Every rig's cameras for labelling, estimated once and kept in the working group."""
     g = ctx.group
     G, V = int(ds["K"].shape[0]), int(ds["K"].shape[1])
@@ -66,8 +66,13 @@ def _calibrate(ctx: Context, ds, kp_arr, rig: np.ndarray) -> dict[int, Cameras]:
         if gi in done or len(frames) == 0:
             continue
         log.info("label: calibrating rig %d from %d frames", gi, len(frames))
+        extra = None
+        if people_arr is not None and people_arr.shape[2] > 1:  # the associated bystanders calibrate too
+            from ...geometry import people
+            extra = people.rows(np.asarray(people_arr.get_orthogonal_selection((frames,)))[:, :, 1:],
+                                people.DEFAULTS["min_motion_px"])[0]
         cams, diag = labelling.calibrate(np.asarray(kp_arr.get_orthogonal_selection((frames,))),
-                                         Cameras.from_store(ds, gi), ctx.params, names=_view_names(ds))
+                                         Cameras.from_store(ds, gi), ctx.params, names=_view_names(ds), extra=extra)
         for k, v in (("R_est", cams.R), ("t_est", cams.t), ("K_est", cams.K), ("dist_est", cams.dist),
                      ("size_est", cams.size)):
             g[k][gi] = v
@@ -79,12 +84,14 @@ def _calibrate(ctx: Context, ds, kp_arr, rig: np.ndarray) -> dict[int, Cameras]:
 
 def build(ctx: Context) -> dict:
     ds = ctx.open("dataset")
-    kp_arr = ctx.open("detect2d")["keypoints2d"]
+    det = ctx.open("detect2d")
+    kp_arr = det["keypoints2d"]
+    people_arr = det["people2d"] if "people2d" in det else None
     rig = np.asarray(ds["rig"][:], dtype=np.int64)
     F = len(rig)
     if kp_arr.shape[0] != F:
         raise StoreError(f"detect2d has {kp_arr.shape[0]} frames, the dataset {F}")
-    cams = _calibrate(ctx, ds, kp_arr, rig)
+    cams = _calibrate(ctx, ds, kp_arr, rig, people_arr)
     w = ChunkedWriter(ctx.group, F, int(ctx.section["chunk"]))
     todo = w.pending(verify=ctx.cfg["store"]["verify"])
     args = {i: (np.asarray(kp_arr[w.frames(i)]), segments(rig[w.frames(i)])) for i in todo}
@@ -110,11 +117,14 @@ def build(ctx: Context) -> dict:
         finally:
             close()
     ctx.group.attrs["failures"] = {str(k): v for k, v in getattr(labelling, "FAILURES", {}).items()}
+    if "person_index" in ds:  # which detection (person in each view's JSON file) every label came from
+        ctx.group.create_array("person_index", data=np.asarray(ds["person_index"][:, :, 0], dtype=np.int16),
+                               dimension_names=("frame", "view"), overwrite=True)
     ok = np.asarray(ctx.group["frame_ok"][:]) if "frame_ok" in ctx.group else np.zeros(F, bool)
     return {"frames": F, "frames_labelled": int(ok.sum())}
 
 
 STAGE = Stage(
-    name="label", version=2, doc=__doc__.strip(), module=__name__,
+    name="label", version=3, doc=__doc__.strip(), module=__name__,
     outputs=(Output("label", name=lambda s: s["mode"], inputs=("dataset", "detect2d")),),
     build=build, defaults=_defaults, validate=_validate, own_keys=OWN)
