@@ -1,7 +1,8 @@
 """Multi-view geometry: relative pose from joints (epipolar), optimal and N-view triangulation,
 static-rig calibration with bundle adjustment (rig), frame offsets between views (sync), and
 the label stage's logic: its settings and input screening (label_settings), the cameras for
-labelling (calibration) and the pseudo-labels (labels). Numpy and OpenCV, float64, shapes
+labelling (calibration) and the pseudo-labels (labels), and labels back in their rig's world
+(label_world). Numpy and OpenCV, float64, shapes
 in every docstring; nothing here reads or writes a store."""
 
-__all__ = ["calibration", "epipolar", "label_settings", "labels", "rig", "sync", "triangulate"]
+__all__ = ["calibration", "epipolar", "label_settings", "label_world", "labels", "rig", "sync", "triangulate"]
