@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# QUIET=1: no progress bars, only Prefect's warnings, then the summary (bars are drawn on a terminal only)
 demo: $(STAMP)
-	$(BIN)/python -m flows.demo
+	$(BIN)/python -m flows.demo $(if $(QUIET),--quiet)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

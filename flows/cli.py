@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run the pipeline (cached: complete stage outputs are reused)")
     _add_config_args(r)
     r.add_argument("--only", default=None, help="rebuild this stage (and run what it needs)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (they are drawn only on a terminal anyway; logs say every ~10 %%)")
     i = sub.add_parser("inspect", help="describe a stage output (shapes, provenance, label quality)")
     i.add_argument("store", help="location of a stage output (…/<dataset>/<stage>/<name>-<fingerprint>)")
     i.add_argument("--plot", default=None, metavar="DIR", help="also write PNG figures into DIR")
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             return _fail("clean", e)
     from flows.epipolarpose import epipolarpose, format_metrics, format_stages
     state = epipolarpose(preset=a.preset, overrides=a.overrides, only=a.only, detector=a.detector,
-                         root=a.root, progress=not a.no_progress, return_state=True)
+                         root=a.root, progress=not a.no_progress and sys.stderr.isatty(), return_state=True)
     if state.is_failed():
         return _fail("run", state.message or "the run failed")
     summary = state.result()

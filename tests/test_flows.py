@@ -25,7 +25,9 @@ LABEL_CHAIN = ["dataset", "pretrain2d", "detect2d", "label"]
 @pytest.fixture(scope="module")
 def harness():
     from prefect.testing.utilities import prefect_test_harness
-    with prefect_test_harness():
+    # the harness's own start-up deadline (30 s by default) is missed on a loaded machine:
+    # "Timed out while attempting to connect to ephemeral Prefect API server"
+    with prefect_test_harness(server_startup_timeout=int(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])):
         yield
 
 

@@ -17,7 +17,12 @@ from pipeline import camera
 from tests import synth
 from pipeline.joints import J
 
-DEFAULTS = {"frames": 48, "views": 3, "rigs": 2, "seed": 0, "size": 16}
+DEFAULTS = {"frames": 48, "views": 3, "rigs": 2, "seed": 0, "size": 16, "gt": True}
+
+
+def GROUND_TRUTH_3D(cfg: dict) -> bool:  # noqa: N802  (the adapter attribute's name)
+    """gt False: the toy is footage without 3D ground truth (like a Pose2Sim project)."""
+    return bool({**DEFAULTS, **cfg}["gt"])
 
 
 def build(cfg: dict, out, progress: bool = True) -> None:
@@ -43,6 +48,8 @@ def build(cfg: dict, out, progress: bool = True) -> None:
         "images": rng.integers(0, 255, (F, V, S, S, 3), dtype=np.uint8),
         "crop_boxes": np.tile(np.array([0, 0, 1000, 1000], np.float32), (F, V, 1)),
     }
+    if not c["gt"]:
+        del arrays["poses3d_world"]  # its 2D stays: the gt detector stands in for OpenPose
     from pipeline.orchestration.arrays import write_arrays
     write_arrays(out, arrays)
     out.attrs.update({"dataset": "toy", "subjects": [f"S{g}" for g in range(G)], "clips": ["c0"],

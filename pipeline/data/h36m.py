@@ -43,6 +43,9 @@ from .motion import mean_bone_mm
 from .render import crop_boxes
 from ..registry import with_defaults
 
+# the store holds 3D ground truth (poses3d_world): the chain plans the FS baseline and GT metrics
+GROUND_TRUTH_3D = True
+
 DEFAULTS: dict = {
     "root": None,                                  # folder in the public layout
     "train_subjects": ["S1", "S5", "S6", "S7", "S8"],

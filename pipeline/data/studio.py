@@ -38,6 +38,9 @@ from ..joints import J, JOINTS
 from . import fetch, motion, render, rigs
 from ..registry import with_defaults
 
+# the store holds 3D ground truth (poses3d_world): the chain plans the FS baseline and GT metrics
+GROUND_TRUTH_3D = True
+
 DEFAULTS: dict = {
     "motion_files": None,          # [asf, amc] to use instead of fetching CMU subject 01
     "motion_dir": None,            # folder of BVH files: one clip per file (overrides the default)

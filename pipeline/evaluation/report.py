@@ -33,6 +33,8 @@ results = {
   "main_model": str,                       # model whose errors choose frames (default: "SS" if
                                            #   present, else the first model)
   "n_worst":  int,                         # worst frames shown per model (default 6)
+  "without_ground_truth": dict,             # no 3D ground truth: pipeline.evaluation.selfcheck's
+                                           #   figures (the evaluate stage's attribute)
   "timings":  {"<stage>": seconds},        # per-stage wall time
   "training": {                            # training curves (one PNG, one table)
       "<network>": {"loss": [float, ...],  #   mean loss per epoch
@@ -398,6 +400,10 @@ def write_report(results: dict, out_dir: Path) -> Path:
         md += notes + ([""] if notes else [])
         md += _per_action_section(models, out_dir)
         md += _error_cdf(models, out_dir)
+    elif results.get("without_ground_truth"):
+        from .selfcheck import markdown as without_gt
+        md += without_gt(results["without_ground_truth"])
+        skipped.append("ground-truth tables and figures (the dataset has no 3D ground truth)")
     else:
         skipped.append("model table (no `models`)")
 
@@ -425,7 +431,10 @@ def write_report(results: dict, out_dir: Path) -> Path:
     if results.get("timings"):
         rows = [[k, f"{float(v):.1f}"] for k, v in results["timings"].items()]
         total = sum(float(v) for v in results["timings"].values())
-        md += ["## Stage timings", "", _table(["stage", "seconds"], rows + [["**total**", f"{total:.1f}"]]), ""]
+        md += ["## Stage timings", "",
+               "Each output's build time, when it was built (a reused output keeps the time of the run that "
+               "built it); their sum is not a run's wall clock.", "",
+               _table(["stage", "seconds"], rows + [["sum of build times", f"{total:.1f}"]]), ""]
     if results.get("config"):
         md += ["## Configuration", "", "```json", json.dumps(results["config"], indent=2, default=str), "```", ""]
     if skipped:

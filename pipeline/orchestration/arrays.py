@@ -1,5 +1,7 @@
-"""How stage outputs hold arrays: dimension names (xarray opens every group), whole arrays,
-and frame-chunked arrays written chunk by chunk with a checksum each (`ChunkedWriter`).
+"""How stage outputs hold arrays: dimension names (xarray opens every group), coordinates
+(`write_coordinates`: joint, view and component names, frame and person numbers, so xarray
+selects by name), whole arrays, and frame-chunked arrays written chunk by chunk with a
+checksum each (`ChunkedWriter`).
 
 `ChunkedWriter` records per-chunk completion in the group's attributes: `attrs["chunks"]` =
 {"size": c, "n": n_chunks, "frames": F, "arrays": [...], "done": {index: checksum}}. A chunk is
@@ -45,7 +47,20 @@ DIMS = {
     "K_est": ("rig", "view", "r", "c"),
     "dist_est": ("rig", "view", "dist"),
     "size_est": ("rig", "view", "wh"),
+    "K": ("rig", "view", "r", "c"),
+    "R": ("rig", "view", "r", "c"),
+    "t": ("rig", "view", "xyz"),
+    "dist": ("rig", "view", "coef"),
+    "size": ("rig", "view", "wh"),
 }
+# values of the component dimensions (a coordinate is written where the length matches)
+COMPONENTS = {
+    "xyz": ("x", "y", "z"), "xyc": ("x", "y", "confidence"), "xyv": ("x", "y", "visibility"),
+    "wh": ("w", "h"), "box": ("x0", "y0", "w", "h"), "coef": ("k1", "k2", "p1", "p2", "k3"),
+    "dist": ("k1", "k2", "p1", "p2", "k3"), "rgb": ("r", "g", "b"),
+}
+# dimensions numbered 0..n-1 (frame: the row of the dataset store unless a build writes its own)
+NUMBERED = ("frame", "person", "cluster", "epoch")
 
 
 def dims_for(name: str, ndim: int, first: str = "frame") -> tuple[str, ...]:
@@ -55,6 +70,8 @@ def dims_for(name: str, ndim: int, first: str = "frame") -> tuple[str, ...]:
         return known
     if name.startswith("pair_") and ndim == 2:
         return (first, "pair")
+    if name.startswith("pred_") and ndim == 4:  # the evaluation's predictions
+        return ("frame", "view", "joint", "xyz")
     return (first,) + tuple(f"{name}_{i}" for i in range(1, ndim)) if ndim else ()
 
 
@@ -175,3 +192,54 @@ def write_arrays(group: zarr.Group, arrays: Mapping[str, np.ndarray], first: str
         if a.dtype.kind in "OU":
             raise ValueError(f"array {k!r}: dtype {a.dtype} cannot be stored; use attributes")
         group.create_array(k, data=a, dimension_names=dims_for(k, a.ndim, first), overwrite=True)
+
+
+def _strings(group: zarr.Group, name: str, values) -> None:
+    a = group.create_array(name, shape=(len(values),), dtype=str, dimension_names=(name,), overwrite=True)
+    a[:] = np.array(list(values), dtype=object)
+
+
+def write_coordinates(group: zarr.Group, views: list[str] | None = None) -> list[str]:
+    """Coordinate arrays (1-D, named as their dimension) for the dimensions of the group's
+    arrays, so that xarray selects by name: joint (pipeline/joints.py's names), view (`views`,
+    the dataset's camera names, else their numbers), pair ("0-1", ... in
+    geometry.rig.all_pairs order), xyz / xyc / wh / box / coef / rgb (component names), and
+    frame, person, cluster, epoch numbered from 0. A dimension whose arrays disagree on its
+    length, or that already has an array of its name (a build's own frame numbers, the
+    dataset's `rig` index), is left without. Strings are zarr's variable-length UTF-8.
+    Returns the names written."""
+    from itertools import combinations
+
+    from ..joints import JOINTS
+    names = set(group.array_keys())
+    lengths: dict[str, set] = {}
+    for k in names:
+        a = group[k]
+        for d, n in zip(a.metadata.dimension_names or (), a.shape):
+            if d:
+                lengths.setdefault(d, set()).add(int(n))
+    out = []
+    for d, ns in sorted(lengths.items()):
+        if d in names or len(ns) != 1:
+            continue
+        n = next(iter(ns))
+        if d == "joint" and n == len(JOINTS):
+            _strings(group, d, JOINTS)
+        elif d == "view":
+            if views is not None and len(views) == n:
+                _strings(group, d, [str(v) for v in views])
+            else:
+                group.create_array(d, data=np.arange(n, dtype=np.int32), dimension_names=(d,), overwrite=True)
+        elif d == "pair":
+            V = next((v for v in range(2, 64) if v * (v - 1) // 2 == n), None)
+            if V is None:
+                continue
+            _strings(group, d, [f"{a}-{b}" for a, b in combinations(range(V), 2)])
+        elif d in COMPONENTS and len(COMPONENTS[d]) == n:
+            _strings(group, d, COMPONENTS[d])
+        elif d in NUMBERED:
+            group.create_array(d, data=np.arange(n, dtype=np.int64), dimension_names=(d,), overwrite=True)
+        else:
+            continue
+        out.append(d)
+    return out

@@ -42,8 +42,12 @@ def model_key(name: str) -> str:
 
 
 def model_metrics(evaluation) -> dict:
-    """Overall metrics per model of an evaluation store: {model: {metric: value}}."""
-    return {name: m["summary"]["overall"] for name, m in dict(evaluation.attrs.get("models", {})).items()}
+    """Overall metrics per model of an evaluation store: {model: {metric: value}}; for a dataset
+    without 3D ground truth, the figures measured without it (stages/evaluate.py)."""
+    out = {name: m["summary"]["overall"] for name, m in dict(evaluation.attrs.get("models", {})).items()}
+    if not out:
+        out = dict(dict(evaluation.attrs.get("without_ground_truth") or {}).get("models") or {})
+    return out
 
 
 def write_predictions(group, name: str, pred: np.ndarray, units: str) -> str:

@@ -52,6 +52,15 @@ class Context:
     def work_dir(self) -> Path:
         return self.artifact.work_dir()
 
+    def files(self, name: str) -> Path:
+        """A folder `name` inside the output for the files a build writes itself (tables,
+        checkpoints), made a zarr subgroup so that zarr and xarray, listing the output, see a
+        group there rather than an unknown object (which they warn about)."""
+        self.group.require_group(name)
+        p = self.work_dir / name
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
     def has(self, key: str) -> bool:
         return self.plan.get(key) is not None
 

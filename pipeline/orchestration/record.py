@@ -62,6 +62,9 @@ class Stage:
     result: the provenance attribute naming the output's main file (e.g. a checkpoint).
     summary: a run's result of this stage -> what it adds to the chain's summary (the
       evaluation's metrics, the report's path).
+    derive: (cfg, overridden dotted keys) -> None; sets the keys of its section that follow
+      other sections (the dataset's crop size follows the networks' input size) unless the
+      user set them, and raises ValueError naming both keys when the user's values disagree.
     """
     name: str
     version: int
@@ -77,6 +80,7 @@ class Stage:
     plugins: Callable[[], list[str]] = list
     result: str | None = None
     summary: Callable[[dict], dict] | None = None
+    derive: Callable[[dict, set], None] | None = None
 
     def code_modules(self) -> list[str]:
         """Project modules this stage runs (its module, its plug-ins, what they import)."""

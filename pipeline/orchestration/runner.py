@@ -16,6 +16,7 @@ import warnings
 from typing import Mapping
 
 from .config import stage_names
+from .arrays import write_coordinates
 from .context import Context
 from .identity import sources_identity
 from .record import Output, Stage
@@ -139,6 +140,16 @@ def _flags(stage: Stage, caught: list) -> list[str]:
     return said[:100]
 
 
+def _view_names(stage: Stage, group, A: Mapping) -> list[str] | None:
+    """The dataset's camera names (its `views` attribute), for the outputs' view coordinate."""
+    try:
+        attrs = group.attrs if stage.name == "dataset" else A["dataset"].open().attrs
+    except (KeyError, AttributeError, StoreError):
+        return None
+    views = attrs.get("views")
+    return [str(v) for v in views] if isinstance(views, list) else None
+
+
 def _produce(stage: Stage, out: Output, art: Artifact, cfg: Mapping, store: ArtifactStore,
              A: Mapping, force: bool, progress: bool) -> bool:
     """Build `art` unless it is complete and verifies; True when it was built."""
@@ -168,6 +179,7 @@ def _produce(stage: Stage, out: Output, art: Artifact, cfg: Mapping, store: Arti
             warnings.simplefilter("always")
             attrs = stage.build(Context(stage, out, cfg, store, A, group, progress)) or {}
         said = _flags(stage, caught)
+        write_coordinates(group, _view_names(stage, group, A))
         seconds = time.perf_counter() - t0
         art.commit(seconds=round(seconds, 3), warnings=said, **attrs)
     log.info("%s: wrote %s in %.1f s", stage.name, art.location, seconds)

@@ -1,4 +1,13 @@
-"""dataset: the configured adapter writes the dataset contract (docs/stores.md)."""
+"""dataset: the configured adapter writes the dataset contract (docs/stores.md).
+
+Two facts about the dataset the rest of the chain plans with, before anything runs:
+- whether it carries 3D ground truth (`ground_truth_3d`): its adapter says so with a module
+  attribute `GROUND_TRUTH_3D` (a bool, or a function of the adapter's section); an adapter
+  that does not say has none. Without it the fully supervised baseline and the ground-truth
+  metrics are left out of the plan, and the evaluation measures what needs no ground truth.
+- its crop size follows the networks' input size (`train3d.input_size`, the preset's) unless
+  `dataset.crop_size` is set; a set value that disagrees is refused naming both keys.
+"""
 from __future__ import annotations
 
 import inspect
@@ -29,6 +38,35 @@ def _sources(section) -> list:
     return plugins.sources(data.ADAPTERS, section["name"], KIND, _params(section))
 
 
+def ground_truth_3d(cfg) -> bool:
+    """Whether the configured dataset carries 3D ground truth (its adapter's GROUND_TRUTH_3D)."""
+    sec = cfg["dataset"]
+    flag = getattr(plugins.module_of(data.ADAPTERS, sec["name"], KIND), "GROUND_TRUTH_3D", False)
+    return bool(flag(_params(sec)) if callable(flag) else flag)
+
+
+def _derive(cfg: dict, overridden: set) -> None:
+    """The crops' size follows train3d.input_size: dataset.crop_size and, when the 2D network
+    trains on the same crops, pretrain2d.input_size, each unless the user set it."""
+    sec = cfg["dataset"]
+    size = cfg["train3d"]["input_size"]
+    from .pretrain2d import STAGE as PRETRAIN2D  # whether the 2D network trains on the crops too
+    sizes = [("train3d.input_size", size)]
+    if PRETRAIN2D.outputs[0].needed(cfg):
+        if "pretrain2d.input_size" not in overridden:
+            cfg["pretrain2d"]["input_size"] = size
+        sizes.append(("pretrain2d.input_size", cfg["pretrain2d"]["input_size"]))
+    if "crop_size" in sec and "dataset.crop_size" not in overridden:
+        sec["crop_size"] = size
+    crop = sec.get("crop_size", size)
+    for key, n in sizes:
+        if crop != n:
+            what = "dataset.crop_size" if "crop_size" in sec else sizes[0][0]
+            raise ValueError(f"{what} is {crop} but {key} is {n}: the networks train on the dataset's crops; "
+                             f"set them equal (leave dataset.crop_size and pretrain2d.input_size unset and they "
+                             "follow train3d.input_size)")
+
+
 def build(ctx: Context) -> dict:
     name = ctx.section["name"]
     build_ = data.get_adapter(name)
@@ -47,7 +85,7 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="dataset", version=4, doc=__doc__.strip(), module=__name__,
+    name="dataset", version=5, doc=__doc__.strip(), module=__name__,
     outputs=(Output("dataset", name=lambda s: s["name"]),),
     build=build, defaults=_defaults, validate=_validate, sources=_sources,
-    own_keys=("name",), plugin_key="name", plugins=lambda: plugins.modules(data.ADAPTERS))
+    own_keys=("name",), plugin_key="name", plugins=lambda: plugins.modules(data.ADAPTERS), derive=_derive)

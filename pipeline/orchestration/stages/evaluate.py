@@ -1,16 +1,25 @@
 """evaluate: FS, SS and SS + RU on the test split; the training labels against ground truth
-(the paper's Table 1); the PSS stability study."""
+(the paper's Table 1); the PSS stability study. On a dataset without 3D ground truth (no FS
+in the plan): what can be measured without it (pipeline/evaluation/selfcheck.py), in the
+attribute `without_ground_truth`: the labels' reprojection error per camera, and SS and
+SS + RU against the labels, across views, and in mPSS against the (mocap) reference, on the
+test split, or on every frame when the dataset holds none out (stated with the figures)."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from ...data import contract
 from ...evaluation import scoring as ev
-from ...evaluation import pss
+from ...evaluation import pss, selfcheck
+from ...camera import Cameras
+from ...geometry import label_world
 from ...training import refiner, pose3d
 from ...detectors import gt as gt_detector
 from ...registry import check_number, with_defaults
-from ..artifacts import keypoints, label_rows, model_key, model_metrics, split_frames, write_predictions
+from ..artifacts import (keypoints, label_rows, label_targets, model_key, model_metrics, split_frames,
+                         write_predictions)
 from ..context import Context
 from ..record import Output, Stage
 from ..store import open_group, to_jsonable
@@ -52,12 +61,99 @@ def _label_rows(ctx: Context, ds, ref, ks, pck) -> dict:
     return to_jsonable(ev.label_table(sources, ds, train, lcfg, (det, mode), trained, ref, ks, pck))
 
 
+def _frame_numbers(group, frames: np.ndarray) -> None:
+    """The predictions' frame coordinate: the dataset rows they were made for."""
+    from ..arrays import write_arrays
+    write_arrays(group, {"frame": np.asarray(frames, dtype=np.int64)})
+
+
+def _label_cameras(ds, lab, mode: str, g: int) -> Cameras | None:
+    """The cameras labels of rig g were made with: the dataset's (known), the estimated rig (rig);
+    None in per-frame mode (a relative pose per frame, no rig)."""
+    if mode == "known":
+        return Cameras.from_store(ds, g)
+    if mode == "rig" and "R_est" in lab:
+        return Cameras.from_store(lab, g, "_est")
+    return None
+
+
+def _labels_without_gt(ctx: Context, ds, lab, mode: str) -> dict:
+    """The labels' median reprojection error per camera over every labelled frame."""
+    kp = keypoints(ctx.open("detect2d"))
+    rig = np.asarray(ds["rig"][:])
+    labels = np.asarray(lab["labels_cam"][:], float)
+    valid = np.asarray(lab["valid"][:], bool) & np.asarray(lab["frame_ok"][:], bool)[:, None, None]
+    scale = np.asarray(lab["scale"][:], float)
+    err = np.full(kp.shape[:3], np.nan)
+    for g in np.unique(rig):
+        cams = _label_cameras(ds, lab, mode, int(g))
+        if cams is None:
+            return {}
+        sel = np.flatnonzero(rig == g)
+        X = label_world.world_poses(labels[sel], valid[sel], scale[sel], cams.R, label_world.root_positions(kp[sel], cams))
+        err[sel] = label_world.reprojection_px(X, kp[sel], cams)
+    views = ds.attrs.get("views")
+    V = kp.shape[1]
+    return {"frames": f"all {len(rig)} frames, {int(np.asarray(lab['frame_ok'][:]).sum())} labelled",
+            "views": [str(v) for v in views] if isinstance(views, list) and len(views) == V else [str(v) for v in range(V)],
+            "reprojection_px": selfcheck.per_camera(err).tolist(), "labelled_share": valid.any(-1).mean(0).tolist()}
+
+
+def _without_gt(ctx: Context, ds, ref: dict, ks: tuple) -> dict:
+    """SS and SS + RU judged without ground truth; the labels' reprojection error (selfcheck)."""
+    lab = ctx.open("label")
+    mode = ctx.cfg["label"]["mode"]
+    frames, which = split_frames(ds, 1), "the test split"
+    if not len(frames):
+        frames = np.arange(int(ds["rig"].shape[0]))
+        which = ("every frame: the dataset holds none out, so these are the frames SS and RU trained on "
+                 "(a fit, not a generalisation; hold frames out with dataset.test_fraction)")
+    ss = np.asarray(pose3d.predict(ctx.result_path("train3d_ss"), ds, frames, progress=ctx.progress))
+    f, V = ss.shape[:2]
+    preds = {"SS": ss, "SS + RU": np.asarray(refiner.apply_refiner(ctx.result_path("refine"),
+                                                                    ss.reshape(f * V, *ss.shape[2:]))).reshape(ss.shape)}
+    targets, mask = label_targets(lab)
+    L, M = targets[frames], mask[frames]
+    mb = ds.attrs.get("mean_bone_mm")
+    s = float(mb) if mb else 1.0
+    units = "mm" if mb else "mean bones"
+    rig = np.asarray(ds["rig"][:])[frames]
+    R = {}
+    for g in np.unique(rig):
+        cams = _label_cameras(ds, lab, mode, int(g)) or Cameras.from_store(ds, int(g))
+        R[int(g)] = cams.R  # NaN where not placed: those views are left out of the consistency
+    Rf = np.stack([R[int(g)] for g in rig]) if len(rig) else np.zeros((0, V, 3, 3))
+    models = {}
+    _frame_numbers(ctx.group, frames)
+    for name, p in preds.items():
+        write_predictions(ctx.group, name, p, "bones")
+        a = selfcheck.against_labels(p * s, L * s, M)
+        vc = selfcheck.view_consistency(p * s, Rf)
+        with np.errstate(invalid="ignore"):
+            m = {f"labels_{k}": float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in a.items()}
+            m["view_consistency"] = float(np.nanmean(vc)) if np.isfinite(vc).any() else float("nan")
+        m.update(selfcheck.label_pss(p, L, M, ref, ks))
+        m.update({"n_poses": int(np.isfinite(a["mpjpe"]).sum()), "units": units})
+        models[name] = m
+    note = ""
+    if mb:
+        note = (f"Millimetres through one scalar, the dataset's prior mean bone length {float(mb):.1f} mm "
+                f"({ds.attrs.get('mean_bone_source', 'the dataset')}).")
+    return {"frames": f"{which} ({len(frames)} frames x {V} views)", "units": units, "models": models,
+            "labels": _labels_without_gt(ctx, ds, lab, mode), "note": note,
+            "reference": ref["attrs"].get("poses_from", "the PSS reference")}
+
+
 def build(ctx: Context) -> dict:
     ds = ctx.open("dataset")
     c = ctx.params
     ref = pss.read_reference(ctx.open("pss_reference"))
     ks = tuple(ref["attrs"]["ks"])
     pck = float(c["pck_threshold"])
+    if not ctx.has("train3d_fs"):  # no 3D ground truth (stages/dataset.py ground_truth_3d)
+        res = to_jsonable(_without_gt(ctx, ds, ref, ks))
+        ctx.group.attrs.update({"models": {}, "labels": {}, "pss_stability": [], "without_ground_truth": res})
+        return {"metrics": res["models"]}
     test = split_frames(ds, 1)
     ss = np.asarray(pose3d.predict(ctx.result_path("train3d_ss"), ds, test, progress=ctx.progress))
     f, V = ss.shape[:2]
@@ -66,13 +162,14 @@ def build(ctx: Context) -> dict:
              "SS + RU": (np.asarray(refiner.apply_refiner(ctx.result_path("refine"), ss.reshape(f * V, *ss.shape[2:])))
                          .reshape(ss.shape), "bones")}
     summaries = {}
+    _frame_numbers(ctx.group, test)
     for name, (p, units) in preds.items():
         # NaN predictions: (frame, view)s whose image could not be decoded (dataset image_ok)
         summary, df = ev.score_dataset(p, ds, test, units=units, reference=ref, model=name, ks=ks,
                                           pck_threshold=pck, mask=np.isfinite(p).all(-1))
         write_predictions(ctx.group, name, p, units)
-        table = f"per_frame_{model_key(name)}.parquet"
-        ev.write_per_frame(df, ctx.work_dir / table)
+        table = f"tables/per_frame_{model_key(name)}.parquet"
+        ev.write_per_frame(df, ctx.files("tables") / Path(table).name)
         summaries[name] = {"summary": to_jsonable(summary), "per_frame": table}
     rows = _label_rows(ctx, ds, ref, ks, pck) if c["label_rows"] else {}
     stab = []
@@ -92,7 +189,7 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="evaluate", version=2, doc=__doc__.strip(), module=__name__,
+    name="evaluate", version=3, doc=__doc__.strip(), module=__name__,
     outputs=(Output("evaluate", "metrics",
                     inputs=("dataset", "detect2d", "label", "train3d_ss", "train3d_fs", "refine", "pss_reference")),),
     build=build, defaults=_defaults, validate=_validate,

@@ -32,11 +32,11 @@ def build(ctx: Context) -> dict:
     if not some.any():
         raise StoreError("refine: no training frame has a pseudo-label")
     x, y = refiner.make_pairs(ctx.params, pred[some], targets[frames][some], m[some])
-    ckpt = Path(refiner.train_refiner(ctx.params, x, y, ctx.work_dir / "train", progress=ctx.progress))
+    ckpt = Path(refiner.train_refiner(ctx.params, x, y, ctx.files("train"), progress=ctx.progress))
     return {"result": ctx.relative(ckpt), "pairs": int(len(x))}
 
 
 STAGE = Stage(
-    name="refine", version=2, doc=__doc__.strip(), module=__name__,
+    name="refine", version=3, doc=__doc__.strip(), module=__name__,
     outputs=(Output("refine", "ru", inputs=("dataset", "label", "train3d_ss")),),
     build=build, defaults=_defaults, validate=_validate, result="result")

@@ -60,7 +60,9 @@ def build(ctx: Context) -> dict:
     for name, m in dict(e.attrs["models"]).items():
         models[name] = {"summary": m["summary"], "per_frame": ev.read_per_frame(eloc / m["per_frame"])}
         preds[name] = read_predictions(e, name)
-    samples = {"gt": contract.ground_truth(ds, test)["gt"], "predictions": preds}
+    samples = {"predictions": preds}
+    if "poses3d_world" in ds:
+        samples["gt"] = contract.ground_truth(ds, test)["gt"]
     if "images" in ds:
         samples["images"] = TakeFrames(ds["images"], test)
     timings, training = {}, {}
@@ -78,6 +80,7 @@ def build(ctx: Context) -> dict:
     results = {"dataset": ctx.cfg["dataset"]["name"], "labels": dict(e.attrs.get("labels", {})),
                "models": models, "pss_reference": pss.read_reference(ctx.open("pss_reference")),
                "pss_stability": list(e.attrs.get("pss_stability", [])), "samples": samples,
+               "without_ground_truth": dict(e.attrs.get("without_ground_truth") or {}),
                "n_worst": int(ctx.params["n_worst"]), "timings": timings, "training": training,
                "config": {"preset": ctx.preset,
                           "fingerprints": {k: a.fingerprint for k, a in ctx.plan.items() if a is not None}}}
@@ -86,7 +89,7 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="report", version=3, doc=__doc__.strip(), module=__name__,
+    name="report", version=4, doc=__doc__.strip(), module=__name__,
     outputs=(Output("report", "report", inputs=("dataset", "evaluate", "pss_reference", "pretrain2d",
                                                  "train3d_ss", "train3d_fs", "refine", "label", "detect2d")),),
     build=build, defaults=lambda preset, _p: dict(DEFAULTS), validate=_validate, result="result",

@@ -1,6 +1,8 @@
 """train3d: the integral 3D network on the pseudo-labels (self-supervised, SS) and on ground
 truth (fully supervised, FS, the baseline). Each trains in its output's working folder,
-where the training loop keeps checkpoints and resumes from them after an interruption."""
+where the training loop keeps checkpoints and resumes from them after an interruption.
+The baseline is planned only for a dataset with 3D ground truth (stages/dataset.py
+`ground_truth_3d`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +12,11 @@ from ..artifacts import label_targets
 from ..config import module_section
 from ..context import Context
 from ..record import Output, Stage
+
+
+def _has_gt(cfg) -> bool:
+    from .dataset import ground_truth_3d
+    return ground_truth_3d(cfg)
 
 
 def _defaults(preset: str, _plugin) -> dict:
@@ -32,8 +39,8 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="train3d", version=2, doc=__doc__.strip(), module=__name__,
+    name="train3d", version=3, doc=__doc__.strip(), module=__name__,
     outputs=(Output("train3d_ss", "ss", inputs=("dataset", "label"), params={"targets": "labels"}),
              # the baseline depends on the dataset only: a new detector does not retrain it
-             Output("train3d_fs", "fs", inputs=("dataset",), params={"targets": "ground truth"})),
+             Output("train3d_fs", "fs", inputs=("dataset",), params={"targets": "ground truth"}, needed=_has_gt)),
     build=build, defaults=_defaults, validate=_validate, result="result")
