@@ -272,11 +272,23 @@ def edits(work: Path) -> list[dict]:
     out = []
 
     def check(what, expect_rerun=True):
-        r = _statuses(ov, stages)
-        ran = {s for s, x in r.items() if x["status"] == "ran"}
+        from pipeline.orchestration import ArtifactStore, resolve, run_stage
+        cfg = resolve("cpu", ov)
+        store = ArtifactStore(cfg["store"]["root"])
+        ran, refused = set(), {}
+        for s in stages:
+            try:
+                if run_stage(s, cfg, store, progress=False)["status"] == "ran":
+                    ran.add(s)
+            except ValueError as e:  # the edited input refused: rebuilt, not reused; later stages cannot run
+                ran.add(s)
+                refused[s] = str(e)[:160]
+                ran |= set(stages[stages.index(s) + 1:])
+                break
         stale = sorted(set(stages) - ran) if expect_rerun else []
         wrong = sorted(ran) if not expect_rerun else []
-        out.append({"edit": what, "reran": sorted(ran), "stale_reused": stale, "needless": wrong})
+        out.append({"edit": what, "reran": sorted(ran), "stale_reused": stale, "needless": wrong,
+                    **({"refused": refused} if refused else {})})
 
     cal, calib = fi._calib(proj)
     first = next(k for k, v in calib.items() if isinstance(v, dict) and "matrix" in v)
