@@ -6,6 +6,8 @@
     epipose calibrate --keypoints DIR --intrinsics FILE --out FILE [--height MM | --camera-distance A B MM]
                       [--reference FILE] [--sync check|correct|off]
     epipose calibrate --videos DIR --detector NAME --intrinsics FILE --out FILE ...
+    epipose export STORE --out DIR [--model "SS + RU"|SS|FS] [--height MM | --camera-distance A B MM]
+                   [--units m|mm|cm]                   # labels or predictions as TRC + CSV (mm, upright)
     epipose config [--preset ...] [--set ...]          # print the resolved configuration
     epipose clean [--preset ...] [--set ...] [--superseded] [--yes]
                                                        # leftovers of interrupted runs (dry run without --yes)
@@ -72,6 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     cal.add_argument("--sync", choices=("check", "correct", "off"), default="check",
                      help="views out of sync: refuse (check, default), shift them (correct), or do not look (off)")
     cal.add_argument("--format", default="auto", help="keypoint layout: auto, body25b, body25, coco17")
+    e = sub.add_parser("export", help="labels or predictions as world trajectories (TRC for OpenSim/Pose2Sim, CSV)")
+    e.add_argument("store", help="a label store (its labels) or an evaluation store (a model's predictions)")
+    e.add_argument("--out", required=True, metavar="DIR", help="folder for <what>.trc, <what>.csv and export.json")
+    e.add_argument("--model", default=None, help="evaluation store: 'SS + RU' (default when present), 'SS' or 'FS'")
+    escale = e.add_mutually_exclusive_group()
+    escale.add_argument("--height", type=float, metavar="MM", help="the subject's standing height: millimetres and "
+                        "an upright world from the subject, whatever the dataset's calibration")
+    escale.add_argument("--camera-distance", nargs=3, metavar=("A", "B", "MM"),
+                        help="a known distance between cameras A and B (indices in camera order)")
+    e.add_argument("--units", default="m", choices=("m", "mm", "cm"), help="TRC units (default m, OpenSim's); CSV is mm")
     c = sub.add_parser("config", help="print the resolved configuration as JSON")
     _add_config_args(c)
     k = sub.add_parser("clean", help="list (or with --yes delete) what interrupted and replaced runs left")
@@ -85,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     errors = USER_ERRORS + (StoreError,)
     if a.cmd == "calibrate":
         return _calibrate(a, errors)
+    if a.cmd == "export":
+        return _export(a, errors)
     if a.cmd == "inspect":
         from pipeline.orchestration.inspection import inspect_store
         try:
@@ -131,12 +145,7 @@ def _calibrate(a, errors) -> int:
         if a.height is not None:
             cfg["height_mm"] = a.height
         if a.camera_distance is not None:
-            try:
-                cfg["camera_distance"] = [int(a.camera_distance[0]), int(a.camera_distance[1]),
-                                          float(a.camera_distance[2])]
-            except ValueError:
-                raise ValueError(f"--camera-distance takes two camera indices and millimetres, got "
-                                 f"{' '.join(a.camera_distance)}") from None
+            cfg["camera_distance"] = _camera_distance(a.camera_distance)
         if a.videos is not None:
             if not a.detector:
                 raise ValueError("--videos needs --detector NAME (e.g. mediapipe)")
@@ -163,6 +172,27 @@ def _calibrate(a, errors) -> int:
         print("rotation error vs reference (deg): " + ", ".join(f"{k} {v:.2f}" for k, v in
               rep["rotation_error_deg_vs_reference"].items()) + f"; mean {np.nanmean(err):.2f}")
     print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _camera_distance(arg) -> list | None:
+    if arg is None:
+        return None
+    try:
+        return [int(arg[0]), int(arg[1]), float(arg[2])]
+    except ValueError:
+        raise ValueError(f"--camera-distance takes two camera indices and millimetres, got {' '.join(arg)}") from None
+
+
+def _export(a, errors) -> int:
+    from pipeline.orchestration.export import export_store
+    try:
+        res = export_store(a.store, a.out, model=a.model, height_mm=a.height,
+                           camera_distance=_camera_distance(a.camera_distance), units=a.units)
+    except errors as e:
+        return _fail("export", str(e).removeprefix("export: "))
+    print(f"{res['labelled']}/{res['frames']} frames placed; world: {res['world']}")
+    print("wrote " + ", ".join(str(p) for p in res["files"]))
     return 0
 
 
