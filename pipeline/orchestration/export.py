@@ -6,7 +6,8 @@ What is exported: a label store's labels, or an evaluation store's predictions o
 with (pipeline/geometry/label_world.py): the root triangulated again from the 2D keypoints,
 the root-relative pose turned out of each camera's frame (predictions: the mean over views)
 and scaled back to the rig's unit (labels: each frame's own scale; predictions: the median
-label scale of their rig, one number for the subject).
+label scale of their rig, one number for the subject). The world (below) is always fitted to
+the labels, so a model's predictions land in the same world as the labels it learned from.
 
 Where the world comes from, in this order:
 - `height_mm` or `camera_distance` given: the rig's own frame made metric and upright by
@@ -60,13 +61,14 @@ def _nearest_axis(v: np.ndarray) -> np.ndarray:
 def world_of_rig(X: np.ndarray, cams: Cameras, ds_cams: Cameras | None, known: bool, world_up=None,
                  height_mm: float | None = None, camera_distance=None) -> dict:
     """Poses X [F,J,3] in the rig of `cams` (its unit) -> {"X" [F,J,3] mm, "up" [3], "world"
-    (a sentence: where the world and its scale come from)}. ds_cams: the dataset's calibration
-    of the same cameras (None or unplaced when it has none); known: X is already in it (mm)."""
+    (a sentence: where the world and its scale come from), "s", "Q" [3,3], "d" [3]: the
+    similarity Xw = s Q X + d applied}. ds_cams: the dataset's calibration of the same cameras
+    (None or unplaced when it has none); known: X is already in it (mm)."""
     if height_mm is not None or camera_distance is not None:
         Rf = cams.R
         s, src = world.metric_scale(Rf, cams.t, X, height_mm=height_mm, distance=camera_distance)
         w = world.to_world(Rf, cams.t, X, s)
-        return {"X": w["X"], "up": np.array([0.0, 0.0, 1.0]),
+        return {"X": w["X"], "up": np.array([0.0, 0.0, 1.0]), "s": s, "Q": w["A"], "d": s * w["b"],
                 "world": f"upright from the subject (up from the {w['source']}; origin on the floor below the "
                          f"subject; x along camera 0's view), scale from {src}"}
     if ds_cams is None or not ds_cams.has_extrinsics:
@@ -74,7 +76,7 @@ def world_of_rig(X: np.ndarray, cams: Cameras, ds_cams: Cameras | None, known: b
                          "(--height MM) or a known distance between two cameras (--camera-distance A B MM) "
                          "for millimetres and an upright world")
     if known:
-        Xw, how = X, "the dataset's calibration (the labels were made with it)"
+        Xw, how, s, Q, d = X, "the dataset's calibration (the labels were made with it)", 1.0, np.eye(3), np.zeros(3)
     else:
         ok = np.all(np.isfinite(cams.R), axis=(1, 2))
         s, Q, d = world.align_similarity(cams.centers, np.where(ok[:, None], ds_cams.centers, np.nan), cams.R, ds_cams.R)
@@ -87,7 +89,7 @@ def world_of_rig(X: np.ndarray, cams: Cameras, ds_cams: Cameras | None, known: b
     else:
         up = _nearest_axis(world.up_and_floor(Xw)["up"])
         how += "; up: the calibration's axis nearest the subject's body axis"
-    return {"X": Xw, "up": up / np.linalg.norm(up), "world": how}
+    return {"X": Xw, "up": up / np.linalg.norm(up), "world": how, "s": s, "Q": Q, "d": d}
 
 
 def _label_cams(ds, lab, mode: str, g: int) -> Cameras:
@@ -148,9 +150,17 @@ def export_store(location: str, out_dir, model: str | None = None, height_mm: fl
         sel = np.flatnonzero(rig == gi)
         cams = _label_cams(ds, lab, mode, int(gi))
         root = label_world.root_positions(kp[sel], cams)
+        valid = np.asarray(lab["valid"][:], bool)[sel] & frame_ok[sel, None, None]
+        L = label_world.world_poses(np.asarray(lab["labels_cam"][:], float)[sel], valid, scale[sel], cams.R, root)
+        if not np.isfinite(L).any():
+            continue
+        try:
+            ds_cams = Cameras.from_store(ds, int(gi))
+        except ValueError:
+            ds_cams = None
+        w = world_of_rig(L, cams, ds_cams, mode == "known", ds.attrs.get("world_up"), height_mm, camera_distance)
         if pred is None:
-            valid = np.asarray(lab["valid"][:], bool)[sel] & frame_ok[sel, None, None]
-            X = label_world.world_poses(np.asarray(lab["labels_cam"][:], float)[sel], valid, scale[sel], cams.R, root)
+            Xall[sel] = w["X"]
         else:
             pos = np.full(n, -1)
             pos[pframes] = np.arange(len(pframes))
@@ -159,14 +169,7 @@ def export_store(location: str, out_dir, model: str | None = None, height_mm: fl
             P[have] = pred[pos[sel][have]]
             s = 1.0 if punits == "mm" else float(np.nanmedian(scale[sel])) if np.isfinite(scale[sel]).any() else np.nan
             X = label_world.views_to_world(P, s, cams.R, root)
-        try:
-            ds_cams = Cameras.from_store(ds, int(gi))
-        except ValueError:
-            ds_cams = None
-        if not np.isfinite(X).any():
-            continue
-        w = world_of_rig(X, cams, ds_cams, mode == "known", ds.attrs.get("world_up"), height_mm, camera_distance)
-        Xall[sel] = w["X"]
+            Xall[sel] = w["s"] * np.einsum("ab,fjb->fja", w["Q"], X) + w["d"]
         up_of[int(gi)], how_of[int(gi)] = w["up"], w["world"]
     if not up_of:
         raise ValueError(f"export: no frame of {location} could be placed in the world (no labelled frame, or no "
