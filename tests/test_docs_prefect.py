@@ -21,5 +21,5 @@ def test_server_path_has_its_own_home_and_a_teardown():
     make_home = re.search(r"PREFECT_HOME \?= (\S+)", (ROOT / "Makefile").read_text())
     assert home and make_home and home.group(1).rsplit("/", 1)[-1] != make_home.group(1).rsplit("/", 1)[-1]
     assert server.index("export PREFECT_HOME") < server.index("prefect server start")
-    assert "config set" not in server and "export PREFECT_API_URL" in server
+    assert "prefect config set" not in "\n".join(ln.split("#")[0] for ln in server.splitlines()) and "export PREFECT_API_URL" in server
     assert "prefect server stop" in teardown and "unset PREFECT_HOME PREFECT_API_URL" in teardown
