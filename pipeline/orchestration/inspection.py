@@ -343,6 +343,8 @@ def plot_store(g, prov: dict, out: Path, n_frames: int = 4, training: dict | Non
         ax.plot(np.arange(1, loss.size + 1), loss, marker="o", ms=3)
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
+        from matplotlib.ticker import MaxNLocator
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("training loss")
         ax.set_title(f"{prov.get('stage')} {prov.get('name')}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
@@ -391,8 +393,13 @@ def plot_store(g, prov: dict, out: Path, n_frames: int = 4, training: dict | Non
         for ax, (title, v) in zip(axes[0], hists):
             v = v[np.isfinite(v)].ravel()
             if len(v):
-                ax.hist(np.clip(v, 0, np.quantile(v, 0.99)), bins=40)
-            ax.set_title(title, fontsize=9)
+                top = float(np.quantile(v, 0.99))
+                over = int((v > top).sum())
+                ax.hist(np.clip(v, 0, top), bins=40)
+                if over:  # the tail is piled into the last bin: say so
+                    ax.annotate(f"last bin: {over} values > {top:.1f}\n(up to {v.max():.1f}) clipped into it",
+                                xy=(0.98, 0.95), xycoords="axes fraction", ha="right", va="top", fontsize=7)
+            ax.set_title(title + f" ({len(v)} values)", fontsize=9)
             ax.set_ylabel("count")
         fig.tight_layout()
         p = out / "label_errors.png"
