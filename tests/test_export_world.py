@@ -135,3 +135,28 @@ def test_pose2sim_labels_land_on_pose2sims_own_triangulation(tmp_path, shared_da
     tilt = np.degrees(np.arccos(np.clip(Q[1, 1], -1, 1)))       # OpenSim Y to Pose2Sim's Y
     assert tilt < 5, tilt
     assert np.median(np.linalg.norm(a @ Q.T - b, axis=-1)) < 80
+
+
+def test_trc_layout_is_pose2sims_own(tmp_path, shared_data):
+    """Line by line, the header has the layout of the TRC Pose2Sim wrote for its demo (what
+    Pose2Sim and OpenSim read): the same keys, a name every three columns, X/Y/Z labels, rows
+    of 2 + 3 M fields; read_trc reads both."""
+    ref = (shared_data / "multiview" / "pose2sim_demo" / "Demo_0-100.trc").read_text().splitlines()
+    X = np.random.default_rng(0).normal(0, 500, (4, J, 3))
+    ours = write_trc_lines(tmp_path, X)
+    assert ours[0].split("\t")[:3] == ref[0].split("\t")[:3]
+    assert ours[1] == ref[1]
+    assert len(ours[2].split("\t")) == len(ref[2].split("\t")) == 8
+    for lines, M in ((ours, J), (ref, 21)):
+        names = lines[3].split("\t")
+        assert names[:2] == ["Frame#", "Time"] and len(names) == 2 + 3 * M
+        assert all(names[2 + 3 * m] and not names[3 + 3 * m] and not names[4 + 3 * m] for m in range(M))
+        assert lines[4].split("\t")[:5] == ["", "", "X1", "Y1", "Z1"]
+        assert len(lines[5].split("\t")) == 2 + 3 * M
+    n2, Y, rate, units = read_trc(shared_data / "multiview" / "pose2sim_demo" / "Demo_0-100.trc")
+    assert len(n2) == 21 and Y.shape == (100, 21, 3) and rate == 60 and units == "m"
+
+
+def write_trc_lines(tmp_path, X) -> list[str]:
+    from pipeline.data.trc import write_trc
+    return write_trc(tmp_path / "o.trc", X, 60.0).read_text().splitlines()

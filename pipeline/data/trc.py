@@ -78,7 +78,7 @@ def write_trc(path, poses: np.ndarray, fps: float, names=None, units: str = "m",
         f"PathFileType\t4\t(X/Y/Z)\t{path.name}",
         "DataRate\tCameraRate\tNumFrames\tNumMarkers\tUnits\tOrigDataRate\tOrigDataStartFrame\tOrigNumFrames",
         f"{fps:g}\t{fps:g}\t{F}\t{M}\t{units}\t{fps:g}\t{start_frame}\t{F}",
-        "Frame#\tTime\t" + "\t".join(f"{n}\t\t" for n in names).rstrip("\t"),
+        "Frame#\tTime\t" + "\t".join(f"{n}\t\t" for n in names),  # each name spans its X, Y, Z columns
         "\t\t" + "\t".join(f"X{i}\tY{i}\tZ{i}" for i in range(1, M + 1)),
     ]
     frames = np.arange(start_frame, start_frame + F)
