@@ -238,7 +238,7 @@ def base_project(folder: Path, kind: str | None = None) -> Path:
 
 def chain(proj: Path, **extra) -> dict:
     """Overrides that run the chain on a Pose2Sim project with the OpenPose JSON."""
-    return {"dataset.name": "pose2sim", "dataset.root": str(proj), "dataset.crop_size": 32,
+    return {"dataset.name": "pose2sim", "dataset.root": str(proj), "dataset.crop_size": 32, "train3d.input_size": 32,
             "detect2d.detector": "openpose", **{f"dataset.{k}": v for k, v in extra.items()}}
 
 

@@ -194,9 +194,20 @@ def write_arrays(group: zarr.Group, arrays: Mapping[str, np.ndarray], first: str
         group.create_array(k, data=a, dimension_names=dims_for(k, a.ndim, first), overwrite=True)
 
 
+# marks the arrays write_coordinates made, so that a resumed build (kill -9 between an array's
+# metadata and its chunks) writes them again instead of taking them for the build's own
+COORDINATE = {"coordinate": True}
+
+
 def _strings(group: zarr.Group, name: str, values) -> None:
-    a = group.create_array(name, shape=(len(values),), dtype=str, dimension_names=(name,), overwrite=True)
+    a = group.create_array(name, shape=(len(values),), dtype=str, dimension_names=(name,), overwrite=True,
+                           attributes=COORDINATE)
     a[:] = np.array(list(values), dtype=object)
+
+
+def _numbers(group: zarr.Group, name: str, n: int, dtype) -> None:
+    group.create_array(name, data=np.arange(n, dtype=dtype), dimension_names=(name,), overwrite=True,
+                       attributes=COORDINATE)
 
 
 def write_coordinates(group: zarr.Group, views: list[str] | None = None) -> list[str]:
@@ -212,15 +223,16 @@ def write_coordinates(group: zarr.Group, views: list[str] | None = None) -> list
 
     from ..joints import JOINTS
     names = set(group.array_keys())
+    own = {k for k in names if group[k].attrs.get("coordinate") is True}
     lengths: dict[str, set] = {}
-    for k in names:
+    for k in names - own:
         a = group[k]
         for d, n in zip(a.metadata.dimension_names or (), a.shape):
             if d:
                 lengths.setdefault(d, set()).add(int(n))
     out = []
     for d, ns in sorted(lengths.items()):
-        if d in names or len(ns) != 1:
+        if (d in names and d not in own) or len(ns) != 1:
             continue
         n = next(iter(ns))
         if d == "joint" and n == len(JOINTS):
@@ -229,7 +241,7 @@ def write_coordinates(group: zarr.Group, views: list[str] | None = None) -> list
             if views is not None and len(views) == n:
                 _strings(group, d, [str(v) for v in views])
             else:
-                group.create_array(d, data=np.arange(n, dtype=np.int32), dimension_names=(d,), overwrite=True)
+                _numbers(group, d, n, np.int32)
         elif d == "pair":
             V = next((v for v in range(2, 64) if v * (v - 1) // 2 == n), None)
             if V is None:
@@ -238,7 +250,7 @@ def write_coordinates(group: zarr.Group, views: list[str] | None = None) -> list
         elif d in COMPONENTS and len(COMPONENTS[d]) == n:
             _strings(group, d, COMPONENTS[d])
         elif d in NUMBERED:
-            group.create_array(d, data=np.arange(n, dtype=np.int64), dimension_names=(d,), overwrite=True)
+            _numbers(group, d, n, np.int64)
         else:
             continue
         out.append(d)
