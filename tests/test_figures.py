@@ -84,3 +84,21 @@ def test_inspect_histogram_says_it_clipped_the_tail(tmp_path, figures):
     assert notes and all("clipped into it" in n for n in notes)
     assert all("values)" in ax.get_title() for ax in hist.axes)
     assert J == 17
+
+
+def test_report_files_beside_the_zarr_arrays_raise_no_warning(tmp_path):
+    """The report stage keeps report.md and PNGs in its output group: writing the coordinates
+    there lists the group without zarr's 'not recognized as a component' warnings."""
+    import warnings
+
+    import zarr
+
+    from pipeline.orchestration.arrays import write_arrays, write_coordinates
+    g = zarr.open_group(str(tmp_path / "r"), mode="w")
+    write_arrays(g, {"x": np.zeros((3, J), np.float32)})
+    (tmp_path / "r" / "report.md").write_text("# report\n")
+    (tmp_path / "r" / "fig.png").write_bytes(b"\x89PNG")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        write_coordinates(g)
+    assert not [w for w in seen if "not recognized" in str(w.message)]

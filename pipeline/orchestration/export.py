@@ -144,14 +144,15 @@ def export_store(location: str, out_dir, model: str | None = None, height_mm: fl
     if pred is not None and punits == "mm" and mode != "known":
         raise ValueError(f"export: {what}'s predictions are in mm but the labels' rig has no metric unit; "
                          "export the SS models, or label in known mode")
+    labels = np.asarray(lab["labels_cam"][:], dtype=np.float64)
+    valid_all = np.asarray(lab["valid"][:], bool) & frame_ok[:, None, None]
     Xall = np.full((n, kp.shape[2], 3), np.nan)
     up_of, how_of = {}, {}
     for gi in np.unique(rig):
         sel = np.flatnonzero(rig == gi)
         cams = _label_cams(ds, lab, mode, int(gi))
         root = label_world.root_positions(kp[sel], cams)
-        valid = np.asarray(lab["valid"][:], bool)[sel] & frame_ok[sel, None, None]
-        L = label_world.world_poses(np.asarray(lab["labels_cam"][:], float)[sel], valid, scale[sel], cams.R, root)
+        L = label_world.world_poses(labels[sel], valid_all[sel], scale[sel], cams.R, root)
         if not np.isfinite(L).any():
             continue
         try:
