@@ -133,7 +133,7 @@ def test_pose2sim_labels_land_on_pose2sims_own_triangulation(tmp_path, shared_da
     u, _, vt = np.linalg.svd(b.T @ a)
     Q = u @ np.diag([1, 1, np.sign(np.linalg.det(u @ vt))]) @ vt
     tilt = np.degrees(np.arccos(np.clip(Q[1, 1], -1, 1)))       # OpenSim Y to Pose2Sim's Y
-    assert tilt < 5, tilt
+    assert tilt < 8, tilt                                          # measured 4.5 deg (the body axis)
     assert np.median(np.linalg.norm(a @ Q.T - b, axis=-1)) < 80
 
 
