@@ -1,7 +1,10 @@
 """The benchmarks' results, kept and rendered: every benchmark saves its JSON line with
 `save(name, result, quick)` into bench/results/<name>[.quick].json (with the date, commit and
 machine), and `python bench/results.py` writes docs/results.md from those files, goals beside
-the figures. Figures in the documentation come from here, not from memory.
+the figures, and the README's block of measured figures (between README_BEGIN and README_END:
+full-size runs only, each with its command, commit and date, or the command still to run).
+Figures in the documentation come from here, not from memory; tests/test_results_doc.py
+checks that the README's block is what these files give.
 """
 from __future__ import annotations
 
@@ -16,6 +19,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results"
 DOC = REPO / "docs" / "results.md"
+README = REPO / "README.md"
+README_BEGIN = "<!-- measured figures: written by `python bench/results.py` from bench/results/*.json; do not edit -->"
+README_END = "<!-- end of measured figures -->"
+# the README's figures: (benchmark, key, what it is, format)
+README_FIGURES = [
+    ("chain", "demo_s", "`make demo` from a fresh artifact root, wall clock (s)", "{:.0f}"),
+    ("chain", "rerun_s", "a second `make demo`, every stage reused (s)", "{:.1f}"),
+    ("train", "ss_over_fs", "SS ÷ FS test MPJPE on the studio, the project's 2D network's keypoints", "{:.2f}"),
+    ("train-gt", "ss_over_fs", "SS ÷ FS test MPJPE on the studio, ground-truth 2D (the paper's GT 2D)", "{:.2f}"),
+    ("train", "ru_gain", "refinement unit: MPJPE gain on SS (share)", "{:+.1%}"),
+    ("train", "study_heldout_ru_gain", "RU trained on one test clip's errors, gain on the other (share)", None),
+    ("people", "rot_err_deg_single", "rig from the people vs Qualisys, the real recording: mean pair rotation error (deg)",
+     "{:.2f}"),
+]
 
 # benchmark -> [(key, goal, comparison)]: the goals the issues set, checked in docs/results.md
 GOALS = {
@@ -23,6 +40,7 @@ GOALS = {
                ("unsafe_load_ran_code", 0, "=="), ("identical_after_resume", "kill_points", "==")],
     "labels": [("rig_over_known_pmpjpe_s2", 1.1, "<=")],
     "train": [("ss_over_fs", 1.25, "<=")],
+    "train-gt": [("ss_over_fs", 1.25, "<=")],
     "pss": [],
     "real": [],
     "chain": [],
@@ -34,6 +52,7 @@ TITLES = {
     "faults": "Trust under faults (`bench/faults.py`)",
     "labels": "Label geometry (`bench/labels.py`)",
     "train": "Networks on the studio (`bench/train.py`)",
+    "train-gt": "Networks on the studio with GT 2D (`bench/train.py --detector gt`)",
     "pss": "Pose Structure Score stability (`bench/pss.py`)",
     "real": "The real Pose2Sim recording (`bench/real.py`)",
     "chain": "The chain end to end (`bench/chain.py`)",
@@ -123,9 +142,42 @@ def render() -> str:
     return "\n".join(parts)
 
 
+def _readme_value(v, fmt) -> str:
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_readme_value(x, '{:+.1%}')}" for k, x in v.items())
+    if fmt and isinstance(v, (int, float)):
+        return fmt.format(v)
+    return _fmt(v)
+
+
+def render_readme_block() -> str:
+    """The README's measured figures, from the full-size results kept in bench/results."""
+    rows = ["| figure | value | measured by |", "|---|---|---|"]
+    for name, key, what, fmt in README_FIGURES:
+        path = OUT / f"{name}.json"
+        cmd = f"python bench/{name.split('-')[0]}.py" + (" --detector gt" if name == "train-gt" else "")
+        res = json.loads(path.read_text()) if path.is_file() else None
+        if res is None or key not in res["result"]:
+            rows.append(f"| {what} | not measured yet | `{cmd}`, then `python bench/results.py` |")
+            continue
+        m = res["meta"]
+        rows.append(f"| {what} | {_readme_value(res['result'][key], fmt)} | `{cmd}` at `{m['commit']}`, "
+                    f"{m['date'][:10]}, {m['cpus']} CPUs |")
+    return "\n".join([README_BEGIN, *rows, README_END])
+
+
+def update_readme(text: str) -> str:
+    """The README text with its measured-figures block replaced by render_readme_block()."""
+    if README_BEGIN not in text or README_END not in text:
+        raise ValueError(f"{README}: no measured-figures block (the markers of bench/results.py)")
+    head, rest = text.split(README_BEGIN, 1)
+    return head + render_readme_block() + rest.split(README_END, 1)[1]
+
+
 def main() -> int:
     DOC.write_text(render())
-    print(f"wrote {DOC}")
+    README.write_text(update_readme(README.read_text()))
+    print(f"wrote {DOC} and the measured figures of {README}")
     return 0
 
 

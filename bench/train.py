@@ -252,7 +252,8 @@ def main(argv=None) -> dict:
            "label_nmpjpe": lab_s["nmpjpe"], "label_pmpjpe": lab_s["pmpjpe"], "train_images_per_s": ips,
            "ss_train_vs_label_mpjpe": train_err, **{f"study_{k}": v for k, v in study.items()},
            "total_s": time.perf_counter() - t_all}
-    save("train", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}, a.quick)
+    save("train" if a.detector == "network" else f"train-{a.detector}",
+         {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}, a.quick)
     return out
 
 

@@ -3,9 +3,12 @@
     epipose run [--preset cpu|paper] [--set section.key=value ...] [--only STAGE] [--detector NAME]
                 [--root DIR_OR_URL] [--no-progress]
     epipose inspect STORE [--plot DIR] [--frames N]
+    epipose inspect OUTPUT [--preset ...] [--set ...]  # OUTPUT: label, evaluate, train3d_ss, ... of that configuration
     epipose calibrate --keypoints DIR --intrinsics FILE --out FILE [--height MM | --camera-distance A B MM]
                       [--reference FILE] [--sync check|correct|off]
     epipose calibrate --videos DIR --detector NAME --intrinsics FILE --out FILE ...
+    epipose export STORE|label|evaluate [--preset ...] [--set ...] --out DIR [--model "SS + RU"|SS|FS] [--height MM | --camera-distance A B MM]
+                   [--units m|mm|cm]                   # labels or predictions as TRC + CSV (mm, upright)
     epipose config [--preset ...] [--set ...]          # print the resolved configuration
     epipose clean [--preset ...] [--set ...] [--superseded] [--yes]
                                                        # leftovers of interrupted runs (dry run without --yes)
@@ -51,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--no-progress", action="store_true",
                    help="no progress bars (they are drawn only on a terminal anyway; logs say every ~10 %%)")
     i = sub.add_parser("inspect", help="describe a stage output (shapes, provenance, label quality)")
-    i.add_argument("store", help="location of a stage output (…/<dataset>/<stage>/<name>-<fingerprint>)")
+    i.add_argument("store", help="location of a stage output (…/<dataset>/<stage>/<name>-<fingerprint>), or an "
+                   "output's name (dataset, detect2d, label, train3d_ss, refine, evaluate, ...) in the configuration "
+                   "given by --preset/--set")
+    _add_config_args(i)
     i.add_argument("--plot", default=None, metavar="DIR", help="also write PNG figures into DIR")
     i.add_argument("--frames", type=int, default=4, help="frames drawn by --plot")
     cal = sub.add_parser("calibrate", help="calibrate a rig from the people it films (no board)")
@@ -72,6 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     cal.add_argument("--sync", choices=("check", "correct", "off"), default="check",
                      help="views out of sync: refuse (check, default), shift them (correct), or do not look (off)")
     cal.add_argument("--format", default="auto", help="keypoint layout: auto, body25b, body25, coco17")
+    e = sub.add_parser("export", help="labels or predictions as world trajectories (TRC for OpenSim/Pose2Sim, CSV)")
+    e.add_argument("store", help="a label store (its labels) or an evaluation store (a model's predictions): its "
+                   "location, or `label` / `evaluate` in the configuration given by --preset/--set")
+    _add_config_args(e)
+    e.add_argument("--out", required=True, metavar="DIR", help="folder for <what>.trc, <what>.csv and export.json")
+    e.add_argument("--model", default=None, help="evaluation store: 'SS + RU' (default when present), 'SS' or 'FS'")
+    escale = e.add_mutually_exclusive_group()
+    escale.add_argument("--height", type=float, metavar="MM", help="the subject's standing height: millimetres and "
+                        "an upright world from the subject, whatever the dataset's calibration")
+    escale.add_argument("--camera-distance", nargs=3, metavar=("A", "B", "MM"),
+                        help="a known distance between cameras A and B (indices in camera order)")
+    e.add_argument("--units", default="m", choices=("m", "mm", "cm"), help="TRC units (default m, OpenSim's); CSV is mm")
     c = sub.add_parser("config", help="print the resolved configuration as JSON")
     _add_config_args(c)
     k = sub.add_parser("clean", help="list (or with --yes delete) what interrupted and replaced runs left")
@@ -85,10 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     errors = USER_ERRORS + (StoreError,)
     if a.cmd == "calibrate":
         return _calibrate(a, errors)
+    if a.cmd == "export":
+        return _export(a, errors)
     if a.cmd == "inspect":
         from pipeline.orchestration.inspection import inspect_store
         try:
-            print(inspect_store(a.store, plot_dir=a.plot, n_frames=a.frames))
+            print(inspect_store(_location(a), plot_dir=a.plot, n_frames=a.frames))
         except errors as e:
             return _fail("inspect", e)
         return 0
@@ -131,12 +151,7 @@ def _calibrate(a, errors) -> int:
         if a.height is not None:
             cfg["height_mm"] = a.height
         if a.camera_distance is not None:
-            try:
-                cfg["camera_distance"] = [int(a.camera_distance[0]), int(a.camera_distance[1]),
-                                          float(a.camera_distance[2])]
-            except ValueError:
-                raise ValueError(f"--camera-distance takes two camera indices and millimetres, got "
-                                 f"{' '.join(a.camera_distance)}") from None
+            cfg["camera_distance"] = _camera_distance(a.camera_distance)
         if a.videos is not None:
             if not a.detector:
                 raise ValueError("--videos needs --detector NAME (e.g. mediapipe)")
@@ -163,6 +178,52 @@ def _calibrate(a, errors) -> int:
         print("rotation error vs reference (deg): " + ", ".join(f"{k} {v:.2f}" for k, v in
               rep["rotation_error_deg_vs_reference"].items()) + f"; mean {np.nanmean(err):.2f}")
     print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _camera_distance(arg) -> list | None:
+    if arg is None:
+        return None
+    try:
+        return [int(arg[0]), int(arg[1]), float(arg[2])]
+    except ValueError:
+        raise ValueError(f"--camera-distance takes two camera indices and millimetres, got {' '.join(arg)}") from None
+
+
+def _location(a) -> str:
+    """The store to read: a.store as given (a path or URL), or, when it names an output of the
+    plan (label, evaluate, train3d_ss, ...), where the configuration of --preset/--set/--detector/
+    --root keeps it."""
+    if "/" in a.store or os.path.exists(a.store):
+        return a.store
+    from pipeline.orchestration import ArtifactStore, open_group, plan
+    from flows.epipolarpose import resolve_config
+    cfg = resolve_config(a.preset, a.overrides, a.detector, a.root)
+    arts = plan(cfg, ArtifactStore(cfg["store"]["root"]))
+    key = a.store if a.store in arts else {"train3d": "train3d_ss"}.get(a.store, a.store)
+    if key not in arts:
+        raise ValueError(f"{a.store!r} is neither a store's location nor an output of the plan "
+                         f"({', '.join(k for k, v in arts.items() if v)})")
+    art = arts[key]
+    if art is None:
+        raise ValueError(f"{a.store}: this configuration has no such output (not in its plan)")
+    try:
+        open_group(art.location, "r")
+    except Exception:
+        raise ValueError(f"{a.store}: not built yet for this configuration ({art.location}); run `epipose run` "
+                         "with the same --preset/--set first") from None
+    return art.location
+
+
+def _export(a, errors) -> int:
+    from pipeline.orchestration.export import export_store
+    try:
+        res = export_store(_location(a), a.out, model=a.model, height_mm=a.height,
+                           camera_distance=_camera_distance(a.camera_distance), units=a.units)
+    except errors as e:
+        return _fail("export", str(e).removeprefix("export: "))
+    print(f"{res['labelled']}/{res['frames']} frames placed; world: {res['world']}")
+    print("wrote " + ", ".join(str(p) for p in res["files"]))
     return 0
 
 

@@ -1,12 +1,26 @@
 """Inference on new footage: an image or a video -> a 3D pose per frame, and PNG figures.
 
-The person box comes from the 2D detector itself: it first sees the whole frame (padded to a
-square), the box is set around the joints it finds confidently, and the detector looks again
-inside that box (`iterations` times); the 3D network then runs on the final crop. In a video
-each frame starts from the previous frame's box. The crop follows docs/stores.md (crop pixel
-(u, v) <-> original (x0 + u·w/S, y0 + v·h/S)); `margin` should match the one the training
-crops used. Poses are root-relative in the camera frame, in the 3D network's units
-(mm for FS, mean bones for SS; multiply by the dataset's `mean_bone_mm` for millimetres).
+2D keypoints come from a detector plug-in (pipeline/detectors): `network`, the project's own
+2D network (the pretrain2d stage's checkpoint, `--net2d`), or any other registered one run on
+the input as a one-view dataset (`--detector mediapipe`: BlazePose on real video, `pip
+install -e '.[mediapipe]'`). With `network` the person box comes from the network itself: it
+first sees the whole frame (padded to a square), the box is set around the joints it finds
+confidently, and it looks again inside that box (`iterations` times); with a plug-in the box
+is set around its keypoints. The 3D network then runs on the final crop; in a video each frame
+starts from the previous frame's box. The crop follows docs/stores.md (crop pixel (u, v) <->
+original (x0 + u·w/S, y0 + v·h/S)); `margin` should match the one the training crops used.
+
+Poses are root-relative in the camera frame (axes: x right, y down, z away from the camera,
+as OpenCV), in the 3D network's units: mm for FS; mean bone lengths for SS, turned into mm with
+`--mean-bone-mm` (the dataset's `mean_bone_mm`, `epipose inspect dataset --set ...` prints it).
+poses.npz says which (`units`, `axes`).
+
+Trust: every frame gets the median 2D confidence of its joints, `confidence`, and `found`
+(a box was set and confidence >= `min_frame_conf`); the result lists warnings: frames without
+a person, frames of low confidence, and, for the `network` detector, that its domain is its
+training dataset (named): on other footage it still places a skeleton, with high heatmap
+confidence (even on noise), so neither `found` nor `confidence` rule that out there; use a
+general detector (`--detector mediapipe`) on footage unlike the training set.
 
 The checkpoints are the training stages' outputs, `<store>/train/final.pt` inside each stage's
 output folder (or that folder itself), e.g. with the default artifact root:
@@ -14,10 +28,13 @@ output folder (or that folder itself), e.g. with the default artifact root:
     python -m pipeline.infer VIDEO_OR_IMAGE \
         --net3d artifacts/studio/train3d/ss-<fingerprint>/train/final.pt \
         --net2d artifacts/studio/pretrain2d/network-<fingerprint>/train/final.pt --out out/
+    python -m pipeline.infer VIDEO --net3d artifacts/pose2sim/train3d/ss-<fingerprint> \
+        --detector mediapipe --mean-bone-mm 250 --out out/
 
-They are loaded with weights_only=True (pipeline.training.checkpoint): a file that holds anything but
-tensors and plain data is refused unloaded. A missing, wrong or refused checkpoint, or an
-unreadable input, is one line on stderr and exit status 2.
+(`epipose inspect train3d --set ...` prints a configuration's train3d location.) They are
+loaded with weights_only=True (pipeline.training.checkpoint): a file that holds anything but
+tensors and plain data is refused unloaded. A missing, wrong or refused checkpoint, an
+unknown or uninstalled detector, or an unreadable input, is one line on stderr and exit status 2.
 """
 from __future__ import annotations
 
@@ -32,11 +49,12 @@ import torch
 
 from .training import augment as aug
 from .joints import ROOT
-from .evaluation.plots import draw_skeleton_2d, plot_skeleton_3d
+from .evaluation.plots import axes_mm, draw_skeleton_2d, plot_skeleton_3d
 from .training.detector2d import original_coords
 from .training.loop import load_model
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+AXES = "camera frame, root-relative: x right, y down, z away from the camera (OpenCV)"
 
 
 def crop(image: np.ndarray, box: np.ndarray, S: int) -> np.ndarray:
@@ -84,15 +102,23 @@ def checkpoint_path(path: Path) -> Path:
 
 
 class Estimator:
-    """The frozen 2D detector and 3D network, ready to run on frames."""
+    """The 3D network, and the frozen 2D network when no other detector gives the keypoints."""
 
-    def __init__(self, net3d: Path, net2d: Path, margin: float = 1.4, min_conf: float = 0.2, iterations: int = 2):
+    def __init__(self, net3d: Path, net2d: Path | None = None, margin: float = 1.4, min_conf: float = 0.2,
+                 iterations: int = 2, mean_bone_mm: float | None = None):
         self.m3, self.meta3 = load_model(checkpoint_path(net3d), "3d")
-        self.m2, self.meta2 = load_model(checkpoint_path(net2d), "2d")
+        self.m2 = self.meta2 = None
+        if net2d is not None:
+            self.m2, self.meta2 = load_model(checkpoint_path(net2d), "2d")
+            self.S2 = int(self.meta2["arch"]["input_size"])
         self.S3 = int(self.meta3["arch"]["input_size"])
-        self.S2 = int(self.meta2["arch"]["input_size"])
         self.margin, self.min_conf, self.iterations = margin, min_conf, iterations
         self.units = self.meta3["units"]
+        self.to_units = 1.0
+        if mean_bone_mm is not None and self.units != "mm":
+            if not mean_bone_mm > 0:
+                raise ValueError(f"--mean-bone-mm must be positive, got {mean_bone_mm}")
+            self.units, self.to_units = "mm", float(mean_bone_mm)
 
     def _detect(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
         from models.integral import heatmap_confidence
@@ -103,28 +129,82 @@ class Estimator:
         xy = original_coords(c[0].numpy().astype(np.float64)[None], box[None], self.S2)[0]
         return np.concatenate([xy, conf[:, None]], -1)
 
-    def __call__(self, image: np.ndarray, box: np.ndarray | None = None) -> dict:
-        """One RGB frame -> {"pose3d" [J,3], "keypoints2d" [J,3], "box" [4], "found" bool}."""
+    def __call__(self, image: np.ndarray, box: np.ndarray | None = None, keypoints: np.ndarray | None = None) -> dict:
+        """One RGB frame -> {"pose3d" [J,3], "keypoints2d" [J,3], "box" [4], "found" bool,
+        "confidence" float}. keypoints [J,3]: a detector plug-in's for this frame (else the 2D
+        network finds them)."""
         image = check_image(image)
         H, W = image.shape[:2]
-        if box is None:
+        found = True
+        if keypoints is not None:
+            kp = np.asarray(keypoints, dtype=np.float64)
+            box = box_from_keypoints(np.nan_to_num(kp, nan=-1.0), self.min_conf, self.margin)
+            if box is None:
+                found = False
+        else:
+            if self.m2 is None:
+                raise ValueError("infer: no 2D keypoints for this frame and no --net2d to find them")
+            if box is None:
+                side = float(max(H, W))
+                box = np.array([(W - side) / 2, (H - side) / 2, side, side])
+            box = np.asarray(box, dtype=np.float64)
+            kp = self._detect(image, box)
+            for _ in range(self.iterations):
+                nb = box_from_keypoints(kp, self.min_conf, self.margin)
+                if nb is None:
+                    found = False
+                    break
+                box = nb
+                kp = self._detect(image, box)
+        if box is None:  # nobody: the 3D network sees the whole frame, and the frame is flagged
             side = float(max(H, W))
             box = np.array([(W - side) / 2, (H - side) / 2, side, side])
-        box = np.asarray(box, dtype=np.float64)
-        found = True
-        kp = self._detect(image, box)
-        for _ in range(self.iterations):
-            nb = box_from_keypoints(kp, self.min_conf, self.margin)
-            if nb is None:
-                found = False
-                break
-            box = nb
-            kp = self._detect(image, box)
         x = aug.normalise(aug.to_float(torch.from_numpy(crop(image, box, self.S3)[None])))
         with torch.inference_mode():
             c = self.m3(x)[0].numpy()
-        pose = (c - c[ROOT:ROOT + 1]) * self.meta3["scale"]
-        return {"pose3d": pose.astype(np.float32), "keypoints2d": kp.astype(np.float32), "box": box, "found": found}
+        pose = (c - c[ROOT:ROOT + 1]) * self.meta3["scale"] * self.to_units
+        conf = kp[:, 2][np.isfinite(kp[:, 2])]
+        return {"pose3d": pose.astype(np.float32), "keypoints2d": kp.astype(np.float32), "box": box, "found": found,
+                "confidence": float(np.median(conf)) if conf.size else 0.0}
+
+
+def plugin_keypoints(source: Path, detector: str, frames: list[int], progress: bool = False) -> np.ndarray:
+    """Run a detector plug-in (pipeline/detectors) on a video, or an image, as a one-view
+    dataset (docs/stores.md's contract, cameras unknown). -> keypoints [N,J,3] at `frames`."""
+    import tempfile
+
+    import zarr
+
+    from .detectors import detector_defaults, get_detector
+    from .joints import J
+    try:
+        detect, defaults = get_detector(detector), detector_defaults(detector)
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"unknown detector {detector!r} ({e})") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(source)
+        if path.suffix.lower() in IMAGE_EXT:  # one still: a one-frame video, as the plug-ins read videos
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            path = Path(tmp) / "image.avi"
+            vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 1, (img.shape[1], img.shape[0]))
+            vw.write(img)
+            vw.release()
+        n = len(frames)
+        g = zarr.group(store=zarr.storage.MemoryStore())
+        nan = np.full((1, 1, 3, 3), np.nan)
+        arrays = {"frame_index": np.asarray(frames, np.int32), "clip": np.zeros(n, np.int16),
+                  "rig": np.zeros(n, np.int16), "subject": np.zeros(n, np.int16), "split": np.ones(n, np.int16),
+                  "keypoints2d_gt": np.full((n, 1, J, 3), np.nan, np.float32),
+                  "crop_boxes": np.full((n, 1, 4), np.nan, np.float32), "K": np.eye(3)[None, None], "R": nan,
+                  "t": np.full((1, 1, 3), np.nan), "dist": np.zeros((1, 1, 5)), "size": np.ones((1, 1, 2))}
+        for k, v in arrays.items():
+            g.create_array(k, data=v)
+        g.attrs.update({"videos": [str(path)], "rotate": [0], "clips": ["input"], "fps": 1.0})
+        try:
+            kp = detect(defaults, g, slice(None), {"progress": progress})
+        except ImportError as e:  # an optional detector whose package is not installed
+            raise ValueError(f"detector {detector!r}: {e}") from None
+    return np.asarray(kp, dtype=np.float64)[:, 0]
 
 
 def figure(image: np.ndarray, result: dict, path: Path, title: str = "") -> Path:
@@ -141,7 +221,9 @@ def figure(image: np.ndarray, result: dict, path: Path, title: str = "") -> Path
     ax.set_title(title or "2D detector and person box", fontsize=9)
     ax3 = fig.add_subplot(1, 2, 2, projection="3d")
     plot_skeleton_3d(ax3, result["pose3d"])
-    ax3.set_title(f"3D pose (camera frame, {result.get('units', '')})", fontsize=9)
+    axes_mm(ax3) if result.get("units") == "mm" else None
+    ax3.set_title(f"3D pose (camera frame, root-relative, {result.get('units', '')})"
+                  + ("" if result.get("found", True) else "\nno person found: not to be trusted"), fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,27 +262,51 @@ def read_frames(path: Path, every: int = 1, max_frames: int | None = None):
         raise ValueError(f"{path}: no frames could be read")
 
 
-def run(source: Path, net3d: Path, net2d: Path, out_dir: Path, every: int = 1, max_frames: int | None = None,
-        figures: int = 4, margin: float = 1.4, progress: bool = True) -> dict:
+def run(source: Path, net3d: Path, net2d: Path | None, out_dir: Path, every: int = 1, max_frames: int | None = None,
+        figures: int = 4, margin: float = 1.4, progress: bool = True, detector: str = "network",
+        mean_bone_mm: float | None = None, min_frame_conf: float = 0.3) -> dict:
     """3D pose for every frame of an image/video. Writes out_dir/poses.npz (frame, pose3d [N,J,3],
-    keypoints2d [N,J,3], boxes [N,4], found [N]) and up to `figures` PNGs; returns their paths."""
+    keypoints2d [N,J,3], boxes [N,4], found [N], confidence [N], units, axes) and up to
+    `figures` PNGs; returns their paths, the units, and `warnings` (module docstring)."""
     from tqdm.auto import tqdm
-    est = Estimator(net3d, net2d, margin=margin)
+    if detector == "network" and net2d is None:
+        raise ValueError("the network detector needs --net2d (the pretrain2d checkpoint); or name another "
+                         "detector with --detector (e.g. mediapipe)")
+    est = Estimator(net3d, net2d if detector == "network" else None, margin=margin, mean_bone_mm=mean_bone_mm)
+    plugin = None
+    if detector != "network":
+        ids = [i for i, _ in read_frames(source, every, max_frames)]
+        plugin = dict(zip(ids, plugin_keypoints(source, detector, ids, progress)))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, box, pngs = [], None, []
     for i, img in tqdm(read_frames(source, every, max_frames), desc="infer", disable=not progress):
-        r = est(img, box)
-        box = r["box"] if r["found"] else None  # track the person; look at the whole frame when lost
+        r = est(img, box, None if plugin is None else plugin[i])
+        r["found"] = bool(r["found"] and r["confidence"] >= min_frame_conf)
+        box = r["box"] if r["found"] and plugin is None else None  # track the person; whole frame when lost
         r["units"] = est.units
         rows.append((i, r))
         if len(pngs) < figures:
             pngs.append(figure(img, r, out_dir / f"frame-{i:06d}.png", f"frame {i}"))
+    found = np.array([r["found"] for _, r in rows])
+    conf = np.array([r["confidence"] for _, r in rows])
+    warn = []
+    if (~found).any():
+        warn.append(f"{int((~found).sum())} of {len(rows)} frames without a person found, or below "
+                    f"--min-frame-conf {min_frame_conf:g} (median joint confidence): their poses are not to be trusted")
+    if detector == "network":
+        trained_on = est.meta2.get("trained_on") or "?"
+        subjects = est.meta2.get("train_subjects")
+        warn.append(f"the 2D network knows only its training dataset ({trained_on}"
+                    f"{', subjects ' + ', '.join(map(str, subjects)) if subjects else ''}): on other footage it still draws a skeleton, with "
+                    "high confidence, so 'found' does not rule out a wrong one; look at the figures, or use a "
+                    "general detector (--detector mediapipe)")
     npz = out_dir / "poses.npz"
     np.savez(npz, frame=np.array([i for i, _ in rows]), pose3d=np.stack([r["pose3d"] for _, r in rows]),
              keypoints2d=np.stack([r["keypoints2d"] for _, r in rows]), boxes=np.stack([r["box"] for _, r in rows]),
-             found=np.array([r["found"] for _, r in rows]), units=est.units)
-    return {"poses": npz, "figures": pngs, "frames": len(rows), "units": est.units}
+             found=found, confidence=conf, units=est.units, axes=AXES)
+    return {"poses": npz, "figures": pngs, "frames": len(rows), "found": int(found.sum()), "units": est.units,
+            "axes": AXES, "median_confidence": float(np.median(conf)) if len(conf) else None, "warnings": warn}
 
 
 def main(argv=None) -> int:
@@ -209,8 +315,15 @@ def main(argv=None) -> int:
     ap.add_argument("source", type=Path)
     ap.add_argument("--net3d", type=Path, required=True,
                     help="the train3d checkpoint: <train3d output>/train/final.pt (or the output folder)")
-    ap.add_argument("--net2d", type=Path, required=True,
-                    help="the pretrain2d checkpoint: <pretrain2d output>/train/final.pt (or the output folder)")
+    ap.add_argument("--net2d", type=Path, default=None,
+                    help="the pretrain2d checkpoint: <pretrain2d output>/train/final.pt (or the output folder); "
+                         "needed by the network detector")
+    ap.add_argument("--detector", default="network",
+                    help="2D keypoints: network (the project's, --net2d) or a detector plug-in, e.g. mediapipe")
+    ap.add_argument("--mean-bone-mm", type=float, default=None,
+                    help="a self-supervised network's unit (mean bone length) in mm: poses in mm")
+    ap.add_argument("--min-frame-conf", type=float, default=0.3,
+                    help="frames whose median joint confidence is below this are flagged (found False)")
     ap.add_argument("--out", type=Path, default=Path("infer_out"))
     ap.add_argument("--every", type=int, default=1)
     ap.add_argument("--max-frames", type=int, default=None)
@@ -222,10 +335,13 @@ def main(argv=None) -> int:
         print("pipeline.infer: --every and --max-frames must be >= 1, --figures >= 0, --margin > 0", file=sys.stderr)
         return 2
     try:
-        res = run(a.source, a.net3d, a.net2d, a.out, a.every, a.max_frames, a.figures, a.margin)
+        res = run(a.source, a.net3d, a.net2d, a.out, a.every, a.max_frames, a.figures, a.margin,
+                  detector=a.detector, mean_bone_mm=a.mean_bone_mm, min_frame_conf=a.min_frame_conf)
     except (ValueError, OSError) as e:  # a missing or refused checkpoint, an unreadable input: one line
         print("pipeline.infer: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
+    for w in res["warnings"]:
+        print(f"pipeline.infer: warning: {w}", file=sys.stderr)
     print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in res.items() if k != "figures"}))
     return 0
 

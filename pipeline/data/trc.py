@@ -1,10 +1,13 @@
 """Export 3D results: TRC (OpenSim's marker format) and CSV; read TRC back.
 
 TRC: tab-separated, a 5-line header (file name, data rate, frame count, marker count, units)
-then `Frame#  Time  X1 Y1 Z1 ...`. OpenSim's world is Y-up; a Z-up world (Pose2Sim's, the
-synthetic studio's) is turned with the cyclic permutation (X, Y, Z) -> (Y, Z, X), as Pose2Sim
-writes its own TRC, so the figure stands up in OpenSim. Missing points are written as NaN.
-Markers are the 17 joints of pipeline/joints.py by default.
+then `Frame#  Time  X1 Y1 Z1 ...`, laid out as Pose2Sim writes its own (its demo's
+`Demo_0-100.trc`; tests/test_export_trc.py compares the two). OpenSim's world is Y-up; a Z-up
+world (Pose2Sim's, the synthetic studio's, the upright world of pipeline/geometry/world.py) is
+turned with the cyclic permutation (X, Y, Z) -> (Y, Z, X), as Pose2Sim does, so the figure
+stands up in OpenSim. `up` names the world's up axis ("z", "y", "x"), "camera" (an OpenCV
+camera frame: y down, z forward), or is an up vector [3] or a 3x3 matrix. Missing points are
+written as NaN. Markers are the 17 joints of pipeline/joints.py by default.
 """
 from __future__ import annotations
 
@@ -14,11 +17,8 @@ import numpy as np
 
 from ..joints import JOINTS
 
-# world axes -> OpenSim axes (rows: OpenSim X, Y, Z in world coordinates)
-UP = {
-    "y": np.eye(3),
-    "z": np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]),
-}
+# the up vector of each named world, in that world's coordinates
+UP = {"x": (1.0, 0.0, 0.0), "y": (0.0, 1.0, 0.0), "z": (0.0, 0.0, 1.0), "camera": (0.0, -1.0, 0.0)}
 UNITS = {"mm": 1.0, "m": 1e-3, "cm": 0.1}
 
 
@@ -34,15 +34,34 @@ def _check(poses: np.ndarray, names) -> tuple[np.ndarray, list[str]]:
     return poses, names
 
 
-def to_opensim_axes(poses: np.ndarray, up: str | np.ndarray = "z") -> np.ndarray:
-    """World poses [...,3] -> OpenSim's Y-up axes. up: "z" (Z-up world), "y", or a 3x3 matrix."""
-    M = UP[up] if isinstance(up, str) else np.asarray(up, dtype=np.float64)
-    if M.shape != (3, 3):
-        raise ValueError(f"export: up must be 'z', 'y' or a 3x3 matrix, got {up!r}")
-    return np.einsum("ij,...j->...i", M, poses)
+def opensim_axes(up) -> np.ndarray:
+    """The rotation taking world coordinates to OpenSim's (rows: OpenSim X, Y, Z in world
+    coordinates). up: a name of UP, an up vector [3] (any length), or a 3x3 matrix (returned
+    as it is). OpenSim Y is up; X is the world axis two steps after the one nearest up (in the
+    cycle x, y, z), less its component along up; Z = X x Y. For up "z" that is Pose2Sim's
+    (X, Y, Z) -> (Y, Z, X); for "y" the identity."""
+    if isinstance(up, str):
+        if up not in UP:
+            raise ValueError(f"export: up must be one of {sorted(UP)}, an up vector or a 3x3 matrix, got {up!r}")
+        up = UP[up]
+    M = np.asarray(up, dtype=np.float64)
+    if M.shape == (3, 3):
+        return M
+    if M.shape != (3,) or not np.all(np.isfinite(M)) or np.linalg.norm(M) == 0:
+        raise ValueError(f"export: up must be one of {sorted(UP)}, an up vector or a 3x3 matrix, got {up!r}")
+    y = M / np.linalg.norm(M)
+    e = np.eye(3)[(int(np.argmax(np.abs(y))) + 2) % 3]
+    x = e - (e @ y) * y
+    x /= np.linalg.norm(x)
+    return np.stack([x, y, np.cross(x, y)])
 
 
-def write_trc(path, poses: np.ndarray, fps: float, names=None, units: str = "m", up: str | np.ndarray = "z",
+def to_opensim_axes(poses: np.ndarray, up="z") -> np.ndarray:
+    """World poses [...,3] -> OpenSim's Y-up axes (opensim_axes(up))."""
+    return np.einsum("ij,...j->...i", opensim_axes(up), poses)
+
+
+def write_trc(path, poses: np.ndarray, fps: float, names=None, units: str = "m", up="z",
               start_frame: int = 1) -> Path:
     """Write poses [F,M,3] (world, mm) to a TRC file for OpenSim. units: "m" (OpenSim's usual),
     "mm" or "cm". Returns the path."""
@@ -59,7 +78,7 @@ def write_trc(path, poses: np.ndarray, fps: float, names=None, units: str = "m",
         f"PathFileType\t4\t(X/Y/Z)\t{path.name}",
         "DataRate\tCameraRate\tNumFrames\tNumMarkers\tUnits\tOrigDataRate\tOrigDataStartFrame\tOrigNumFrames",
         f"{fps:g}\t{fps:g}\t{F}\t{M}\t{units}\t{fps:g}\t{start_frame}\t{F}",
-        "Frame#\tTime\t" + "\t".join(f"{n}\t\t" for n in names).rstrip("\t"),
+        "Frame#\tTime\t" + "\t".join(f"{n}\t\t" for n in names),  # each name spans its X, Y, Z columns
         "\t\t" + "\t".join(f"X{i}\tY{i}\tZ{i}" for i in range(1, M + 1)),
     ]
     frames = np.arange(start_frame, start_frame + F)

@@ -1,4 +1,5 @@
-"""Skeleton drawing shared by every figure: 2D on images (OpenCV) and 3D (matplotlib)."""
+"""Skeleton drawing shared by every figure: 2D on images (OpenCV) and 3D (matplotlib); the
+colour legend of the sides and the labelled millimetre axes of a 3D panel."""
 from __future__ import annotations
 
 import cv2
@@ -50,3 +51,22 @@ def plot_skeleton_3d(ax, pose: np.ndarray, color: str | None = None, alpha: floa
         ax.set_xlim(c[0] - r, c[0] + r)
         ax.set_ylim(c[1] - r, c[1] + r)
         ax.set_zlim(c[2] - r, c[2] + r)
+
+
+def side_legend(target, **kw):
+    """A legend of the skeleton colours (left, right, centre) on a figure or an axis."""
+    from matplotlib.lines import Line2D
+    names = {"l": "left", "r": "right", "c": "centre"}
+    handles = [Line2D([], [], color=COLORS_MPL[k], lw=2, label=names[k]) for k in ("l", "r", "c")]
+    return target.legend(handles=handles, **{"fontsize": 7, "frameon": False, **kw})
+
+
+def axes_mm(ax, camera_frame: bool = True, fontsize: int = 5) -> None:
+    """Label a 3D panel drawn by plot_skeleton_3d: small tick values and the axes' names in mm
+    (camera_frame: x right, z depth, -y up, as plotted)."""
+    names = ("x (mm)", "z depth (mm)", "−y up (mm)") if camera_frame else ("x (mm)", "y (mm)", "z (mm)")
+    for axis, name in zip((ax.xaxis, ax.yaxis, ax.zaxis), names):
+        axis.set_tick_params(labelsize=fontsize, pad=0)
+        axis.set_label_text(name, fontsize=fontsize + 1)
+        axis.labelpad = -6
+    ax.locator_params(nbins=3)

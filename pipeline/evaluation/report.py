@@ -137,14 +137,22 @@ def _per_action_section(models: dict, out_dir: Path) -> list[str]:
         if all(c == "–" for r in rows for c in r[1:]):
             continue
         md += [f"**{title}**", "", _table(["action"] + list(models), rows), ""]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(actions) * len(models)), 3.5))
-    w = 0.8 / max(len(models), 1)
-    for i, (name, e) in enumerate(models.items()):
-        vals = [_num(e["summary"].get("per_action", {}).get(a, {}).get("mpjpe")) for a in actions]
-        ax.bar(np.arange(len(actions)) + i * w, vals, w, label=name)
-    ax.set_xticks(np.arange(len(actions)) + 0.4 - w / 2, actions, rotation=30, ha="right")
+    vals = {n: [_num(e["summary"].get("per_action", {}).get(a, {}).get("mpjpe")) for a in actions]
+            for n, e in models.items()}
+    if len(actions) == 1:  # one action: one bar per model, named on the axis (no legend to hide them)
+        fig, ax = plt.subplots(figsize=(max(3.5, 1.2 * len(models)), 3.2))
+        ax.bar(np.arange(len(models)), [v[0] for v in vals.values()], 0.6,
+               color=[f"C{i}" for i in range(len(models))])
+        ax.set_xticks(np.arange(len(models)), list(models))
+        ax.set_title(actions[0], fontsize=9)
+    else:
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(actions) * len(models)), 3.5))
+        w = 0.8 / max(len(models), 1)
+        for i, (name, v) in enumerate(vals.items()):
+            ax.bar(np.arange(len(actions)) + i * w, v, w, label=name)
+        ax.set_xticks(np.arange(len(actions)) + 0.4 - w / 2, actions, rotation=30, ha="right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     ax.set_ylabel("MPJPE (mm)")
-    ax.legend()
     fig.tight_layout()
     fig.savefig(out_dir / "per_action_mpjpe.png", dpi=100)
     plt.close(fig)
@@ -184,12 +192,14 @@ def _training_section(training: dict, out_dir: Path) -> list[str]:
     if not curves:
         return []
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
     fig, axes = plt.subplots(1, len(curves), figsize=(3.2 * len(curves), 2.8), squeeze=False)
     for ax, (name, c) in zip(axes[0], curves.items()):
         ax.plot(np.arange(1, c.size + 1), c, marker="o", ms=3)
         ax.set_yscale("log")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel("training loss")
     fig.tight_layout()
@@ -237,14 +247,16 @@ def _centres_figure(reference, out_dir: Path, k: int = 50, limit: int = 50) -> l
     n = min(len(C), limit)
     cols = 10
     rows = math.ceil(n / cols)
-    fig = plt.figure(figsize=(1.6 * cols, 1.8 * rows))
+    fig = plt.figure(figsize=(1.6 * cols, 1.8 * rows + 0.3))
     for i in range(n):
         ax = fig.add_subplot(rows, cols, i + 1, projection="3d")
         plot_skeleton_3d(ax, C[i])
         ax.set_axis_off()
         ax.view_init(elev=10, azim=-90)
         ax.set_title(f"#{i}" + (f" n={int(counts[i])}" if counts is not None else ""), fontsize=7)
-    fig.tight_layout()
+    from .plots import side_legend
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / (1.8 * rows + 0.3)))
+    side_legend(fig, loc="upper center", ncol=3)
     fig.savefig(out_dir / f"pss_centres_k{k}.png", dpi=90)
     plt.close(fig)
     return [f"## PSS cluster centres (k = {k}; the paper's Fig. 6)", "",
@@ -268,7 +280,7 @@ def _pick_qualitative(models: dict, main: str) -> list[tuple[int, int]]:
 
 def _pose_rows_figure(path: Path, rows: list[dict], columns: list[str]) -> None:
     """rows: {"image": [S,S,3] | None, "title": str, "poses": {column: (pose [J,3], overlay|None)}}."""
-    from .plots import plot_skeleton_3d
+    from .plots import axes_mm, plot_skeleton_3d, side_legend
 
     plt = _plt()
     ncol = 1 + len(columns)
@@ -287,11 +299,10 @@ def _pose_rows_figure(path: Path, rows: list[dict], columns: list[str]) -> None:
             if pose is not None:
                 plot_skeleton_3d(ax, pose)
             ax.view_init(elev=10, azim=-90)
-            ax.set_xticklabels([])
-            ax.set_yticklabels([])
-            ax.set_zticklabels([])
+            axes_mm(ax)
             ax.set_title(row.get("subtitles", {}).get(name, name), fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / (2.6 * len(rows))))
+    side_legend(fig, loc="upper center", ncol=3)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -327,6 +338,25 @@ def _qualitative_section(results: dict, models: dict, main: str, out_dir: Path) 
             "camera frame, mm.", "", "![qualitative](qualitative.png)", ""]
 
 
+def _spread_worst(d, n: int):
+    """The n worst rows of a per-frame table by MPJPE, one view per frame and frames at least
+    `gap` dataset rows apart within a subject and action (neighbouring frames look alike):
+    gap = the number of distinct frames / (4 n), at least 1. -> (rows, gap)."""
+    d = d.dropna(subset=["mpjpe"]).sort_values("mpjpe", ascending=False)
+    gap = max(1, int(d["frame"].nunique()) // max(4 * n, 1))
+    keys = [c for c in ("subject", "action") if c in d.columns]
+    picked, taken = [], []
+    for i, r in d.iterrows():
+        key = tuple(r[c] for c in keys)
+        if any(k == key and abs(int(r["frame"]) - f) < gap for k, f in taken):
+            continue
+        picked.append(i)
+        taken.append((key, int(r["frame"])))
+        if len(picked) == n:
+            break
+    return d.loc[picked], gap
+
+
 def _worst_section(results: dict, models: dict, out_dir: Path) -> list[str]:
     samples = results.get("samples") or {}
     n_worst = int(results.get("n_worst", 6))
@@ -335,13 +365,14 @@ def _worst_section(results: dict, models: dict, out_dir: Path) -> list[str]:
         d = _per_frame(e)
         if d is None or not len(d) or n_worst <= 0:
             continue
-        worst = d.dropna(subset=["mpjpe"]).sort_values("mpjpe", ascending=False).head(n_worst)
+        worst, gap = _spread_worst(d, n_worst)
         cols = [c for c in ("frame_id", "view", "action", "subject", "mpjpe", "nmpjpe", "pmpjpe", "pss_k50")
                 if c in worst.columns]
         rows = [[f"{r[c]:.1f}" if isinstance(r[c], float) else str(r[c]) for c in cols]
                 for _, r in worst.iterrows()]
         safe = "".join(ch if ch.isalnum() else "_" for ch in name)
-        md += [f"### {name}", "", _table(cols, rows), ""]
+        md += [f"### {name}", "", f"The {len(worst)} worst poses, at least {gap} frames apart (one view each).", "",
+               _table(cols, rows), ""]
         if "gt" in samples and name in samples.get("predictions", {}):
             fig_rows = []
             for _, r in worst.iterrows():

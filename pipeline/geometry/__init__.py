@@ -3,8 +3,9 @@ static-rig calibration with bundle adjustment (rig), frame offsets between views
 the label stage's logic: its settings and input screening (label_settings), the cameras for
 labelling (calibration) and the pseudo-labels (labels), and labels back in their rig's world
 (label_world); several people per view: which detections are the same person across views and
-over time (people, tracks); metric scale and an upright world from the person (world). Numpy
+over time (people, tracks); metric scale and an upright world from the person (world); an
+estimated rig against a reference calibration (rig_error). Numpy
 and OpenCV, float64, shapes in every docstring; nothing here reads or writes a store."""
 
-__all__ = ["calibration", "epipolar", "label_settings", "label_world", "labels", "people", "rig", "sync", "tracks",
+__all__ = ["calibration", "epipolar", "label_settings", "label_world", "labels", "people", "rig", "rig_error", "sync", "tracks",
            "triangulate", "world"]

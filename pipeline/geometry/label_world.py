@@ -21,7 +21,7 @@ from ..camera import Cameras, project, undistort_points
 from ..joints import ROOT
 from .triangulate import triangulate_dlt
 
-__all__ = ["normalised_keypoints", "root_positions", "world_poses", "reprojection_px"]
+__all__ = ["normalised_keypoints", "root_positions", "world_poses", "views_to_world", "reprojection_px"]
 
 
 def normalised_keypoints(kp2d: np.ndarray, cams: Cameras) -> tuple[np.ndarray, np.ndarray]:
@@ -60,6 +60,24 @@ def world_poses(labels: np.ndarray, valid: np.ndarray, scale: np.ndarray, R: np.
     seen = ok.any(1)
     X = np.asarray(root, float)[:, None, :] + pick * np.asarray(scale, float)[:, None, None]
     return np.where(seen[..., None], X, np.nan)
+
+
+def views_to_world(P: np.ndarray, scale, R: np.ndarray, root: np.ndarray) -> np.ndarray:
+    """Root-relative poses predicted in each camera's frame, P [F,V,J,3] (NaN where missing),
+    -> world poses [F,J,3]: root + scale x the mean over views of R_vᵀ P[f, v] (views whose
+    camera is not placed, or whose prediction is missing, are left out). scale: a float or
+    [F] (rig units per unit of P); root [F,3]. NaN where no view is usable."""
+    P = np.asarray(P, dtype=np.float64)
+    placed = np.all(np.isfinite(R), axis=(1, 2))
+    ok = np.all(np.isfinite(P), axis=(-2, -1)) & placed[None, :]  # [F,V]
+    Rs = np.where(np.isfinite(R), R, 0.0)
+    rel = np.einsum("vji,fvkj->fvki", Rs, np.where(ok[..., None, None], P, 0.0))
+    n = ok.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = rel.sum(1) / n[:, None, None]
+    s = np.broadcast_to(np.asarray(scale, dtype=np.float64), (len(P),))
+    X = np.asarray(root, float)[:, None, :] + mean * s[:, None, None]
+    return np.where((n > 0)[:, None, None], X, np.nan)
 
 
 def reprojection_px(X: np.ndarray, kp2d: np.ndarray, cams: Cameras) -> np.ndarray:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -222,7 +223,9 @@ def write_coordinates(group: zarr.Group, views: list[str] | None = None) -> list
     from itertools import combinations
 
     from ..joints import JOINTS
-    names = set(group.array_keys())
+    with warnings.catch_warnings():  # the report's PNGs and markdown sit in its group: not zarr, not news
+        warnings.filterwarnings("ignore", message=".*not recognized as a component.*")
+        names = set(group.array_keys())
     own = {k for k in names if group[k].attrs.get("coordinate") is True}
     lengths: dict[str, set] = {}
     for k in names - own:

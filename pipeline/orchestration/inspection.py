@@ -4,7 +4,10 @@ Prints the provenance, every array's shape / dtype / dimension names, chunk comp
 per stage: the dataset's splits and subjects; the detector's per-joint detection rate and
 pixel error against the ground-truth 2D; the labels' per-joint validity, failures by cause
 and per camera pair, and their error against the ground truth (MPJPE in mm through the
-dataset's mean bone length, NMPJPE, PMPJPE, per joint) where the dataset has it; the
+dataset's mean bone length, NMPJPE, PMPJPE, per joint) where the dataset has it, on every
+frame and on the training split (the report's Table 1 frame set); the rig the labels were made
+with: per camera the labels' reprojection error and the bundle adjustment's, per pair the
+rotation and baseline-direction error against the dataset's calibration where it has one; the
 evaluation's metrics; a training output's epochs, loss and images/s. `plot_dir` also writes
 PNGs: label skeletons over the images and error histograms, or the training curve.
 """
@@ -144,10 +147,16 @@ def _label_section(g, prov) -> list[str]:
     out += ["per-joint validity (% of frame-views)" + (" and NMPJPE (mm) against GT" if err else "") + ":",
             _fmt_table(["joint", "valid %"] + (["NMPJPE"] if err else []), rows)]
     if err is not None:
-        out.append(f"label error against GT ({err['units']}), mean over labels with their root "
-                   f"and >= 8 valid joints, on those joints: "
-                   f"MPJPE {np.nanmean(err['mpjpe']):.1f}  NMPJPE {np.nanmean(err['nmpjpe']):.1f}  "
-                   f"PMPJPE {np.nanmean(err['pmpjpe']):.1f}")
+        split = np.asarray(ds["split"][:]) if "split" in ds else np.zeros(F, int)
+        out.append(f"label error against GT ({err['units']}), mean over (frame, view) labels with their root "
+                   f"and >= 8 valid joints, on those joints:")
+        for what, rows in ((f"all {F} frames (train and test)", slice(None)),
+                           (f"training split, {int((split == 0).sum())} frames (the report's Table 1 frame set; "
+                            "its per-pose masks differ slightly)", split == 0)):
+            with np.errstate(invalid="ignore"):
+                m = {k: np.nanmean(err[k][rows]) if np.isfinite(err[k][rows]).any() else np.nan
+                     for k in ("mpjpe", "nmpjpe", "pmpjpe")}
+            out.append(f"  {what}: MPJPE {m['mpjpe']:.1f}  NMPJPE {m['nmpjpe']:.1f}  PMPJPE {m['pmpjpe']:.1f}")
     else:
         out.append("label error against GT: no ground truth in the dataset")
     # failures per camera pair
@@ -175,6 +184,72 @@ def _label_section(g, prov) -> list[str]:
             r.append(f"{np.nanmedian(pr[:, p]):.2f}" if pr is not None and np.isfinite(pr[:, p]).any() else "-")
             rows.append(r)
         out += ["per camera pair:", _fmt_table(["pair", "failed frames", "used %", "median reproj px"], rows)]
+    if ds is not None:
+        out += _rig_section(g, prov, ds)
+    return out
+
+
+def rig_judgement(lab, ds, det, mode: str) -> list[dict]:
+    """Per rig of a label store: {"rig", "views" [V] names, "reprojection_px" [V] (median over
+    labelled frames and joints of the labels placed in the world, pipeline/geometry/label_world.py,
+    projected into each camera, against the keypoints), "ba_rms_px" [V] (rig mode), "pairs"
+    [P, 2], "rotation_err_deg" [P], "direction_err_deg" [P] (None without a reference: a
+    dataset calibration with every camera placed, in rig mode)}. [] in per-frame mode."""
+    from ..camera import Cameras
+    from ..evaluation.selfcheck import per_camera
+    from ..geometry import label_world, rig as rigmod
+    from ..geometry.rig_error import pair_direction_errors
+    from .calibrate import pair_errors
+    if mode not in ("known", "rig") or (mode == "rig" and "R_est" not in lab):
+        return []
+    rig = np.asarray(ds["rig"][:])
+    kp = np.asarray(det["keypoints2d"][:], float)
+    labels = np.asarray(lab["labels_cam"][:], float)
+    valid = np.asarray(lab["valid"][:], bool) & np.asarray(lab["frame_ok"][:], bool)[:, None, None]
+    scale = np.asarray(lab["scale"][:], float)
+    cal = dict(lab.attrs.get("calibration", {}))
+    views = ds.attrs.get("views")
+    V = kp.shape[1]
+    names = [str(v) for v in views] if isinstance(views, list) and len(views) == V else [str(v) for v in range(V)]
+    out = []
+    for gi in np.unique(rig):
+        sel = np.flatnonzero(rig == gi)
+        ref = Cameras.from_store(ds, int(gi))
+        cams = ref if mode == "known" else Cameras.from_store(lab, int(gi), "_est")
+        X = label_world.world_poses(labels[sel], valid[sel], scale[sel], cams.R,
+                                    label_world.root_positions(kp[sel], cams))
+        info = cal.get(str(int(gi)), {}) if isinstance(cal.get(str(int(gi))), dict) else {}
+        r = {"rig": int(gi), "views": names, "reprojection_px": per_camera(label_world.reprojection_px(X, kp[sel], cams)),
+             "ba_rms_px": np.asarray(info.get("ba_rms_px_camera", [np.nan] * V), float),
+             "pairs": rigmod.all_pairs(V), "rotation_err_deg": None, "direction_err_deg": None}
+        if mode == "rig" and ref.has_extrinsics:
+            r["rotation_err_deg"] = pair_errors(cams.R, ref.R)
+            r["direction_err_deg"] = pair_direction_errors(cams.R, cams.t, ref.R, ref.t)
+        out.append(r)
+    return out
+
+
+def _rig_section(g, prov, ds) -> list[str]:
+    det = _input_group(prov, "detect2d")
+    mode = prov.get("config", {}).get("section", {}).get("mode")
+    if det is None:
+        return []
+    out = []
+    for r in rig_judgement(g, ds, det, mode):
+        head = (f"rig {r['rig']} ({'the dataset calibration' if mode == 'known' else 'estimated from the people'}): "
+                "per camera, labels placed in the world and projected back, median px over labelled frames and joints")
+        rows = [[n, f"{e:.2f}" if np.isfinite(e) else "-", f"{b:.2f}" if np.isfinite(b) else "-"]
+                for n, e, b in zip(r["views"], r["reprojection_px"], r["ba_rms_px"])]
+        out += [head, _fmt_table(["camera", "label reproj px", "bundle adj. RMS px"], rows)]
+        if r["rotation_err_deg"] is not None:
+            rows = [[f"{r['views'][a]}-{r['views'][b]}", f"{e:.2f}", f"{d:.2f}"]
+                    for (a, b), e, d in zip(r["pairs"], r["rotation_err_deg"], r["direction_err_deg"])]
+            with np.errstate(invalid="ignore"):
+                mean = f"mean rotation {np.nanmean(r['rotation_err_deg']):.2f} deg, direction {np.nanmean(r['direction_err_deg']):.2f} deg"
+            out += [f"estimated rig vs the dataset's calibration, per pair ({mean}):",
+                    _fmt_table(["pair", "rotation err deg", "direction err deg"], rows)]
+        elif mode == "rig":
+            out.append("estimated rig vs calibration: the dataset carries no calibration to compare with")
     return out
 
 
@@ -268,6 +343,8 @@ def plot_store(g, prov: dict, out: Path, n_frames: int = 4, training: dict | Non
         ax.plot(np.arange(1, loss.size + 1), loss, marker="o", ms=3)
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
+        from matplotlib.ticker import MaxNLocator
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("training loss")
         ax.set_title(f"{prov.get('stage')} {prov.get('name')}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
@@ -316,8 +393,13 @@ def plot_store(g, prov: dict, out: Path, n_frames: int = 4, training: dict | Non
         for ax, (title, v) in zip(axes[0], hists):
             v = v[np.isfinite(v)].ravel()
             if len(v):
-                ax.hist(np.clip(v, 0, np.quantile(v, 0.99)), bins=40)
-            ax.set_title(title, fontsize=9)
+                top = float(np.quantile(v, 0.99))
+                over = int((v > top).sum())
+                ax.hist(np.clip(v, 0, top), bins=40)
+                if over:  # the tail is piled into the last bin: say so
+                    ax.annotate(f"last bin: {over} values > {top:.1f}\n(up to {v.max():.1f}) clipped into it",
+                                xy=(0.98, 0.95), xycoords="axes fraction", ha="right", va="top", fontsize=7)
+            ax.set_title(title + f" ({len(v)} values)", fontsize=9)
             ax.set_ylabel("count")
         fig.tight_layout()
         p = out / "label_errors.png"
