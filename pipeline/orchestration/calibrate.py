@@ -151,6 +151,11 @@ def run(keypoints, intrinsics, cfg: dict | None = None, reference=None, log=prin
     t0 = time.perf_counter()
     c = resolve_cfg(cfg)
     names, cams = read_intrinsics(intrinsics)
+    if c["camera_distance"] is not None:
+        a, b = c["camera_distance"][:2]
+        if not (0 <= int(a) < cams.V and 0 <= int(b) < cams.V and int(a) != int(b)):
+            raise ValueError(f"calibrate: camera_distance names cameras {a} and {b}; give two different indices in "
+                             f"0..{cams.V - 1} ({', '.join(f'{v} {n}' for v, n in enumerate(names))})")
     if isinstance(keypoints, np.ndarray):  # detections already made (detect_videos): [F,V,M,J,3]
         if keypoints.ndim != 5 or keypoints.shape[1] != cams.V:
             raise ValueError(f"calibrate: detections {keypoints.shape} do not match the {cams.V} cameras of {intrinsics}")
@@ -347,12 +352,31 @@ def figure(path: Path, res: dict) -> None:
     plt.close(fig)
 
 
+def check_out(out) -> Path:
+    """The calibration file to write, checked before any work: not a folder, a .toml name.
+    ValueError naming it otherwise."""
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"calibrate: --out {out} is a folder; give the calibration file to write, e.g. {out}/calibration.toml")
+    if out.suffix.lower() != ".toml":
+        raise ValueError(f"calibrate: --out {out}: the calibration is written as TOML (Pose2Sim's layout); "
+                         "give a file name ending in .toml")
+    return out
+
+
 def write(res: dict, out, intrinsics) -> list[Path]:
     """The calibration TOML (Pose2Sim layout, world of to_world, metres; only the placed
     cameras, a left-out one warned about), beside it <stem>_rig.png and <stem>_report.json.
-    -> the three paths."""
+    -> the three paths. ValueError naming the file when it cannot be written."""
+    try:
+        return _write(res, check_out(out), intrinsics)
+    except OSError as e:
+        Path(str(out) + ".partial").unlink(missing_ok=True)
+        raise ValueError(f"calibrate: cannot write {out} ({e.strerror or e})") from None
+
+
+def _write(res: dict, out: Path, intrinsics) -> list[Path]:
     from ..data.calibration import write_toml_calibration
-    out = Path(out)
     W = res["world"]
     placed = np.all(np.isfinite(W["R"]), axis=(1, 2))
     if not placed.all():
@@ -372,5 +396,5 @@ def write(res: dict, out, intrinsics) -> list[Path]:
     return [out, png, rep]
 
 
-__all__ = ["DEFAULTS", "run", "write", "report", "figure", "calibrate_people", "associate_people", "read_intrinsics",
+__all__ = ["DEFAULTS", "run", "write", "check_out", "report", "figure", "calibrate_people", "associate_people", "read_intrinsics",
            "keypoint_folders", "pair_errors", "resolve_cfg"]
