@@ -100,6 +100,22 @@ def associate_people(everyone: np.ndarray, cams: Cameras, names: list[str]) -> n
     return people.associate(everyone, cams, calibrate=run, names=names)["person_index"]
 
 
+def frame_offsets(everyone: np.ndarray, cams: Cameras, names: list[str]) -> np.ndarray:
+    """Each view's frame offset (pipeline.geometry.sync's convention; 0 where not clear) from
+    every associated person: a rig from the people (extrinsics ignored, sync off), then
+    check_sync. What the dataset stage passes to the pose2sim adapter as `synchronise` for
+    frame_offsets "auto". everyone [F,V,M,J,3] -> offsets [V] int. ValueError (naming the
+    view) for a view that agrees with no other at any offset."""
+    c = resolve_cfg({"sync": "off"})
+    res = calibrate_people(everyone, cams, names, c, log=lambda s: None)
+    off, d = check_sync(res, cams, c)
+    lost = [names[v] for v in np.flatnonzero(~d["agrees"])]
+    if lost:
+        raise ValueError(f"frame offsets: {', '.join(lost)}: its keypoints agree with no other view's at any frame "
+                         f"offset within ±{c['sync_max_lag']} frames; give frame_offsets by hand or remove that view")
+    return off.astype(np.int64)
+
+
 def calibrate_people(kp: np.ndarray, cams: Cameras, names: list[str], cfg: dict | None = None, log=print) -> dict:
     """The rig from every associated person of kp [F,V,M,J,3] with intrinsics cams (extrinsics
     ignored). Returns dict: cams (unit baseline, camera 0's frame), association (people.associate),
@@ -396,5 +412,5 @@ def _write(res: dict, out: Path, intrinsics) -> list[Path]:
     return [out, png, rep]
 
 
-__all__ = ["DEFAULTS", "run", "write", "check_out", "report", "figure", "calibrate_people", "associate_people", "read_intrinsics",
+__all__ = ["DEFAULTS", "run", "write", "check_out", "frame_offsets", "report", "figure", "calibrate_people", "associate_people", "read_intrinsics",
            "keypoint_folders", "pair_errors", "resolve_cfg"]
