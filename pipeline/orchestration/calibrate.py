@@ -233,6 +233,9 @@ def run(keypoints, intrinsics, cfg: dict | None = None, reference=None, log=prin
         scale, what = world.metric_scale(est.R, est.t, res["X"], **source)
     else:
         scale, what = 1.0, "none (unit: the distance of the first two placed cameras)"
+        warnings.warn("calibrate: no scale source (--height, --camera-distance or --reference): the rig's unit is the "
+                      "distance of its first two placed cameras, written as 1 mm (0.001 in the TOML's metres)",
+                      stacklevel=2)
     res["world"] = world.to_world(est.R, est.t, res["X"], scale)
     res.update(names=names, scale=scale, scale_source=what, seconds=time.perf_counter() - t0)
     return res
