@@ -47,6 +47,8 @@ GOALS = {
     "render": [],
     "sync": [("false_alarms", 0, "==")],
     "gpu": [],
+    # issue 12 (rot_err_deg_bystanders: within 0.1 degree of the single-person figure, compare by eye)
+    "people": [("refused_bad_rigs", "bad_rigs", "=="), ("sync_offset_err_frames", 0, "=="), ("calibrate_s", 30, "<=")],
 }
 TITLES = {
     "faults": "Trust under faults (`bench/faults.py`)",
@@ -59,6 +61,7 @@ TITLES = {
     "render": "Studio rendering (`bench/render.py`)",
     "sync": "Synchronisation from keypoints (`bench/sync.py`)",
     "gpu": "GPU (`bench/gpu.py`)",
+    "people": "Calibration from people (`bench/people.py`)",
 }
 
 

@@ -142,12 +142,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def _calibrate(a, errors) -> int:
     """epipose calibrate: one line on stderr and status 2 for a user's mistake or a refused rig
-    (nothing written then)."""
+    (nothing written then); each warning (a camera left out: naming it and why) one line on stderr."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc = _calibrate_run(a, errors)
+    if rc == 0:  # a refusal stays one line
+        for msg in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)):
+            print(f"epipose calibrate: warning: {msg}", file=sys.stderr)
+    return rc
+
+
+def _calibrate_run(a, errors) -> int:
     import numpy as np
 
     from pipeline.orchestration import calibrate as cal
     cfg = {"sync": a.sync, "format": a.format}
     try:
+        cal.check_out(a.out)  # before minutes of work
         if a.height is not None:
             cfg["height_mm"] = a.height
         if a.camera_distance is not None:

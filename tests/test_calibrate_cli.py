@@ -85,14 +85,48 @@ def test_a_refused_rig_writes_nothing(project, tmp_path, capsys):
     assert not list(tmp_path.glob("x*"))
 
 
+def test_a_camera_that_cannot_be_placed_is_left_out_with_a_warning(project, tmp_path, capsys):
+    root, cams = project
+    bad = tmp_path / "pose"
+    for v, d in enumerate(sorted((root / "pose").iterdir())):  # cam3 mirrored: no rig explains it
+        (bad / d.name).mkdir(parents=True)
+        for f in sorted(d.glob("*.json")):
+            data = json.loads(f.read_text())
+            if v == 2:
+                for p in data["people"]:
+                    k = np.array(p["pose_keypoints_2d"], float).reshape(-1, 3)
+                    k[:, 0] = np.where(k[:, 2] > 0, cams.size[v, 0] - k[:, 0], 0.0)
+                    p["pose_keypoints_2d"] = k.ravel().tolist()
+            (bad / d.name / f.name).write_text(json.dumps(data))
+    out = tmp_path / "rig.toml"
+    rc = main(["calibrate", "--keypoints", str(bad), "--intrinsics", str(root / "calibration" / "calibration.toml"),
+               "--out", str(out), "--sync", "off"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "cam3: LEFT OUT" in cap.out
+    err = [line for line in cap.err.splitlines() if "left out" in line]
+    assert len(err) == 1 and "cam3" in err[0] and err[0].startswith("epipose calibrate: warning:")
+    names, est = read_toml_calibration(out)
+    assert names == ["cam1", "cam2", "cam4"]
+    assert pair_errors(est.R, cams.R[[0, 1, 3]]).max() < 0.3
+    rep = json.loads((tmp_path / "rig_report.json").read_text())
+    assert [c["placed"] for c in rep["cameras"]] == [True, True, False, True]
+    assert rep["cameras"][2]["status"] != "ok"
+
+
 @pytest.mark.parametrize("args, msg", [
     (["--videos", "v"], "--detector"),
     (["--videos", "no/such/folder", "--detector", "mediapipe"], "not a folder"),
     (["--camera-distance", "0", "x", "100"], "camera indices"),
+    (["--camera-distance", "0", "7", "100"], "0..3"),
+    (["--out", "."], "is a folder"),
+    (["--out", "rig.txt"], ".toml"),
 ])
 def test_mistakes_are_one_line_and_status_2(project, tmp_path, capsys, args, msg):
     root, _ = project
-    base = ["calibrate", "--intrinsics", str(root / "calibration" / "calibration.toml"), "--out", str(tmp_path / "o.toml")]
+    base = ["calibrate", "--intrinsics", str(root / "calibration" / "calibration.toml")]
+    if "--out" not in args:
+        base += ["--out", str(tmp_path / "o.toml")]
     if "--videos" not in args:
         base += ["--keypoints", str(root / "pose")]
     assert main(base + args) == 2

@@ -105,6 +105,8 @@ def test_detector_reads_folders_selects_the_person_and_flags_gaps(tmp_path):
     expect = to_joints17(big[0], LAYOUTS["body25b"])
     np.testing.assert_allclose(kp[0, 0], expect, atol=1e-3)     # the larger person was chosen
     np.testing.assert_allclose(kp[0, 1], expect, atol=1e-3)
+    # which person of each file was read (the second of cam01's, the only one of cam02's; -1: none)
+    np.testing.assert_array_equal(ctx["arrays"]["person_index"], [[1, 0], [1, 0], [-1, 0], [1, 0], [-1, 0], [1, 0]])
     # chunks agree with the whole (track mode replays from the clip's start)
     for person in ("largest", "track"):
         with warnings.catch_warnings():

@@ -314,7 +314,8 @@ class ViewKeypoints:
     whole source); layout (None when nobody was seen); people [N] int number of people in each
     file (-1: damaged file); damaged {frame number: "<file> <what is wrong>"}; everyone
     [N,M,17,3] every person of each file in the file's order (the k-th person with body
-    keypoints; NaN padding up to M, the most people in one file of the source)."""
+    keypoints; NaN padding up to M, the most people in one file of the source); chosen [N]
+    int, the chosen person's index in its file (its row of `everyone`; -1 where none)."""
     source: str
     numbers: np.ndarray
     kp: np.ndarray
@@ -323,6 +324,7 @@ class ViewKeypoints:
     people: np.ndarray
     damaged: dict
     everyone: np.ndarray | None = None
+    chosen: np.ndarray | None = None
 
 
 # A damaged file is read as a missing frame (one bad frame should not stop a long recording);
@@ -388,9 +390,11 @@ def _load_cached(src: str, fmt: str, person, min_conf: float, signature: tuple) 
     chosen = select_people(frames, person)
     names = LAYOUTS[layout] if layout is not None else ()
     raw = np.full((len(numbers), len(names), 3), np.nan)
+    which = np.full(len(numbers), -1, np.int64)
     for i, q in enumerate(chosen):
         if q is not None:
             raw[i] = q
+            which[i] = next(m for m, p in enumerate(frames[i]) if p is q)
     kp = to_joints17(raw, names) if layout is not None else np.full((len(numbers), J, 3), np.nan)
     M = max((len(f) for f in frames), default=0)
     allraw = np.full((len(numbers), max(M, 1), len(names), 3), np.nan)
@@ -398,7 +402,7 @@ def _load_cached(src: str, fmt: str, person, min_conf: float, signature: tuple) 
         for m, q in enumerate(ps):
             allraw[i, m] = q
     everyone = to_joints17(allraw, names) if layout is not None else np.full((len(numbers), 1, J, 3), np.nan)
-    return ViewKeypoints(src, numbers, kp, raw, layout, people_n, damaged, everyone)
+    return ViewKeypoints(src, numbers, kp, raw, layout, people_n, damaged, everyone, which)
 
 
 def load_keypoints(src, fmt: str = "auto", person="largest", min_conf: float = 0.05,

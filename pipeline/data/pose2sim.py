@@ -28,7 +28,10 @@ the dataset stage passes `associate(everyone [F,V,M,J,3], cams, names) -> person
 package does not import the geometry); the store gets `person_index` [F, V, P] int16 (the
 detection of associated person p in each view's JSON file, -1 none; person 0 the subject) and
 the crops follow the subject. `frame_offsets` [V] shift a desynchronised view's JSON and video
-(its file n + offset is frame n; attrs["frame_offsets"]).
+(its file n + offset is frame n; attrs["frame_offsets"]); "auto" estimates them from every
+person's keypoints (the dataset stage passes `synchronise`: pipeline/geometry/sync.py through
+pipeline/orchestration/calibrate.frame_offsets) and applies them, with a warning naming the
+views shifted (attrs["frame_offsets_source"] "estimated").
 
 Besides the contract the store holds `people_count` [F, V] int16 (people in each JSON file,
 -1 where the file is missing or damaged) and, with images, `image_ok` [F, V] bool (False where
@@ -93,7 +96,9 @@ DEFAULTS: dict = {
     "associate_with": "keypoints",  # keypoints: a rig estimated from the people themselves | calibration: the
                               # TOML's extrinsics (docs/calibration.md compares them)
     "frame_offsets": None,    # per camera, frames to shift its JSON and video (pipeline.geometry.sync's
-                              # convention: its frame n + offset shows instant n); None: in sync
+                              # convention: its frame n + offset shows instant n); None: in sync; "auto":
+                              # estimated from the keypoints (every person) and applied (needs the pipeline's
+                              # dataset stage, which passes `synchronise`)
     "format": "auto",         # keypoint layout of the JSON
     "frames": None,           # [start, stop) of frame numbers; None: all
     "test_fraction": 0.0,     # the last fraction of the frames is the test split
@@ -312,9 +317,11 @@ def _read_calibration(path: Path) -> tuple[list[str], Cameras]:
     return read_qca_calibration(path) if path.name.endswith(".qca.txt") else read_toml_calibration(path)
 
 
-def build(cfg: dict, out: zarr.Group, progress: bool = True, associate=None) -> None:
+def build(cfg: dict, out: zarr.Group, progress: bool = True, associate=None, synchronise=None) -> None:
     """Write the dataset contract for a Pose2Sim project (docs/stores.md), plus people_count
-    and image_ok (module docstring). Resumable on the group a killed run left."""
+    and image_ok (module docstring). Resumable on the group a killed run left.
+    associate(everyone [F,V,M,J,3], cams, names) -> person_index [F,V,P] (several people);
+    synchronise(everyone [F,V,M,J,3], cams, names) -> offsets [V] (frame_offsets "auto")."""
     c = with_defaults(cfg, DEFAULTS, "pose2sim")
     rng = vid.frame_range(c["frames"], "pose2sim")
     if c["root"] is None:
@@ -356,7 +363,12 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True, associate=None) -> 
                           + ", ".join(f"{q.name} {f:g}" for q, f in zip(video_paths, fps_all))
                           + "): frame i of each is taken as the same instant; check the synchronisation", stacklevel=2)
     cams = Cameras(cams.K, cams.R, cams.t, cams.dist, size)
-    offsets = _offsets(c["frame_offsets"], V, cam_names)
+    auto = isinstance(c["frame_offsets"], str) and c["frame_offsets"] == "auto"
+    if auto and (synchronise is None or not has_json):
+        raise ValueError("pose2sim: frame_offsets 'auto' needs the OpenPose JSON and the estimate the pipeline's "
+                         "dataset stage passes (pipeline/orchestration/stages/dataset.py); give the offsets as "
+                         f"{V} integers instead")
+    offsets = np.zeros(V, np.int64) if auto else _offsets(c["frame_offsets"], V, cam_names)
     if c["person"] == "associate" and associate is None:
         raise ValueError("pose2sim: person 'associate' needs the association the pipeline's dataset stage passes "
                          "(pipeline/orchestration/stages/dataset.py); use person 'auto' or 'largest' here")
@@ -366,6 +378,8 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True, associate=None) -> 
         views = [read_view(d, c["format"], "largest" if c["person"] in ("auto", "associate") else c["person"])
                  for d in json_dirs]
         layout = check_layouts(views)
+        if auto:
+            offsets = _estimate_offsets(views, cams.without_extrinsics(), cam_names, synchronise)
         numbers = np.unique(np.concatenate([v.numbers - o for v, o in zip(views, offsets)]))
         if any(not np.array_equal(v.numbers - o, views[0].numbers - offsets[0]) for v, o in zip(views, offsets)):
             desc = ", ".join(f"{Path(v.source).name} {v.numbers.min()}-{v.numbers.max()} ({len(v.numbers)} files)"
@@ -439,6 +453,7 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True, associate=None) -> 
         "openpose_json": [str(d.resolve()) for d in json_dirs] if has_json else None,
         "openpose_format": layout, "videos": [str(q.resolve()) for q in video_paths] if has_video else None,
         "rotate": [0] * V, "frame_offsets": offsets.tolist(),
+        "frame_offsets_source": "estimated" if auto else "given" if c["frame_offsets"] is not None else "none",
         "person": "associated (person_index; person 0 the subject)" if person_index is not None else c["person"],
     }
     if p.trc is not None:
@@ -471,6 +486,21 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True, associate=None) -> 
         return
     _write_crops(out, video_paths, cam_names, numbers, boxes.astype(np.float32), int(c["crop_size"]), infos, progress,
                  offsets)
+
+
+def _estimate_offsets(views, cams: Cameras, names: list[str], synchronise) -> np.ndarray:
+    """frame_offsets "auto": every person of every view aligned by file number, the views'
+    offsets estimated by `synchronise` (0 where the evidence is not clear); warned when any."""
+    numbers = np.unique(np.concatenate([v.numbers for v in views]))
+    everyone = np.full((len(numbers), len(views), max(v.everyone.shape[1] for v in views), J, 3), np.nan)
+    for v, vk in enumerate(views):
+        everyone[np.searchsorted(numbers, vk.numbers), v, :vk.everyone.shape[1]] = vk.everyone
+    off = np.asarray(synchronise(everyone, cams, names), dtype=np.int64).reshape(len(views))
+    if np.any(off):
+        warnings.warn("pose2sim: frame_offsets 'auto': views out of sync, shifted by "
+                      + ", ".join(f"{names[v]} {int(off[v]):+d}" for v in np.flatnonzero(off))
+                      + " frames (attrs frame_offsets; its frame n + offset is instant n)", stacklevel=3)
+    return off
 
 
 def _offsets(value, V: int, names: list[str]) -> np.ndarray:

@@ -3,7 +3,9 @@
 A detector is `detect(cfg: dict, dataset: zarr.Group, frames: slice, context: dict) -> np.ndarray`
 returning keypoints2d [f, V, J, 3] (x, y, confidence) in original-image pixels, NaN where the
 detector saw nothing. `context` carries the paths of upstream artifacts a detector needs
-(e.g. context["pretrain2d"] for the project's own network). Its module exposes `DEFAULTS`.
+(e.g. context["pretrain2d"] for the project's own network); a detector may put more arrays
+of the same frames in context["arrays"] (name -> [f, V, ...]: openpose's person_index), which
+the detect2d stage stores beside keypoints2d. Its module exposes `DEFAULTS`.
 """
 from __future__ import annotations
 

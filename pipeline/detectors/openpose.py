@@ -78,9 +78,11 @@ def detect(cfg: dict, dataset: zarr.Group, frames: slice, context: dict):
 
     With person "auto" and a dataset holding `person_index` [F,V,P] (the detections of each
     associated person, person 0 the subject; the pose2sim adapter writes it), keypoints2d is
-    the subject's and, with P > 1, {"keypoints2d": [f,V,J,3], "people2d": [f,V,P,J,3]} is
-    returned (every associated person, for calibrating from all of them). The dataset's
-    attrs["frame_offsets"] [V] shift each view's file numbers (its file n + offset is frame n).
+    the subject's and, with P > 1, people2d [f,V,P,J,3] is returned too (every associated
+    person, for calibrating from all of them). The dataset's attrs["frame_offsets"] [V] shift
+    each view's file numbers (its file n + offset is frame n). Which person of each view's
+    JSON file keypoints2d holds goes to context["arrays"]["person_index"] [f,V] int16 (-1
+    none; the detect2d stage stores it beside keypoints2d).
 
     Flags in context["flags"]["openpose"] (and a warning naming the views or files):
     missing_file, no_person, damaged_file, outside_image ((frame, view) counts; NaN there),
@@ -108,6 +110,7 @@ def detect(cfg: dict, dataset: zarr.Group, frames: slice, context: dict):
     everyone = np.full((len(ids), V, P, J, 3), np.nan, dtype=np.float32) if P > 1 else None
     out = np.full((len(ids), V, J, 3), np.nan, dtype=np.float32)
     people = np.full((len(ids), V), -1, dtype=np.int64)
+    which = np.full((len(ids), V), -1, dtype=np.int16)
     missing_file = no_person = n_damaged = n_outside = 0
     damaged_files: list[str] = []
     outside_views: dict[str, int] = {}
@@ -138,10 +141,12 @@ def detect(cfg: dict, dataset: zarr.Group, frames: slice, context: dict):
                 allp = vk.everyone[pos[found][:, None], np.clip(sel, 0, vk.everyone.shape[1] - 1)]
                 allp = np.where((sel >= 0)[..., None, None], allp, np.nan)
                 vals = allp[:, 0].copy()
+                which[rows[found], v] = sel[:, 0]
                 if everyone is not None:
                     everyone[rows[found], v] = allp
             else:
                 vals = vk.kp[pos[found]].copy()
+                which[rows[found], v] = vk.chosen[pos[found]]
             bad = np.array([int(n) in vk.damaged for n in numbers[pos[found]]], dtype=bool)
             n_damaged += int(bad.sum())
             damaged_files += [vk.damaged[int(n)] for n in numbers[pos[found]][bad]]
@@ -151,7 +156,9 @@ def detect(cfg: dict, dataset: zarr.Group, frames: slice, context: dict):
                     vals[far] = np.nan
                     n_outside += int(far.sum())
                     outside_views[names[v]] = outside_views.get(names[v], 0) + int(far.any(-1).sum())
-            no_person += int((np.all(np.isnan(vals[..., 0]), axis=-1) & ~bad).sum())
+            nobody = np.all(np.isnan(vals[..., 0]), axis=-1)
+            no_person += int((nobody & ~bad).sum())
+            which[rows[found][nobody], v] = -1
             out[rows[found], v] = vals
             people[rows[found], v] = vk.people[pos[found]]
     flags = {"missing_file": missing_file, "no_person": no_person, "damaged_file": n_damaged,
@@ -181,6 +188,7 @@ def detect(cfg: dict, dataset: zarr.Group, frames: slice, context: dict):
             warnings.warn(f"openpose: more than one person in view on a share of frames ({share}); the dataset's "
                           f"associated subject is read (person_index), and its {index.shape[2]} associated people "
                           "as people2d", stacklevel=2)
+    context.setdefault("arrays", {})["person_index"] = which
     if everyone is not None:
         return {"keypoints2d": out, "people2d": everyone}
     return out

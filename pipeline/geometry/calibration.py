@@ -243,6 +243,7 @@ def _sync_check(kp2d, w, cams: camera.Cameras, cfg: dict, keep: np.ndarray, name
                         f"best {abs(o)} frame(s) {later} (its frame f{o:+d} shows what they show at frame f; "
                         f"epipolar error {d['cost_at_offset_px'][v]:.2f} px there vs "
                         f"{d['cost_at_reference_px'][v]:.2f} px in step); {fix}")
-        raise ValueError("labels: " + "; ".join(msgs) + ". Fix the recording's synchronisation (or set "
-                         "label.sync=off to label anyway)")
+        raise ValueError("labels: " + "; ".join(msgs) + ". Fix the recording's synchronisation (a Pose2Sim project: "
+                         "dataset.frame_offsets=auto estimates and applies the offsets, or give them as integers), "
+                         "or set label.sync=off to label anyway")
     return out

@@ -35,6 +35,7 @@ DIMS = {
     "outside": ("frame", "view"),
     "outliers": ("frame", "view"),
     "people_count": ("frame", "view"),
+    "person_index": ("frame", "view"),  # detect2d, label ([F, V, P] in the dataset names its own)
     "valid": ("frame", "view", "joint"),
     "frame_ok": ("frame",),
     "failure": ("frame",),

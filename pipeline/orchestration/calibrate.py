@@ -100,6 +100,22 @@ def associate_people(everyone: np.ndarray, cams: Cameras, names: list[str]) -> n
     return people.associate(everyone, cams, calibrate=run, names=names)["person_index"]
 
 
+def frame_offsets(everyone: np.ndarray, cams: Cameras, names: list[str]) -> np.ndarray:
+    """Each view's frame offset (pipeline.geometry.sync's convention; 0 where not clear) from
+    every associated person: a rig from the people (extrinsics ignored, sync off), then
+    check_sync. What the dataset stage passes to the pose2sim adapter as `synchronise` for
+    frame_offsets "auto". everyone [F,V,M,J,3] -> offsets [V] int. ValueError (naming the
+    view) for a view that agrees with no other at any offset."""
+    c = resolve_cfg({"sync": "off"})
+    res = calibrate_people(everyone, cams, names, c, log=lambda s: None)
+    off, d = check_sync(res, cams, c)
+    lost = [names[v] for v in np.flatnonzero(~d["agrees"])]
+    if lost:
+        raise ValueError(f"frame offsets: {', '.join(lost)}: its keypoints agree with no other view's at any frame "
+                         f"offset within ±{c['sync_max_lag']} frames; give frame_offsets by hand or remove that view")
+    return off.astype(np.int64)
+
+
 def calibrate_people(kp: np.ndarray, cams: Cameras, names: list[str], cfg: dict | None = None, log=print) -> dict:
     """The rig from every associated person of kp [F,V,M,J,3] with intrinsics cams (extrinsics
     ignored). Returns dict: cams (unit baseline, camera 0's frame), association (people.associate),
@@ -151,6 +167,11 @@ def run(keypoints, intrinsics, cfg: dict | None = None, reference=None, log=prin
     t0 = time.perf_counter()
     c = resolve_cfg(cfg)
     names, cams = read_intrinsics(intrinsics)
+    if c["camera_distance"] is not None:
+        a, b = c["camera_distance"][:2]
+        if not (0 <= int(a) < cams.V and 0 <= int(b) < cams.V and int(a) != int(b)):
+            raise ValueError(f"calibrate: camera_distance names cameras {a} and {b}; give two different indices in "
+                             f"0..{cams.V - 1} ({', '.join(f'{v} {n}' for v, n in enumerate(names))})")
     if isinstance(keypoints, np.ndarray):  # detections already made (detect_videos): [F,V,M,J,3]
         if keypoints.ndim != 5 or keypoints.shape[1] != cams.V:
             raise ValueError(f"calibrate: detections {keypoints.shape} do not match the {cams.V} cameras of {intrinsics}")
@@ -212,6 +233,9 @@ def run(keypoints, intrinsics, cfg: dict | None = None, reference=None, log=prin
         scale, what = world.metric_scale(est.R, est.t, res["X"], **source)
     else:
         scale, what = 1.0, "none (unit: the distance of the first two placed cameras)"
+        warnings.warn("calibrate: no scale source (--height, --camera-distance or --reference): the rig's unit is the "
+                      "distance of its first two placed cameras, written as 1 mm (0.001 in the TOML's metres)",
+                      stacklevel=2)
     res["world"] = world.to_world(est.R, est.t, res["X"], scale)
     res.update(names=names, scale=scale, scale_source=what, seconds=time.perf_counter() - t0)
     return res
@@ -347,12 +371,31 @@ def figure(path: Path, res: dict) -> None:
     plt.close(fig)
 
 
+def check_out(out) -> Path:
+    """The calibration file to write, checked before any work: not a folder, a .toml name.
+    ValueError naming it otherwise."""
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"calibrate: --out {out} is a folder; give the calibration file to write, e.g. {out}/calibration.toml")
+    if out.suffix.lower() != ".toml":
+        raise ValueError(f"calibrate: --out {out}: the calibration is written as TOML (Pose2Sim's layout); "
+                         "give a file name ending in .toml")
+    return out
+
+
 def write(res: dict, out, intrinsics) -> list[Path]:
     """The calibration TOML (Pose2Sim layout, world of to_world, metres; only the placed
     cameras, a left-out one warned about), beside it <stem>_rig.png and <stem>_report.json.
-    -> the three paths."""
+    -> the three paths. ValueError naming the file when it cannot be written."""
+    try:
+        return _write(res, check_out(out), intrinsics)
+    except OSError as e:
+        Path(str(out) + ".partial").unlink(missing_ok=True)
+        raise ValueError(f"calibrate: cannot write {out} ({e.strerror or e})") from None
+
+
+def _write(res: dict, out: Path, intrinsics) -> list[Path]:
     from ..data.calibration import write_toml_calibration
-    out = Path(out)
     W = res["world"]
     placed = np.all(np.isfinite(W["R"]), axis=(1, 2))
     if not placed.all():
@@ -372,5 +415,5 @@ def write(res: dict, out, intrinsics) -> list[Path]:
     return [out, png, rep]
 
 
-__all__ = ["DEFAULTS", "run", "write", "report", "figure", "calibrate_people", "associate_people", "read_intrinsics",
+__all__ = ["DEFAULTS", "run", "write", "check_out", "frame_offsets", "report", "figure", "calibrate_people", "associate_people", "read_intrinsics",
            "keypoint_folders", "pair_errors", "resolve_cfg"]

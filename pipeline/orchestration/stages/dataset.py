@@ -74,6 +74,9 @@ def build(ctx: Context) -> dict:
     if "associate" in inspect.signature(build_).parameters:  # several people per view (pose2sim)
         from ..calibrate import associate_people
         extra["associate"] = associate_people
+    if "synchronise" in inspect.signature(build_).parameters:  # frame offsets from the keypoints (pose2sim)
+        from ..calibrate import frame_offsets
+        extra["synchronise"] = frame_offsets
     build_(ctx.params, ctx.group, progress=ctx.progress, **extra)
     missing = [k for k in REQUIRED if k not in ctx.group]
     if missing:
@@ -85,7 +88,7 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="dataset", version=5, doc=__doc__.strip(), module=__name__,
+    name="dataset", version=6, doc=__doc__.strip(), module=__name__,
     outputs=(Output("dataset", name=lambda s: s["name"]),),
     build=build, defaults=_defaults, validate=_validate, sources=_sources,
     own_keys=("name",), plugin_key="name", plugins=lambda: plugins.modules(data.ADAPTERS), derive=_derive)

@@ -47,9 +47,12 @@ def build(ctx: Context) -> dict:
         for i in todo:
             got = detect(ctx.params, ds, w.frames(i), context)
             # keypoints2d [f,V,J,3], or a dict of frame-indexed arrays holding it (openpose on a dataset
-            # with associated people: also people2d [f,V,P,J,3])
-            arrays = got if isinstance(got, dict) else {"keypoints2d": got}
-            w.write(i, {k: np.asarray(a, dtype=np.float32) for k, a in arrays.items()})
+            # with associated people: also people2d [f,V,P,J,3]); more of the chunk's arrays in
+            # context["arrays"] (openpose: person_index [f,V], the detection each keypoint came from)
+            arrays = dict(got) if isinstance(got, dict) else {"keypoints2d": got}
+            arrays.update(context.pop("arrays", {}))
+            w.write(i, {k: np.asarray(a) if np.asarray(a).dtype.kind in "iub" else np.asarray(a, dtype=np.float32)
+                        for k, a in arrays.items()})
             bar.update()
     ctx.group.attrs.update({"detector": name, "detector_config": to_jsonable(ctx.params),
                             "flags": to_jsonable(context.get("flags", {}))})
@@ -57,7 +60,7 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="detect2d", version=4, doc=__doc__.strip(), module=__name__,
+    name="detect2d", version=5, doc=__doc__.strip(), module=__name__,
     outputs=(Output("detect2d", name=lambda s: s["detector"], inputs=("dataset", "pretrain2d")),),
     build=build, defaults=_defaults, validate=_validate, sources=_sources, own_keys=OWN,
     plugin_key="detector", plugins=lambda: plugins.modules(detectors.DETECTORS))

@@ -117,14 +117,29 @@ def build(ctx: Context) -> dict:
         finally:
             close()
     ctx.group.attrs["failures"] = {str(k): v for k, v in getattr(labelling, "FAILURES", {}).items()}
-    if "person_index" in ds:  # which detection (person in each view's JSON file) every label came from
-        ctx.group.create_array("person_index", data=np.asarray(ds["person_index"][:, :, 0], dtype=np.int16),
-                               dimension_names=("frame", "view"), overwrite=True)
+    # which detection (person in each view's JSON file) every label came from: the detector's
+    # record (openpose), else the dataset's associated subject (a network on crops that follow it)
+    src = det["person_index"][:] if "person_index" in det else ds["person_index"][:, :, 0] if "person_index" in ds \
+        else None
+    if src is not None:
+        ctx.group.create_array("person_index", data=np.asarray(src, dtype=np.int16), dimension_names=("frame", "view"),
+                               overwrite=True)
     ok = np.asarray(ctx.group["frame_ok"][:]) if "frame_ok" in ctx.group else np.zeros(F, bool)
+    _labelled_share(ctx.group, rig, ok)
     return {"frames": F, "frames_labelled": int(ok.sum())}
 
 
+def _labelled_share(g, rig: np.ndarray, ok: np.ndarray) -> None:
+    """Each rig's share of its frames labelled, beside its calibration diagnostics (attrs
+    `calibration[rig]["frames_labelled_share"]`): a rig that labels few frames is suspect."""
+    diags = dict(g.attrs.get("calibration", {}))
+    for gi in np.unique(rig):
+        sel = rig == gi
+        diags.setdefault(str(int(gi)), {})["frames_labelled_share"] = round(float(ok[sel].mean()), 4)
+    g.attrs["calibration"] = diags
+
+
 STAGE = Stage(
-    name="label", version=4, doc=__doc__.strip(), module=__name__,
+    name="label", version=5, doc=__doc__.strip(), module=__name__,
     outputs=(Output("label", name=lambda s: s["mode"], inputs=("dataset", "detect2d")),),
     build=build, defaults=_defaults, validate=_validate, own_keys=OWN)
