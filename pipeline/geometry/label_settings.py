@@ -36,7 +36,8 @@ DEFAULTS: dict = {
     "seed": 0,
     "max_pool_points": 20000,      # rig: correspondences per pair for the pooled RANSAC
     "ba": True,
-    "ba_frames": 400,
+    "ba_frames": 2000,             # rig: frames the refinement sees (every frame up to this, evenly spread beyond:
+                                   # its error falls as 1/sqrt(frames); bench/labels.py prints the curve)
     "ba_loss": "linear",           # after trimming outliers (rig.bundle_adjust); huber, soft_l1 also work, slower
     "ba_f_scale_px": 3.0,
     "ba_max_nfev": 50,

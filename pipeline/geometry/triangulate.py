@@ -132,15 +132,40 @@ def triangulate_pair(x1: np.ndarray, x2: np.ndarray, R: np.ndarray, t: np.ndarra
     return X, err, ok
 
 
-def triangulate_dlt(x: np.ndarray, w: np.ndarray, R: np.ndarray, t: np.ndarray, min_views: int = 2):
+# points per vectorised batch of triangulate_dlt: its temporaries (~40 floats per view and
+# point) stay a few tens of MB however many frames come in
+DLT_CHUNK = 32768
+
+
+def triangulate_dlt(x: np.ndarray, w: np.ndarray, R: np.ndarray, t: np.ndarray, min_views: int = 2,
+                    chunk: int = DLT_CHUNK):
     """Confidence-weighted N-view linear triangulation (DLT, inhomogeneous least squares).
 
     x [...,V,2] normalised points, w [...,V] weights (confidence; 0 or NaN = unused, NaN
     points are unused too), R [V,3,3], t [V,3] (or broadcastable [...,V,...]).
     Each view contributes rows w·(x P₃ - P₁), w·(y P₃ - P₂) of P = [R|t]; solved by the
     3x3 normal equations. Returns X [...,3] world and ok [...] (>= min_views views, solvable,
-    in front of every used camera).
+    in front of every used camera). Works through at most `chunk` points at a time (cameras
+    shared by all points, R [V,3,3]), so its memory beyond the output is bounded.
     """
+    x = np.asarray(x)
+    w = np.asarray(w)
+    R, t = np.asarray(R, dtype=np.float64), np.asarray(t, dtype=np.float64)
+    batch = np.broadcast_shapes(x.shape[:-2], w.shape[:-1])
+    n = int(np.prod(batch))
+    if R.ndim > 3 or t.ndim > 2 or n <= chunk or x.shape[:-2] != batch or w.shape[:-1] != batch:
+        return _dlt_batch(x, w, R, t, min_views)
+    V = x.shape[-2]
+    xf, wf = x.reshape(n, V, 2), w.reshape(n, V)
+    X = np.empty((n, 3))
+    ok = np.empty(n, bool)
+    for s in range(0, n, chunk):
+        X[s:s + chunk], ok[s:s + chunk] = _dlt_batch(xf[s:s + chunk], wf[s:s + chunk], R, t, min_views)
+    return X.reshape(batch + (3,)), ok.reshape(batch)
+
+
+def _dlt_batch(x, w, R, t, min_views):
+    """triangulate_dlt on one batch, all at once."""
     x = np.asarray(x, dtype=np.float64)
     w = np.where(np.all(np.isfinite(x), -1) & np.isfinite(w), w, 0.0)
     w = np.maximum(w, 0.0)
