@@ -125,6 +125,6 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="label", version=4, doc=__doc__.strip(), module=__name__,
+    name="label", version=5, doc=__doc__.strip(), module=__name__,
     outputs=(Output("label", name=lambda s: s["mode"], inputs=("dataset", "detect2d")),),
     build=build, defaults=_defaults, validate=_validate, own_keys=OWN)
