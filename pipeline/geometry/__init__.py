@@ -7,5 +7,5 @@ labelling (calibration) and the pseudo-labels (labels), and labels back in their
 over time (people, tracks); metric scale and an upright world from the person (world). Numpy
 and OpenCV, float64, shapes in every docstring; nothing here reads or writes a store."""
 
-__all__ = ["bundle", "calibration", "epipolar", "label_settings", "label_world", "labels", "people", "rig", "sync", "tracks",
-           "triangulate", "world"]
+__all__ = ["bundle", "calibration", "epipolar", "label_settings", "label_world", "labels", "people", "rig", "sync",
+           "tracks", "triangulate", "world"]
