@@ -77,3 +77,18 @@ def test_resume_takes_the_recorded_threads(tmp_path, monkeypatch):
     ca, cb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
     assert ca["cpu_threads"] == cb["cpu_threads"] == 2
     assert all(torch.equal(ca["model"][k], cb["model"][k]) for k in ca["model"])
+
+
+def test_openmp_threads_sleep_when_waiting_unless_the_user_says():
+    """pipeline.training sets OMP_WAIT_POLICY=PASSIVE before torch starts OpenMP (spinning threads
+    that share a core with another process stall every parallel region); a user's value wins."""
+    import os
+    import subprocess
+    import sys
+    code = "import os, pipeline.training, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"
