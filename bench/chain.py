@@ -5,8 +5,12 @@ on Dask with 1 vs 2 workers.
     python bench/chain.py --quick    # a smaller studio and shorter training (< 1-2 minutes)
 
 Prints per-stage timings and the figures side by side; the last line is one JSON object:
-{"demo_s", "rerun_s", "rerun_over_demo", "label_chunks_1w_s", "label_chunks_2w_s",
- "dask_speedup_2w", "stages": {stage: seconds}}.
+{"demo_s", "cpu_utilisation", "cores", "threads", "rerun_s", "rerun_over_demo", "label_chunks_1w_s",
+ "label_chunks_2w_s", "dask_speedup_2w", "stages": {stage: seconds}, "metrics": {model: {metric: value}}}.
+cpu_utilisation = (user + system CPU seconds of the demo's processes) / wall seconds / cores:
+how much of the machine the first run used. The demo's metrics sit beside its time, so that a
+faster chain never hides a worse model. The demo runs without OMP_NUM_THREADS (every core given,
+pipeline.training.threads) unless --threads N is passed. Time it on an otherwise idle machine.
 
 (Named chain.py, not pipeline.py: a bench/pipeline.py would shadow the `pipeline` package
 for every script run as `python bench/<name>.py`.)
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -35,17 +40,37 @@ QUICK = ["dataset.n_segments=4", "dataset.train_people=1", "dataset.renders_per_
          "refine.epochs=2", "evaluate.stability_runs=0"]
 
 
-def run_demo(root: Path, overrides: list[str]) -> tuple[float, str]:
+def run_demo(root: Path, overrides: list[str], threads: int | None = None) -> tuple[float, str, float]:
+    """(wall seconds, stdout, CPU seconds: user + system of the demo and every process it waited for)."""
     env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false")
     env.setdefault("PREFECT_HOME", str(REPO / ".prefect"))
+    env.pop("OMP_NUM_THREADS", None)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     cmd = [sys.executable, "-m", "flows.demo", f"store.root={root}", *overrides]
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     dt = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     if p.returncode != 0:
         sys.stderr.write(p.stdout[-3000:] + p.stderr[-5000:])
         raise SystemExit(f"demo failed ({p.returncode})")
-    return dt, p.stdout
+    return dt, p.stdout, cpu
+
+
+def demo_metrics(root: Path, overrides: list[str]) -> dict:
+    """The evaluation's overall metrics per model ({model: {metric: value}}), read from its store."""
+    from pipeline.orchestration import ArtifactStore, plan, resolve
+    from pipeline.orchestration.artifacts import model_metrics
+    A = plan(resolve("cpu", [f"store.root={root}", *overrides]), ArtifactStore(root))
+    if "evaluate" not in A:
+        return {}
+    out = {}
+    for model, m in model_metrics(A["evaluate"].open()).items():
+        out[model] = {k: (round(float(v), 4) if isinstance(v, (int, float)) else v) for k, v in dict(m).items()}
+    return out
 
 
 def stage_seconds(stdout: str) -> dict:
@@ -119,23 +144,32 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller studio, shorter training")
     ap.add_argument("--root", default=None, help="artifact root (default: a fresh temporary folder)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="OMP_NUM_THREADS for the demo (default: unset, every core given)")
     a = ap.parse_args()
     overrides = QUICK if a.quick else []
     root = Path(a.root or tempfile.mkdtemp(prefix="epipose-bench-"))
-    demo_s, out1 = run_demo(root, overrides)
+    from pipeline.training.threads import available_cores
+    cores = available_cores()
+    demo_s, out1, cpu_s = run_demo(root, overrides, a.threads)
+    util = cpu_s / demo_s / cores
     st = stage_seconds(out1)
     print(out1)
-    rerun_s, out2 = run_demo(root, overrides)
+    metrics = demo_metrics(root, overrides)
+    rerun_s, out2, _ = run_demo(root, overrides, a.threads)
     reused = stage_seconds(out2)
     print(f"{'stage':<14}{'first run s':>12}{'second run s':>14}")
     for k in st:
         print(f"{k:<14}{st[k]:>12.1f}{reused.get(k, float('nan')):>14.2f}")
     print(f"{'whole demo':<14}{demo_s:>12.1f}{rerun_s:>14.1f}   (second / first = {rerun_s / demo_s:.3f})")
+    print(f"first run: {cpu_s:.0f} CPU s over {demo_s:.0f} s on {cores} cores = {util:.2f} of the machine")
     sp = label_speedup(root, overrides, 20_000 if a.quick else 100_000)
     print(f"labelling {sp['label_frames']} frames in {sp['label_chunks']} chunks on Dask: 1 worker {sp['label_chunks_1w_s']:.2f} s, "
           f"2 workers {sp['label_chunks_2w_s']:.2f} s, speed-up {sp['dask_speedup_2w']:.2f}x "
           f"(on {os.cpu_count()} cores)")
-    save("chain", {"demo_s": round(demo_s, 1), "rerun_s": round(rerun_s, 1),
+    save("chain", {"demo_s": round(demo_s, 1), "cpu_utilisation": round(util, 3), "cores": cores,
+                   "threads": a.threads or cores, "cpu_s": round(cpu_s, 1),
+                   "metrics": metrics, "rerun_s": round(rerun_s, 1),
                       "rerun_over_demo": round(rerun_s / demo_s, 4), **sp, "quick": a.quick,
                       "stages": st}, a.quick)
 

@@ -222,12 +222,11 @@ def _sync_check(kp2d, w, cams: camera.Cameras, cfg: dict, keep: np.ndarray, name
     """pipeline.geometry.sync on the usable keypoints; sync = "check": ValueError for a view clearly off."""
     if cfg["sync"] == "off":
         return {"sync_skipped": "label.sync is off"}
-    kp = np.where((w > 0)[..., None], kp2d, np.nan)
     t0 = time.perf_counter()
-    off, d = syncmod.estimate_offsets(kp, cams.K, cams.dist, max_lag=cfg["sync_max_lag"],
+    off, d = syncmod.estimate_offsets(kp2d, cams.K, cams.dist, max_lag=cfg["sync_max_lag"],
                                       n_frames=cfg["sync_frames"], min_confidence=cfg["min_confidence"],
                                       threshold_px=cfg["threshold_px"], min_ratio=cfg["sync_min_ratio"],
-                                      cameras=keep, seed=cfg["seed"])
+                                      cameras=keep, seed=cfg["seed"], usable=w > 0)
     out = {"sync_offsets": off, "sync_relative": d["relative"], "sync_ratio": d["ratio"],
            "sync_sharpness": d["sharpness"], "sync_clear": d["clear"], "sync_cost_px": d["cost_px"],
            "sync_pairs": d["pairs"], "sync_lags": d["lags"], "sync_skipped": d["skipped"], "sync_agrees": d["agrees"],

@@ -36,13 +36,14 @@ DEFAULTS: dict = {
     "seed": 0,
     "max_pool_points": 20000,      # rig: correspondences per pair for the pooled RANSAC
     "ba": True,
-    "ba_frames": 400,
+    "ba_frames": 2000,             # rig: frames the refinement sees (every frame up to this, evenly spread beyond:
+                                   # its error falls as 1/sqrt(frames); bench/labels.py prints the curve)
     "ba_loss": "linear",           # after trimming outliers (rig.bundle_adjust); huber, soft_l1 also work, slower
     "ba_f_scale_px": 3.0,
     "ba_max_nfev": 50,
     "ba_max_seconds": 20.0,        # the refinement stops after this long (a retry without a camera the gate
                                    # left out gets half)
-    "chunk_frames": 20000,         # make_labels: frames per vectorised batch
+    "chunk_frames": 10000,         # make_labels: frames per vectorised batch (its work holds several times its input)
     "outlier_px": 30.0,            # known/rig, pairs: a view's joint farther than this (or 5x the frame's median
                                    # error) from the consensus of the other views is left out of that joint; 0: off
     "image_margin": 0.5,           # a keypoint farther outside its image than this x the image's width

@@ -381,8 +381,14 @@ def make_labels(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None,
     cams2, info = calibrate(kp2d, cams, cfg)
     F = len(kp2d)
     step = max(1, int(cfg["chunk_frames"])) if cfg["mode"] != "per-frame" else max(F, 1)
-    parts = [label_chunk(kp2d[s:s + step], cams2, cfg, progress=progress)
-             for s in tqdm(range(0, max(F, 1), step), disable=not progress or F <= step, desc="labels")]
-    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    out: dict = {}
+    # each chunk's result goes straight into the output (no list of parts then a copy of all:
+    # the peak stays the input, the output and one chunk's work)
+    for s in tqdm(range(0, max(F, 1), step), disable=not progress or F <= step, desc="labels"):
+        part = label_chunk(kp2d[s:s + step], cams2, cfg, progress=progress)
+        if not out:
+            out = {k: np.empty((F,) + v.shape[1:], v.dtype) for k, v in part.items()}
+        for k, v in part.items():
+            out[k][s:s + len(v)] = v
     out.update(info)
     return out

@@ -19,10 +19,9 @@ import time
 import cv2
 import numpy as np
 from scipy.optimize import least_squares
-from scipy.sparse import lil_matrix
 from scipy.spatial.transform import Rotation
 
-from . import epipolar
+from . import bundle, epipolar
 from . import triangulate as tri
 
 
@@ -214,18 +213,6 @@ def _select_frames(w: np.ndarray, max_frames: int) -> np.ndarray:
     return good
 
 
-def _residuals(p, opt, ocam, obs, foc, npt, ncam, gauge_w):
-    """Reprojection residuals (pixels) [2*nobs] and the scale-gauge residual."""
-    cams = p[:6 * ncam].reshape(ncam, 6)
-    Rc = np.concatenate([np.eye(3)[None], Rotation.from_rotvec(cams[:, :3]).as_matrix()])
-    tc = np.concatenate([np.zeros((1, 3)), cams[:, 3:]])
-    Xp = p[6 * ncam:].reshape(npt, 3)[opt]
-    Xc = np.einsum("nab,nb->na", Rc[ocam], Xp) + tc[ocam]
-    res = (Xc[:, :2] / Xc[:, 2:3] - obs) * foc[:, None]
-    gauge = gauge_w * (np.linalg.norm(cams[0, 3:]) - 1.0)  # |C1| = |t1| as C0 = 0
-    return np.concatenate([res.ravel(), [gauge]])
-
-
 def _deadline(t0: float, max_seconds: float):
     """least_squares callback that stops the solve once max_seconds have passed since t0."""
     def cb(intermediate_result):
@@ -234,30 +221,15 @@ def _deadline(t0: float, max_seconds: float):
     return cb
 
 
-def _sparsity(opt, ocam, npt, ncam):
-    nobs = len(opt)
-    S = lil_matrix((2 * nobs + 1, 6 * ncam + 3 * npt), dtype=np.int8)
-    rows = np.arange(nobs)
-    for k in range(3):
-        S[2 * rows, 6 * ncam + 3 * opt + k] = 1
-        S[2 * rows + 1, 6 * ncam + 3 * opt + k] = 1
-    moving = np.flatnonzero(ocam > 0)
-    for k in range(6):
-        col = 6 * (ocam[moving] - 1) + k
-        S[2 * moving, col] = 1
-        S[2 * moving + 1, col] = 1
-    S[2 * nobs, 3:6] = 1
-    return S.tocsr()
-
-
 def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray,
-                  max_frames: int = 400, loss: str = "linear", f_scale_px: float = 3.0,
+                  max_frames: int = 2000, loss: str = "linear", f_scale_px: float = 3.0,
                   max_nfev: int = 50, trim_px: float = 12.0, verbose: int = 0, max_initial_px: float = np.inf,
                   names=None, max_seconds: float = np.inf):
     """Refine every camera (all but camera 0, the frame) and the joints jointly.
 
     Reprojection residuals in pixels (normalised residual x focal) over at most max_frames
-    frames; scipy.optimize.least_squares (trf) with a sparse Jacobian pattern (jac_sparsity).
+    frames; scipy.optimize.least_squares (trf, lsmr) with the exact sparse Jacobian
+    (pipeline.geometry.bundle).
     One more residual keeps |C₁ - C₀| = 1 (the gauge of scale). Robustness: observations
     whose residual exceeds max(trim_px, 3 x the robust σ) are dropped, and the solve repeated
     once from the refined rig (a robust loss in trf converges far more slowly); the
@@ -295,7 +267,7 @@ def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t
     p = np.concatenate([np.concatenate([rv0, t[1:]], 1).ravel(), X0[fi, ji].ravel()])
     gauge_w = np.sqrt(len(opt_all))
     args_all = (opt_all, ocam_all, obs_all, foc_all, npt, ncam, gauge_w)
-    r_first = _residuals(p, *args_all)[:-1]
+    r_first = bundle.residuals(p, *args_all)[:-1]
     start = np.linalg.norm(r_first.reshape(-1, 2), axis=1)
     med0 = np.array([np.median(start[ocam_all == v]) if np.any(ocam_all == v) else np.nan for v in range(V)])
     if np.nanmedian(start) > max_initial_px or np.any(med0 > 2 * max_initial_px):
@@ -308,20 +280,18 @@ def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t
     nfev = 0
     keep = np.ones(len(opt_all), bool)
     for _ in range(2):
-        r = np.linalg.norm(_residuals(p, *args_all)[:-1].reshape(-1, 2), axis=1)
+        r = np.linalg.norm(bundle.residuals(p, *args_all)[:-1].reshape(-1, 2), axis=1)
         sigma = 1.4826 * np.median(r) / np.sqrt(np.log(4.0))  # Rayleigh median -> per-axis σ
         keep = r <= max(trim_px, 3.0 * 2.0 * sigma)
         sub = (opt_all[keep], ocam_all[keep], obs_all[keep], foc_all[keep], npt, ncam, gauge_w)
-        sol = least_squares(_residuals, p, jac_sparsity=_sparsity(sub[0], sub[1], npt, ncam), method="trf",
+        sol = least_squares(bundle.residuals, p, jac=bundle.Jacobian(sub[0], sub[1], npt, ncam), method="trf", tr_solver="lsmr",
                             loss=loss, f_scale=f_scale_px, x_scale="jac", max_nfev=max_nfev, verbose=verbose,
                             args=sub, callback=_deadline(t_start, max_seconds))
         p = sol.x
         nfev += sol.nfev
-    cams = p[:6 * ncam].reshape(ncam, 6)
-    Rn = np.concatenate([np.eye(3)[None], Rotation.from_rotvec(cams[:, :3]).as_matrix()])
-    tn = np.concatenate([np.zeros((1, 3)), cams[:, 3:]])
+    Rn, tn, _, _ = bundle.unpack(p, ncam, npt)
     tn = tn / np.linalg.norm(tn[1])  # exact unit baseline
-    r_all = _residuals(p, *args_all)[:-1].reshape(-1, 2)
+    r_all = bundle.residuals(p, *args_all)[:-1].reshape(-1, 2)
     r_last = r_all[keep].ravel()
     rn = np.linalg.norm(r_all, axis=1)
     cam_rms = np.array([np.sqrt(np.mean(rn[keep & (ocam_all == v)] ** 2)) if np.any(keep & (ocam_all == v))
@@ -339,7 +309,7 @@ def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t
 
 def calibrate_rig(xn: np.ndarray, w: np.ndarray, K: np.ndarray, method: str = "essential",
                   threshold_px: float = 2.0, max_points: int = 20000, seed: int = 0,
-                  ba: bool = True, ba_frames: int = 400, ba_loss: str = "linear", ba_f_scale_px: float = 3.0,
+                  ba: bool = True, ba_frames: int = 2000, ba_loss: str = "linear", ba_f_scale_px: float = 3.0,
                   ba_max_nfev: int = 50, min_inlier_ratio: float = 0.5, robust: int | None = None,
                   names=None, gate: dict | None = None, ba_max_seconds: float = 20.0):
     """Calibrate a static rig from normalised joints xn [F,V,J,2] with weights w [F,V,J].
@@ -475,7 +445,7 @@ def calibrate_rig(xn: np.ndarray, w: np.ndarray, K: np.ndarray, method: str = "e
     return R, t, info
 
 
-def initial_errors(xn, w, K, R, t, max_frames: int = 400, trim_px: float = 12.0) -> np.ndarray:
+def initial_errors(xn, w, K, R, t, max_frames: int = 2000, trim_px: float = 12.0) -> np.ndarray:
     """Each camera's median reprojection error (px) of the joints triangulated by the views that
     agree (_robust_points), before any refinement. xn [F,V,J,2], w [F,V,J], K, R [V,3,3], t [V,3].
     -> [V] (NaN where a camera sees none of them)."""

@@ -42,6 +42,9 @@ def _pairs(V: int) -> np.ndarray:
     return np.array(list(itertools.combinations(range(V), 2)), dtype=np.int64).reshape(-1, 2)
 
 
+SYNC_CHUNK = 8192  # frames per batch when estimate_offsets counts visibility
+
+
 def normalised_points(kp2d: np.ndarray, K: np.ndarray, dist: np.ndarray | None,
                       min_confidence: float = 0.05) -> np.ndarray:
     """kp2d [F,V,J,3] pixels -> undistorted normalised points [F,V,J,2], NaN where unusable
@@ -72,7 +75,7 @@ def anchor_frames(F: int, max_lag: int, n_frames: int) -> np.ndarray:
 
 def lag_costs(xn: np.ndarray, focal: np.ndarray, pairs: np.ndarray, lags: np.ndarray, anchors: np.ndarray,
               threshold_px: float = 3.0, max_iters: int = 100, min_points: int = 40,
-              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+              seed: int = 0, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Epipolar consistency of camera pairs at each lag.
 
     xn [F,V,J,2] undistorted normalised points (NaN missing); focal [V] pixels; pairs [P,2];
@@ -80,23 +83,25 @@ def lag_costs(xn: np.ndarray, focal: np.ndarray, pairs: np.ndarray, lags: np.nda
     lag d, view i's joints at the anchor frames are paired with view j's at anchor + d, an
     essential matrix is fitted (USAC) and the lag scored by the median Sampson distance of
     all those correspondences. Returns cost [P,L] pixels (NaN where fewer than min_points
-    correspondences or no model) and points [P,L] int.
+    correspondences or no model) and points [P,L] int. rows [R] sorted frame numbers: xn holds
+    only those frames (xn[k] is frame rows[k]); default every frame.
     """
     P, L = len(pairs), len(lags)
     cost = np.full((P, L), np.nan)
     npts = np.zeros((P, L), np.int64)
     if len(anchors) == 0:
         return cost, npts
+    at = (lambda fr: fr) if rows is None else (lambda fr: np.searchsorted(rows, fr))  # noqa: E731
     ok = np.all(np.isfinite(xn), -1)  # [F,V,J]
     for p, (i, j) in enumerate(pairs):
         f = 0.5 * (focal[i] + focal[j])
-        a1 = xn[anchors, i]               # [A,J,2]
+        a1 = xn[at(anchors), i]           # [A,J,2]
         for k, d in enumerate(lags):
-            m = ok[anchors, i] & ok[anchors + d, j]
+            m = ok[at(anchors), i] & ok[at(anchors + d), j]
             npts[p, k] = int(m.sum())
             if npts[p, k] < max(min_points, 8):
                 continue
-            x1, x2 = a1[m], xn[anchors + d, j][m]
+            x1, x2 = a1[m], xn[at(anchors + d), j][m]
             cv2.setRNGSeed(int(seed) + p)
             E, _ = cv2.findEssentialMat(x1, x2, np.eye(3), method=cv2.USAC_FAST, prob=0.999,
                                         threshold=threshold_px / f, maxIters=int(max_iters))
@@ -197,12 +202,14 @@ def estimate_offsets(kp2d: np.ndarray, K: np.ndarray, dist: np.ndarray | None = 
                      n_frames: int = 64, min_confidence: float = 0.05, threshold_px: float = 3.0,
                      max_iters: int = 100, min_points: int = 40, min_ratio: float = 1.25,
                      min_gain_px: float = 0.25, max_pairs_per_camera: int = 3, cameras=None,
-                     seed: int = 0) -> tuple[np.ndarray, dict]:
+                     seed: int = 0, usable: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Each view's frame offset relative to camera 0, from the keypoints alone.
 
     kp2d [F,V,J,3] (x, y, confidence; NaN missing) in original pixels; K [V,3,3]; dist [V,5]
     or None; cameras [V] bool: the views to consider (default all; the others get offset 0 and
-    NaN evidence). The search covers [-max_lag, max_lag], shrunk so that at least 8 anchor
+    NaN evidence); usable [F,V,J] bool (default all): points treated as missing where False
+    (estimate_offsets works in chunks of SYNC_CHUNK frames and normalises only the frames its
+    anchors reach). The search covers [-max_lag, max_lag], shrunk so that at least 8 anchor
     frames fit (max_lag <= (F - 8) // 2); with fewer than 10 frames nothing is estimated.
 
     Returns offsets [V] int (module convention: view v's frame f + offsets[v] shows camera
@@ -238,22 +245,33 @@ def estimate_offsets(kp2d: np.ndarray, K: np.ndarray, dist: np.ndarray | None = 
                     points=np.zeros((0, len(lags)), np.int64),
                     skipped=f"{F} frames: too few to compare lags (at least 10)")
         return offsets, diag
-    xn = normalised_points(kp2d, K, dist, min_confidence)
+    # visibility counted in chunks; only the frames the anchors and their lags reach are kept
+    # normalised (memory bounded by the chunk, not by F)
+    anchors = anchor_frames(F, L, n_frames)
+    rows = np.unique((anchors[:, None] + lags[None]).ravel())
+    seen, co = np.zeros(V), np.zeros((V, V))
+    for s in range(0, F, SYNC_CHUNK):
+        part = kp2d[s:s + SYNC_CHUNK]
+        if usable is not None:
+            part = np.where(np.asarray(usable[s:s + SYNC_CHUNK], bool)[..., None], part, np.nan)
+        vis = np.all(np.isfinite(normalised_points(part, K, dist, min_confidence)), -1).astype(np.float64)
+        seen += vis.sum((0, 2))
+        if V > 6:
+            co += np.einsum("fvj,fuj->vu", vis, vis)
+    part = kp2d[rows] if usable is None else np.where(np.asarray(usable[rows], bool)[..., None], kp2d[rows], np.nan)
+    xn = normalised_points(part, K, dist, min_confidence)
     focal = 0.5 * (K[:, 0, 0] + K[:, 1, 1])
-    vis = np.all(np.isfinite(xn), -1)  # [F,V,J]
-    use &= vis.reshape(F, V, -1).sum((0, 2)) >= min_points
+    use &= seen >= min_points
     pairs = _pairs(V)
     pairs = pairs[use[pairs[:, 0]] & use[pairs[:, 1]]]
     if use.sum() > 6:  # each camera with its best-covisible partners
-        co = np.einsum("fvj,fuj->vu", vis.astype(np.float64), vis.astype(np.float64))
         keep = np.zeros(len(pairs), bool)
         for v in np.flatnonzero(use):
             mine = np.flatnonzero((pairs[:, 0] == v) | (pairs[:, 1] == v))
             other = np.where(pairs[mine, 0] == v, pairs[mine, 1], pairs[mine, 0])
             keep[mine[np.argsort(-co[v, other], kind="stable")[:max_pairs_per_camera]]] = True
         pairs = pairs[keep]
-    anchors = anchor_frames(F, L, n_frames)
-    cost, npts = lag_costs(xn, focal, pairs, lags, anchors, threshold_px, max_iters, min_points, seed)
+    cost, npts = lag_costs(xn, focal, pairs, lags, anchors, threshold_px, max_iters, min_points, seed, rows=rows)
     diag.update(pairs=pairs, cost_px=cost, points=npts, anchors=int(len(anchors)))
     if use.sum() < 2 or not np.isfinite(cost).any():
         diag["skipped"] = "fewer than 2 views share enough joints"

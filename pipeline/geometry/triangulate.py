@@ -132,15 +132,95 @@ def triangulate_pair(x1: np.ndarray, x2: np.ndarray, R: np.ndarray, t: np.ndarra
     return X, err, ok
 
 
-def triangulate_dlt(x: np.ndarray, w: np.ndarray, R: np.ndarray, t: np.ndarray, min_views: int = 2):
+# points per vectorised batch of triangulate_dlt: its temporaries (~40 floats per view and
+# point) stay a few tens of MB however many frames come in
+DLT_CHUNK = 32768
+
+
+def triangulate_dlt(x: np.ndarray, w: np.ndarray, R: np.ndarray, t: np.ndarray, min_views: int = 2,
+                    chunk: int = DLT_CHUNK):
     """Confidence-weighted N-view linear triangulation (DLT, inhomogeneous least squares).
 
     x [...,V,2] normalised points, w [...,V] weights (confidence; 0 or NaN = unused, NaN
     points are unused too), R [V,3,3], t [V,3] (or broadcastable [...,V,...]).
     Each view contributes rows w·(x P₃ - P₁), w·(y P₃ - P₂) of P = [R|t]; solved by the
     3x3 normal equations. Returns X [...,3] world and ok [...] (>= min_views views, solvable,
-    in front of every used camera).
+    in front of every used camera). Works through at most `chunk` points at a time (cameras
+    shared by all points, R [V,3,3]), so its memory beyond the output is bounded.
     """
+    x = np.asarray(x)
+    w = np.asarray(w)
+    R, t = np.asarray(R, dtype=np.float64), np.asarray(t, dtype=np.float64)
+    batch = np.broadcast_shapes(x.shape[:-2], w.shape[:-1])
+    n = int(np.prod(batch))
+    if R.ndim > 3 or t.ndim > 2 or n <= chunk or x.shape[:-2] != batch or w.shape[:-1] != batch:
+        return _dlt_batch(x, w, R, t, min_views)
+    V = x.shape[-2]
+    xf, wf = x.reshape(n, V, 2), w.reshape(n, V)
+    X = np.empty((n, 3))
+    ok = np.empty(n, bool)
+    for s in range(0, n, chunk):
+        X[s:s + chunk], ok[s:s + chunk] = _dlt_batch(xf[s:s + chunk], wf[s:s + chunk], R, t, min_views)
+    return X.reshape(batch + (3,)), ok.reshape(batch)
+
+
+def _dlt_batch(x, w, R, t, min_views):
+    """triangulate_dlt on one batch, all at once. With cameras shared by the batch (R [V,3,3])
+    the normal equations are summed view by view on contiguous 1-D arrays and solved in closed
+    form (Cramer), which numpy runs several times faster than [...,V,4,4] products and a
+    batched solve; per-point cameras take the general path."""
+    x = np.asarray(x, dtype=np.float64)
+    if R.ndim != 3 or t.ndim != 2 or x.ndim < 2:
+        return _dlt_general(x, w, R, t, min_views)
+    V = x.shape[-2]
+    batch = np.broadcast_shapes(x.shape[:-2], np.shape(w)[:-1])
+    x = np.broadcast_to(x, batch + (V, 2)).reshape(-1, V, 2)
+    w = np.broadcast_to(np.asarray(w, dtype=np.float64), batch + (V,)).reshape(-1, V)
+    n = x.shape[0]
+    P = np.concatenate([R, t[..., None]], -1)  # [V,3,4]
+    # M = Σ_v w_v² (a0 a0ᵀ + a1 a1ᵀ), a_k = x_k P₃ - P_k (4-vectors); its upper 3x4 block
+    M = np.zeros((3, 4, n))
+    nviews = np.zeros(n, np.int64)
+    front_w = []
+    for v in range(V):
+        xv, yv = x[:, v, 0], x[:, v, 1]
+        wv = w[:, v]
+        usable = np.isfinite(xv) & np.isfinite(yv) & np.isfinite(wv) & (wv > 0)
+        wv = np.where(usable, wv, 0.0)
+        w2 = wv * wv
+        xv, yv = np.where(usable, xv, 0.0), np.where(usable, yv, 0.0)
+        a0 = [xv * P[v, 2, k] - P[v, 0, k] for k in range(4)]
+        a1 = [yv * P[v, 2, k] - P[v, 1, k] for k in range(4)]
+        for i in range(3):
+            for j in range(i, 4):
+                M[i, j] += w2 * (a0[i] * a0[j] + a1[i] * a1[j])
+        nviews += usable
+        front_w.append(usable)
+    a, b_, c = M[0, 0], M[0, 1], M[0, 2]
+    d, e, f = M[1, 1], M[1, 2], M[2, 2]
+    rhs = -M[:, 3]
+    # cofactors of the symmetric [[a,b,c],[b,d,e],[c,e,f]]
+    c00, c01, c02 = d * f - e * e, c * e - b_ * f, b_ * e - c * d
+    c11, c12, c22 = a * f - c * c, b_ * c - a * e, a * d - b_ * b_
+    det = a * c00 + b_ * c01 + c * c02
+    scale = (a + d + f) ** 3
+    good = (nviews >= min_views) & (np.abs(det) > 1e-12 * np.maximum(scale, 1e-300))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inv = np.where(good, 1.0 / np.where(good, det, 1.0), 0.0)
+        X = np.stack([(c00 * rhs[0] + c01 * rhs[1] + c02 * rhs[2]) * inv,
+                      (c01 * rhs[0] + c11 * rhs[1] + c12 * rhs[2]) * inv,
+                      (c02 * rhs[0] + c12 * rhs[1] + c22 * rhs[2]) * inv], -1)
+    front = np.ones(n, bool)
+    for v in range(V):
+        depth = X @ R[v, 2] + t[v, 2]
+        front &= (depth > 0) | ~front_w[v]
+    ok = good & front
+    X = np.where(ok[:, None], X, np.nan)
+    return X.reshape(batch + (3,)), ok.reshape(batch)
+
+
+def _dlt_general(x, w, R, t, min_views):
+    """triangulate_dlt for cameras that vary over the batch (R [...,V,3,3])."""
     x = np.asarray(x, dtype=np.float64)
     w = np.where(np.all(np.isfinite(x), -1) & np.isfinite(w), w, 0.0)
     w = np.maximum(w, 0.0)

@@ -35,6 +35,7 @@ from ..registry import check_choice, check_number
 from . import augment as aug
 from .checkpoint import CheckpointError, load_checkpoint as _load_checked, save_checkpoint
 from .images import COLOUR_ORDERS, ColourPermuted, ImageSource, colour_permuted_samples
+from .threads import cpu_threads
 
 log = logging.getLogger("pipeline")
 
@@ -151,14 +152,14 @@ def load_model(path: Path, mode: str | None = None) -> tuple[IntegralPoseNet, di
 @contextlib.contextmanager
 def deterministic(threads: int | None, on: bool = True):
     """Deterministic algorithms (on) or cuDNN's autotuned ones (off: 20-40 % faster training on
-    an H100/H200, not reproducible bit for bit); `threads` CPU threads. Restored on exit."""
+    an H100/H200, not reproducible bit for bit); threads.cpu_threads(`threads`) CPU threads
+    (None: chosen from the cores given). Restored on exit."""
     prev = torch.are_deterministic_algorithms_enabled()
     prev_bench = torch.backends.cudnn.benchmark
     prev_threads = torch.get_num_threads()
     torch.use_deterministic_algorithms(bool(on), warn_only=True)
     torch.backends.cudnn.benchmark = not on
-    if threads:
-        torch.set_num_threads(int(threads))
+    torch.set_num_threads(cpu_threads(threads))
     try:
         yield
     finally:
@@ -211,7 +212,8 @@ def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets:
     configuration as JSON-plain data), epoch int, epochs int, n_samples int, model (state dict
     of tensors), optimizer and scheduler (their state dicts), rng (numpy bit generator state:
     dict of str, int), torch_rng (uint8 tensor), losses [float], train_seconds float,
-    images_seen int, extra_meta's keys (plain data); final.pt adds images_per_s float.
+    images_seen int, cpu_threads int (the intra-op threads it trained with; a resumed run with
+    num_threads unset takes them), extra_meta's keys (plain data); final.pt adds images_per_s float.
     """
     out_dir = Path(out_dir)
     ckdir = out_dir / "checkpoints"
@@ -279,6 +281,8 @@ def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets:
             torch.set_rng_state(ck["torch_rng"])
             losses, start = list(ck["losses"]), int(ck["epoch"])
             seconds, n_seen = float(ck.get("train_seconds", 0.0)), int(ck.get("images_seen", 0))
+            if not cfg["num_threads"] and ck.get("cpu_threads"):
+                torch.set_num_threads(int(ck["cpu_threads"]))  # same threads, same bits (threads.py)
         net = model
         if ddp:
             from torch.nn.parallel import DistributedDataParallel
@@ -343,7 +347,8 @@ def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets:
                     "cfg": _plain(cfg), "epoch": epoch + 1, "epochs": epochs, "n_samples": N,
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "losses": losses,
-                    "train_seconds": seconds, "images_seen": n_seen, **(extra_meta or {}),
+                    "train_seconds": seconds, "images_seen": n_seen, "cpu_threads": torch.get_num_threads(),
+                    **(extra_meta or {}),
                 }, ckdir / f"epoch-{epoch + 1:04d}.pt")
                 # resuming needs only the newest; the paper preset's are ~300 MB each (0: keep all)
                 for old in _checkpoints(ckdir)[:-int(cfg["keep_checkpoints"])]:

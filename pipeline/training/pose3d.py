@@ -37,8 +37,9 @@ PRESETS: dict[str, dict] = {
         "input_size": 64, "batch_size": 32, "epochs": 12, "iters_per_epoch": 100,
         "lr": 1e-3, "lr_steps": (9,), "lr_gamma": 0.1, "weight_decay": 0.0,
         "smooth_l1_beta": 0.02, "target_extent": 0.8, "min_valid_joints": 8,
-        # one thread: on a busy 2-core machine two OpenMP threads ran 13x slower (4 vs 51 img/s)
-        "augment": {}, "pretrained": None, "seed": 0, "amp": True, "num_threads": 1,
+        # num_threads None: every core given (pipeline.training.threads; OMP_NUM_THREADS limits it;
+        # on a machine other jobs keep busy, fewer threads than cores run faster: set it there)
+        "augment": {}, "pretrained": None, "seed": 0, "amp": True, "num_threads": None,
         "max_memory_mb": 4096, "eval_batch_size": 256, "variance_weight": 0.0, "virtual_camera": True,
         # six copies of every crop, one per RGB channel order (ColourPermuted): on the studio
         # with 3 training people, SS MPJPE on the unseen test person went from 174 to 163 mm

@@ -36,6 +36,7 @@ import torch
 from models.refiner import RefineNet
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .threads import cpu_threads
 from ..joints import J, ROOT
 from ..registry import check_choice, check_number, with_defaults
 
@@ -45,7 +46,7 @@ DEFAULTS: dict = {
     "hidden": 512, "blocks": 2, "dropout": 0.5, "slope": 0.2,
     "epochs": 20, "batch_size": 256, "lr": 1e-3, "lr_decay": 0.96,  # per epoch, exponential
     "intermediate_weight": 1.0,   # weight of the intermediate outputs' loss
-    "seed": 0, "num_threads": 1,  # one thread: two ran far slower on a busy 2-core machine
+    "seed": 0, "num_threads": None,  # None: the cores given (pipeline.training.threads)
     # which pairs `make_pairs` builds (see the module docstring): "predictions" or "noise"
     "training_data": "predictions",
     "noise_scale": 1.0,   # "noise": multiplies the fitted error's standard deviation
@@ -194,8 +195,7 @@ def train_refiner(cfg: dict, inputs: np.ndarray, targets: np.ndarray, out_dir: P
     if not scale > 0:
         raise ValueError("refiner inputs are all zero")
     prev = torch.get_num_threads()
-    if c["num_threads"]:
-        torch.set_num_threads(int(c["num_threads"]))
+    torch.set_num_threads(cpu_threads(c["num_threads"]))
     try:
         torch.manual_seed(int(c["seed"]))
         net = RefineNet(J, int(c["hidden"]), int(c["blocks"]), float(c["dropout"]), float(c["slope"]))

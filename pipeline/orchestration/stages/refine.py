@@ -37,6 +37,6 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="refine", version=3, doc=__doc__.strip(), module=__name__,
+    name="refine", version=4, doc=__doc__.strip(), module=__name__,
     outputs=(Output("refine", "ru", inputs=("dataset", "label", "train3d_ss")),),
     build=build, defaults=_defaults, validate=_validate, result="result")
