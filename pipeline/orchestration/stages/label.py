@@ -55,8 +55,8 @@ def _calibrate(ctx: Context, ds, kp_arr, rig: np.ndarray, people_arr=None) -> di
     """Every rig's cameras for labelling, estimated once and kept in the working group."""
     g = ctx.group
     G, V = int(ds["K"].shape[0]), int(ds["K"].shape[1])
-    if "R_est" not in g:
-        for k, shape in RIG_ARRAYS:
+    for k, shape in RIG_ARRAYS:  # each on its own: a kill -9 may fall between two of them
+        if k not in g:
             g.create_array(k, shape=(G, V) + shape, dtype="f8", fill_value=np.nan,
                            dimension_names=dims_for(k, 2 + len(shape), "rig"))
     done = list(g.attrs.get("calibrated", []))
