@@ -38,7 +38,7 @@ def test_whole_chain_tiny_studio(tmp_path):
     assert all(r["status"] == "ran" for s, r in runs.items() if s != "pretrain2d")
 
     ev = zarr.open_group(str(runs["evaluate"]["location"]), mode="r").attrs.asdict()
-    assert set(ev["models"]) == {"FS", "SS", "SS + RU"}
+    assert set(ev["models"]) == {"FS", "SS", "SS + RU", "SS + RU (labels)"}
     rows = ev["labels"]
     assert set(rows) == {"gt 2D, known", "gt 2D, rig (trained on)", "gt 2D, per-frame"}
     known = rows["gt 2D, known"]["summary"]["overall"]

@@ -76,7 +76,7 @@ def test_chain_without_ground_truth_evaluates_what_it_can(tmp_path, shared_data)
     assert status["train3d"] == "ran" and status["report"] == "ran"
     ev = orch.open_group(orch.plan(cfg, st)["evaluate"].location)
     res = dict(ev.attrs["without_ground_truth"])
-    assert set(res["models"]) == {"SS", "SS + RU"}
+    assert set(res["models"]) == {"SS", "SS + RU", "SS + RU (labels)"}
     for m in res["models"].values():
         assert np.isfinite(m["labels_mpjpe"]) and np.isfinite(m["view_consistency"]) and m["units"] == "mm"
         assert 0 <= m["mpss_k4"] <= 1

@@ -395,7 +395,8 @@ def write_report(results: dict, out_dir: Path) -> Path:
     if models:
         md += ["## 3D pose models (the paper's Tables 2 and 3)", "",
                "FS: trained on ground truth; SS: trained on the pseudo-labels; SS + RU: with the "
-               "refinement unit. Test split.", "", _metric_table(models), ""]
+               "paper's refinement unit (clean targets from motion capture); SS + RU (labels): with the "
+               "self-contained unit (targets: the pseudo-labels). Test split.", "", _metric_table(models), ""]
         notes = [f"- {n}: {e['note']}" for n, e in models.items() if e.get("note")]
         md += notes + ([""] if notes else [])
         md += _per_action_section(models, out_dir)
