@@ -77,7 +77,8 @@ def build(ctx: Context) -> dict:
         if ctx.has(key):
             rec = training_record(ctx.result_path(key))
             training[title] = {"loss": [float(x) for x in rec["losses"] or []],
-                               "images_per_s": rec["images_per_s"], "note": note}
+                               "images_per_s": rec["images_per_s"], "note": note,
+                               "validation": list(rec.get("validation") or [])}
     results = {"dataset": ctx.cfg["dataset"]["name"], "labels": dict(e.attrs.get("labels", {})),
                "models": models, "pss_reference": pss.read_reference(ctx.open("pss_reference")),
                "pss_stability": list(e.attrs.get("pss_stability", [])), "samples": samples,
