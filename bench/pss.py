@@ -7,7 +7,7 @@ reference, not a model). When the studio adapter is missing or fails, BVH mocap
 (/work/shared/data/motion/bandai_namco_1, through pipeline/data/motion.py) seen by a
 4-camera ring stands in, and the output says so.
 
-Side by side in one run: our default reference (k-means++, n_init=4) and the paper's literal
+Side by side in one run: our default reference (k-means++, n_init = pss.DEFAULTS) and the paper's literal
 "random initialisation" (init="random", n_init=1), the same runs and pairs.
 
     .venv/bin/python bench/pss.py [--quick] [--runs 20]
@@ -130,15 +130,15 @@ def why(ref: np.ndarray, pred: np.ndarray, test: np.ndarray, quick: bool, max_po
     if (SHARED / "motion" / "bandai_namco_1").is_dir():
         lib, _, what = bvh_poses(quick)
         Xl = pss.normalise(lib[np.random.default_rng(0).permutation(len(lib))[:max_poses]])
-        Ll, _ = _runs(Xl, 50, runs, 4, lib[:200], lib[:200])
+        Ll, _ = _runs(Xl, 50, runs, pss.DEFAULTS["n_init"], lib[:200], lib[:200])
         lib_iou = float(np.mean([pss.cluster_iou(Ll[a], Ll[b], 50) for a in range(runs) for b in range(a + 1, runs)]))
-        print(f"why (c): {what}: {len(Xl)} reference poses, IoU@50 {lib_iou:.3f} (n_init 4, {runs} runs)")
+        print(f"why (c): {what}: {len(Xl)} reference poses, IoU@50 {lib_iou:.3f} (n_init {pss.DEFAULTS['n_init']}, {runs} runs)")
         res["why_iou_k50_bvh_library"] = round(lib_iou, 4)
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
     n = [s[0] for s in sweep]
     ax[0].semilogx(n, [s[1] for s in sweep], "o-", label="IoU@50 (studio reference)")
     if lib_iou is not None:
-        ax[0].axhline(lib_iou, color="C2", ls=":", label="IoU@50, BVH library (n_init 4)")
+        ax[0].axhline(lib_iou, color="C2", ls=":", label=f"IoU@50, BVH library (n_init {pss.DEFAULTS['n_init']})")
     ax[0].axhline(0.78, color="k", ls="--", lw=0.8, label="paper: 0.78")
     ax[0].set_xlabel("k-means++ restarts (n_init)")
     ax[0].set_ylabel("mean matched-cluster IoU")
@@ -193,7 +193,8 @@ def main() -> None:
 
     out = {"source": source.split(" ")[0], "n_ref_poses": int(built["attrs"]["n_poses"]), "runs": runs}
     rows = []
-    for label, kw in (("kmeans++ x4", {}), ("random x1", {"init": "random", "n_init": 1})):
+    default = f"kmeans++ x{pss.DEFAULTS['n_init']}"
+    for label, kw in ((default, {}), ("random x1", {"init": "random", "n_init": 1})):
         for k in (50, 100):
             t = time.perf_counter()
             s = pss.stability(ref, k, runs=runs, seed=1, pred=pred, gt=test, max_poses=max_poses,
@@ -209,9 +210,9 @@ def main() -> None:
             out[f"mpss_spread_pct_k{k}{suffix}"] = round(s["mpss_std_pct"], 4)
     d = {(lab, s["k"]): s for lab, s in rows}
     for k in (50, 100):
-        r = d[("kmeans++ x4", k)]["iou_mean"] / d[("random x1", k)]["iou_mean"]
+        r = d[(default, k)]["iou_mean"] / d[("random x1", k)]["iou_mean"]
         print(f"k={k}: IoU ratio default / random-init = {r:.3f}; paper's IoU 0.78 -> ours / paper = "
-              f"{d[('kmeans++ x4', k)]['iou_mean'] / 0.78:.3f}")
+              f"{d[(default, k)]['iou_mean'] / 0.78:.3f}")
     out["mpss_spread_pct"] = max(out["mpss_spread_pct_k50"], out["mpss_spread_pct_k100"])
     out.update(why(ref, pred, test, a.quick, max_poses))
     out["build_s"] = round(build_s, 3)

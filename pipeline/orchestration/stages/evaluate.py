@@ -197,7 +197,7 @@ def build(ctx: Context) -> dict:
             stab.append(to_jsonable(pss.stability(
                 train_poses, k, runs=runs, seed=int(pcfg["seed"]),
                 pred=ss[full] * float(ds.attrs.get("mean_bone_mm", 1.0)), gt=gt["gt"][full],
-                max_poses=pcfg["max_poses"], progress=ctx.progress)))
+                n_init=int(pcfg["n_init"]), max_poses=pcfg["max_poses"], progress=ctx.progress)))
     ctx.group.attrs.update({"models": summaries, "labels": rows, "pss_stability": stab, "test_frames": int(len(test))})
     return {"metrics": {n: s["summary"]["overall"] for n, s in summaries.items()}}
 
