@@ -7,8 +7,12 @@
 2. Its keypoints on every frame are turned into pseudo-labels (pipeline.geometry.labels.make_labels,
    rig mode: no extrinsics used).
 3. The 3D network trains on the pseudo-labels (SS) and on ground truth (FS), same preset.
-4. The refinement unit trains on (a) (SS prediction, pseudo-label) pairs of training frames
-   and (b) pseudo-labels plus noise fitted to the SS training errors; both are applied to SS.
+4. The refinement unit: the self-contained one trains on (a) (SS prediction, pseudo-label)
+   pairs of training frames and (b) pseudo-labels plus noise fitted to the SS training errors;
+   the paper's (Sec. 3.3) on clean targets from motion capture (the training subjects' 3D) with
+   (c) the SS predictions on those frames or (d) that 3D plus the modelled SS errors. All are
+   applied to SS; mPSS@50 of SS and SS + RU against the training subjects' 3D reference; a
+   figure (ru_why.png in --work) of the per-joint errors and the share of poses each improves.
 5. On the test subjects: MPJPE (SS scaled by the dataset's mean bone length in mm), NMPJPE,
    PMPJPE; SS/FS ratios; RU gains; training images/s.
 6. (full size only) Why the RU gains little: the share of SS test poses closer to ground truth
@@ -122,6 +126,38 @@ def ru_study(pred: np.ndarray, gt: np.ndarray, lab: np.ndarray, lmask: np.ndarra
     return out
 
 
+def why_figure(ss_mm: np.ndarray, refined: dict, gt: np.ndarray, mask: np.ndarray, path: Path) -> Path:
+    """Per-joint MPJPE (mm) of SS and each SS + RU on the test frames ([f,V,J,3] each), and the
+    share of test poses each makes better: where a unit helps and where it cannot."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pipeline.joints import JOINTS
+
+    def per_joint(p):
+        e = np.linalg.norm((p - p[..., :1, :]) - (gt - gt[..., :1, :]), axis=-1)
+        return np.nanmean(np.where(mask, e, np.nan).reshape(-1, gt.shape[-2]), 0)
+    fig, ax = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [3, 1]})
+    x = np.arange(gt.shape[-2])
+    rows = {"SS": ss_mm, **refined}
+    w = 0.8 / len(rows)
+    for i, (name, p) in enumerate(rows.items()):
+        ax[0].bar(x + i * w, per_joint(p), w, label=name)
+    ax[0].set_xticks(x + 0.4 - w / 2, JOINTS, rotation=60, ha="right", fontsize=7)
+    ax[0].set_ylabel("MPJPE (mm), test")
+    ax[0].legend(fontsize=7)
+    e0 = np.nanmean(np.where(mask, np.linalg.norm(ss_mm - gt, axis=-1), np.nan), -1).ravel()
+    better = [float(np.nanmean(np.nanmean(np.where(mask, np.linalg.norm(p - gt, axis=-1), np.nan), -1).ravel() < e0))
+              for p in refined.values()]
+    ax[1].barh(list(refined), better)
+    ax[1].set_xlabel("share of test poses the unit improves")
+    ax[1].tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, < 1 minute: checks the plumbing only")
@@ -154,6 +190,9 @@ def main(argv=None) -> dict:
     print(f"studio: {F_} frames x {V} views, crops {ds['images'].shape[2]} px, "
           f"{trainf.size} train / {test.size} test frames")
     over = {"epochs": 1, "iters_per_epoch": 4} if a.quick else {}
+    # SS and FS train on every training clip, as the figures before validation did (the
+    # pipeline's default holds one out for its per-epoch validation; bench/train.py compares)
+    o3_base = {"val_clips": 0}
     ru_over = {"epochs": 2, "hidden": 128} if a.quick else {}
 
     # 1. the 2D detector
@@ -185,7 +224,7 @@ def main(argv=None) -> dict:
     # 3. SS and FS
     t = time.perf_counter()
     tag = "".join(f"-{k}{v}" for k, v in sorted(a.train3d.items())).replace(" ", "")
-    o3 = {**over, **a.train3d}
+    o3 = {**over, **o3_base, **a.train3d}
     ck_ss = pose3d.train(o3, ds, lab, lmask, work / "nets" / f"ss-{a.detector}{tag}")
     timings["train_ss_s"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -207,6 +246,7 @@ def main(argv=None) -> dict:
     some = lmask[trainf].any(-1)
     P, L, M = pred_tr[some], lab[trainf][some], lmask[trainf][some]
     flat = pred_ss.reshape(-1, *pred_ss.shape[2:])
+    refined = {}
     for kind in ("predictions", "noise"):
         t = time.perf_counter()
         rc = {"training_data": kind, **ru_over}
@@ -215,6 +255,28 @@ def main(argv=None) -> dict:
         timings[f"ru_{kind}_s"] = time.perf_counter() - t
         r = refiner.apply_refiner(ck, flat).reshape(pred_ss.shape)
         res[f"SS+RU({kind})"] = scores(r * mb, gt[test], gmask[test])
+        refined[f"SS+RU({kind})"] = r * mb
+    # 4b. the paper's unit (Sec. 3.3): clean targets from motion capture (here the training
+    # subjects' own 3D in each camera's frame), inputs the SS predictions on the training images
+    # ("predictions", as the official code) or that 3D plus the modelled SS errors ("noise")
+    from pipeline.training import refiner_data
+    clean, cmask = refiner_data.clean_targets(ds, trainf)
+    someg = cmask.any(-1)
+    for kind in ("predictions", "noise"):
+        t = time.perf_counter()
+        rc = {"training_data": kind, **ru_over}
+        x, y = refiner.make_pairs(rc, pred_tr[someg], clean[someg], cmask[someg])
+        ck = refiner.train_refiner(rc, x, y, work / "nets" / f"ru-mocap-{kind}-{a.detector}{tag}")
+        timings[f"ru_mocap_{kind}_s"] = time.perf_counter() - t
+        r = refiner.apply_refiner(ck, flat).reshape(pred_ss.shape)
+        res[f"SS+RU(mocap,{kind})"] = scores(r * mb, gt[test], gmask[test])
+        refined[f"SS+RU(mocap,{kind})"] = r * mb
+    # mPSS@50 against a reference of the training subjects' 3D (the pss_reference stage's default)
+    from pipeline.evaluation import pss
+    ref50 = pss.build_reference(pss.reference_poses(ds, trainf), ks=(50,), seed=0)
+    full = gmask[test].all(-1) & np.isfinite(pred_ss).all((-2, -1))
+    mpss50 = {name: pss.mpss(p[full], gt[test][full], ref50, 50)
+              for name, p in {"SS": pred_ss * mb, **refined}.items()}
     # the SS network's own training error, which the noise model copies
     train_err = float(np.nanmean(metrics.mpjpe(P * mb, L * mb, M)))
     study = {} if a.quick else ru_study(pred_ss, gt[test], lab[test], lmask[test], np.asarray(ds["clip"][:])[test],
@@ -232,6 +294,12 @@ def main(argv=None) -> dict:
     for kind, g in gains.items():
         print(f"RU gain on SS, trained on {kind}: MPJPE {g['mpjpe']:+.1%}  NMPJPE {g['nmpjpe']:+.1%}  "
               f"PMPJPE {g['pmpjpe']:+.1%}  (paper: 20 %)")
+    gm = {kind: 1 - res[f"SS+RU(mocap,{kind})"]["mpjpe"] / res["SS"]["mpjpe"] for kind in ("predictions", "noise")}
+    print(f"RU gain on SS, targets from motion capture (training subjects' 3D): inputs SS predictions "
+          f"{gm['predictions']:+.1%}, 3D + modelled SS errors {gm['noise']:+.1%}  (paper: 20 %; goal >= 10 %)")
+    print("mPSS@50 (%): " + ", ".join(f"{k} {100 * v:.1f}" for k, v in mpss50.items()))
+    fig = why_figure(pred_ss * mb, refined, gt[test], gmask[test], work / "ru_why.png")
+    print(f"per-joint error of SS and SS + RU: {fig}")
     print(f"SS training error vs its labels (train frames): {train_err:.1f} mm; mean bone {mb:.1f} mm")
     if study:
         print(f"SS test poses closer to ground truth after a left/right relabel: {study['flip_share']:.1%}")
@@ -247,6 +315,9 @@ def main(argv=None) -> dict:
            "ss_ru_mpjpe": res[f"SS+RU({best})"]["mpjpe"], "ru_training_data": best,
            "ru_gain": gains[best]["mpjpe"], "ru_gain_predictions": gains["predictions"]["mpjpe"],
            "ru_gain_noise": gains["noise"]["mpjpe"],
+           "ru_gain_mocap": gm["predictions"], "ru_gain_mocap_noise": gm["noise"],
+           "ss_mpss50": mpss50["SS"], "ss_ru_mpss50": mpss50["SS+RU(mocap,predictions)"],
+           "ss_ru_labels_mpss50": mpss50[f"SS+RU({best})"],
            "detector_pck": det["pck@0.1"], "detector_pck_005": det["pck@0.05"], "detector_mean_px": det["mean_px"],
            "labelled_frames": linfo["frames_labelled"],
            "label_nmpjpe": lab_s["nmpjpe"], "label_pmpjpe": lab_s["pmpjpe"], "train_images_per_s": ips,

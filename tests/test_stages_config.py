@@ -60,7 +60,7 @@ def test_what_a_change_reruns():
     assert same == {"dataset", "train3d_fs", "pss_reference"}
     assert base["pretrain2d"] is None and det["pretrain2d"] is not None
     lab = _fps(config.resolve("cpu", {"detect2d.detector": "gt", "label.mode": "known"}))
-    assert {k for k in base if base[k] != lab[k]} == {"label", "train3d_ss", "refine", "evaluate", "report"}
+    assert {k for k in base if base[k] != lab[k]} == {"label", "train3d_ss", "refine", "refine_labels", "evaluate", "report"}
     # run settings never touch a fingerprint
     run = _fps(config.resolve("cpu", {"detect2d.detector": "gt", "dask.n_workers": 7, "store.verify": False}))
     assert run == base
@@ -78,7 +78,7 @@ def test_a_stage_code_version_reruns_it_and_what_follows(monkeypatch):
     newer = dataclasses.replace(BY_NAME["label"], version=BY_NAME["label"].version + 1)
     monkeypatch.setattr(runner, "STAGES", tuple(newer if s.name == "label" else s for s in STAGES))
     new = _fps(cfg)
-    assert {k for k in base if base[k] != new[k]} == {"label", "train3d_ss", "refine", "evaluate", "report"}
+    assert {k for k in base if base[k] != new[k]} == {"label", "train3d_ss", "refine", "refine_labels", "evaluate", "report"}
 
 
 def test_override_of_the_presets_plugin_wins():

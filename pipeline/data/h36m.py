@@ -14,15 +14,21 @@ world-to-camera rotation R = Rx(a0)·Ry(a1)·Rz(a2) (standard right-handed axis 
 so X_cam = R (X - T) and t = -R T (as mmpose's Human3.6M preprocessing reads it: its
 R = (Rx Ry Rz)ᵀ is camera-to-world, applied to row vectors); and for camera c nine
 intrinsics at 264 + 9c: f (2), c (2), k1 k2 k3, p1 p2. One rig per subject (G = subjects).
-Distortion is stored in OpenCV's (k1, k2, p1, p2, k3); Human3.6M's own projection code
-weighs the tangential cross terms differently (by under 0.3 px at these magnitudes), so
-keypoints2d_gt here is OpenCV's projection of the 3D ground truth with the stored camera.
+Distortion is stored in OpenCV's slots (k1, k2, p1, p2, k3) with the release's p1, p2; the
+release's own projection (`project_release`, its code's project_point_radial) weighs the
+tangential terms differently from OpenCV's model (up to about 1.4 px apart near the image
+borders), so keypoints2d_gt here is the release's formula applied to the 3D ground truth, the
+projection that produced its D2_Positions (tests/test_data_h36m.py checks it against them).
+Actions: S1's `TakingPhoto` and `WalkingDog` are the others' `Photo` and `WalkDog`
+(`ACTION_ALIASES`): attrs["actions"] names them the same way, as the standard loaders do.
 Visibility: Human3.6M annotates none; a joint is 1 inside the image, 0 outside.
 The 17 joints are the usual subset of the 32: 0 1 2 3 6 7 8 12 13 14 15 17 18 19 25 26 27.
 
 A frame that cannot be read (a video that ends early, a frame that does not decode, an
 unreadable image file) gives a black crop flagged in `image_ok` [F, V] (False) with a warning
-naming the file and frames. `sources(cfg)` lists the files a build reads (metadata.xml, CDFs,
+naming the file and frames. A sequence that cannot be read at all (a pose file that does not
+load, a video that does not open, views whose frame counts disagree; e.g. older copies of S11
+`Directions` on camera 54138969) is skipped with a warning naming it (attrs["skipped"]). `sources(cfg)` lists the files a build reads (metadata.xml, CDFs,
 videos or frame images) for the dataset's fingerprint.
 """
 from __future__ import annotations
@@ -37,7 +43,7 @@ import numpy as np
 import zarr
 from tqdm.auto import tqdm
 
-from ..camera import Cameras, project, world_to_camera
+from ..camera import Cameras, world_to_camera
 from ..joints import JOINTS
 from .motion import mean_bone_mm
 from .render import crop_boxes
@@ -52,13 +58,15 @@ DEFAULTS: dict = {
     "test_subjects": ["S9", "S11"],
     "train_every": 5,
     "test_every": 64,
-    "actions": None,                               # list of action names (e.g. 'Walking 1'); None = all
+    "actions": None,                               # sequences ('Walking 1') or actions ('Walking', 'Photo'); None = all
     "cameras": ["54138969", "55011271", "58860488", "60457274"],
     "crop_size": 256,
     "crop_margin": 0.1,
     "frame_tolerance": 2,                          # views may differ by this many frames (then cut to the shortest)
     "chunk": 64,
 }
+# S1's file names for two actions, and the name every other subject (and the literature) uses
+ACTION_ALIASES = {"TakingPhoto": "Photo", "WalkingDog": "WalkDog"}
 H36M_17 = np.array([0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27])
 FPS = 50.0
 LICENCE = "Human3.6M licence (vision.imar.ro/human3.6m): academic, non-commercial use"
@@ -117,6 +125,34 @@ def read_metadata(path: Path, subjects: list[str], cameras: list[str], sizes: di
             size.append((sizes or {}).get(cam, (1000.0, 1000.0)))
         out[subj] = Cameras(np.array(K), np.array(R), np.array(t), np.array(dist), np.array(size, dtype=np.float64))
     return out
+
+
+def action_name(stem: str) -> str:
+    """A sequence's action without its take number, S1's aliases mapped: 'TakingPhoto 1' -> 'Photo'."""
+    a = re.sub(r"\s*\d+$", "", stem)
+    return ACTION_ALIASES.get(a, a)
+
+
+def _canonical(stem: str) -> str:
+    """A sequence name with S1's aliases mapped, its take number kept: 'WalkingDog 1' -> 'WalkDog 1'."""
+    m = re.match(r"(.*?)(\s*\d*)$", stem)
+    return ACTION_ALIASES.get(m.group(1), m.group(1)) + m.group(2)
+
+
+def project_release(Xc: np.ndarray, K: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """Human3.6M's projection (its code's project_point_radial, as 3d-pose-baseline ships it):
+    camera-frame points Xc [...,N,3] -> pixels [...,N,2], K [...,3,3], dist [...,5] in the
+    store's slots (k1, k2, p1, p2, k3). With x, y = X/Z, Y/Z and r2 = x² + y²:
+    d = 1 + k1 r2 + k2 r2² + k3 r2³ + p1 y + p2 x; x' = x d + p2 r2; y' = y d + p1 r2;
+    u = fx x' + cx, v = fy y' + cy. (OpenCV's tangential terms are 2 p1 x y + p2 (r2 + 2x²) and
+    p1 (r2 + 2y²) + 2 p2 x y.)"""
+    x, y = Xc[..., 0] / Xc[..., 2], Xc[..., 1] / Xc[..., 2]
+    k1, k2, p1, p2, k3 = (np.asarray(dist)[..., i, None] for i in range(5))
+    r2 = x * x + y * y
+    d = 1 + k1 * r2 + k2 * r2 ** 2 + k3 * r2 ** 3 + p1 * y + p2 * x
+    xd, yd = x * d + p2 * r2, y * d + p1 * r2
+    K = np.asarray(K)
+    return np.stack([K[..., 0, 0, None] * xd + K[..., 0, 2, None], K[..., 1, 1, None] * yd + K[..., 1, 2, None]], -1)
 
 
 def read_poses(path: Path) -> np.ndarray:
@@ -244,7 +280,8 @@ def _discover(cfg: dict) -> tuple[Path, Path, list[str], list[str], list[tuple[s
             raise ValueError(f"{pdir}: missing (subject {subj} has no 3D poses)")
         for cdf in sorted(pdir.glob("*.cdf")):
             action = cdf.stem
-            if action.startswith("_ALL") or (cfg["actions"] and action not in cfg["actions"]):
+            wanted = cfg["actions"]
+            if action.startswith("_ALL") or (wanted and not {action, _canonical(action), action_name(action)} & set(wanted)):
                 continue
             present = _views_present(root, subj, action)
             if len(present) != V or set(present) != set(cams_ids):
@@ -284,35 +321,35 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
     root, meta, cams_ids, subjects, items = _discover(cfg)
     V, S = len(cams_ids), int(cfg["crop_size"])
 
-    # --- sizes from the first source of each camera
-    sizes = {}
-    first_sources = _sources(root, items[0][0], items[0][1], cams_ids)
-    for cam, src in zip(cams_ids, first_sources):
-        sizes[cam] = _Frames(src).size
-    rigs = read_metadata(meta, subjects, cams_ids, sizes)
-
-    # --- frames per item
+    # --- frames per item; a sequence that cannot be read is skipped, named in a warning
+    sizes = {}  # camera id -> (w, h) of its first readable sequence
     poses, subj_idx, clip_idx, split, fidx, readers, item_rows = [], [], [], [], [], [], []
-    clips, actions = [], {}
+    clips, actions, skipped = [], {}, []
     for subj, action, cdf in items:
-        P = read_poses(cdf)
-        srcs = _sources(root, subj, action, cams_ids)
-        frames = [_Frames(s) for s in srcs]
-        counts = [f.count for f in frames]
-        for f, s in zip(frames, srcs):
-            if f.size != sizes[cams_ids[srcs.index(s)]]:
-                raise ValueError(f"{s}: frame size {f.size} differs from the camera's other sequences "
-                                 f"{sizes[cams_ids[srcs.index(s)]]}")
-        if max(counts) - min(counts) > cfg["frame_tolerance"]:
-            worst = srcs[int(np.argmax(np.abs(np.array(counts) - np.median(counts))))]
-            raise ValueError(f"{worst}: frame counts differ across views {dict(zip(map(str, srcs), counts))}")
+        try:
+            P = read_poses(cdf)
+            srcs = _sources(root, subj, action, cams_ids)
+            frames = [_Frames(s) for s in srcs]
+            counts = [f.count for f in frames]
+            for cam, f, src in zip(cams_ids, frames, srcs):
+                if f.size != sizes.get(cam, f.size):
+                    raise ValueError(f"{src}: frame size {f.size} differs from the camera's other sequences {sizes[cam]}")
+            if max(counts) - min(counts) > cfg["frame_tolerance"]:
+                worst = srcs[int(np.argmax(np.abs(np.array(counts) - np.median(counts))))]
+                raise ValueError(f"{worst}: frame counts differ across views {dict(zip(map(str, srcs), counts))}")
+        except ValueError as e:
+            warnings.warn(f"h36m: sequence {subj}/{action} skipped, it cannot be read: {e}", stacklevel=2)
+            skipped.append(f"{subj}/{action}: {e}")
+            continue
+        for cam, f in zip(cams_ids, frames):
+            sizes.setdefault(cam, f.size)
         n = min(min(counts), len(P))
         test = subj in cfg["test_subjects"]
         keep = np.arange(0, n, int(cfg["test_every"] if test else cfg["train_every"]))
         name = f"{subj}/{action}"
         ci = len(clips)
         clips.append(name)
-        actions[name] = re.sub(r"\s*\d+$", "", action)
+        actions[name] = action_name(action)
         row0 = sum(len(p) for p in poses)
         poses.append(P[keep])
         subj_idx.append(np.full(len(keep), subjects.index(subj)))
@@ -320,6 +357,9 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
         split.append(np.full(len(keep), int(test)))
         fidx.append(keep)
         readers.append((frames, keep, row0, subj))
+    if not poses:
+        raise ValueError(f"{root}: none of the {len(items)} sequences could be read (first: {skipped[0]})")
+    rigs = read_metadata(meta, subjects, cams_ids, sizes)
     poses = np.concatenate(poses)
     F = len(poses)
     subj_idx, clip_idx, split, fidx = (np.concatenate(a) for a in (subj_idx, clip_idx, split, fidx))
@@ -329,8 +369,8 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
         np.stack([rigs[s].t for s in subjects]), np.stack([rigs[s].dist for s in subjects]), \
         np.stack([rigs[s].size for s in subjects])
     K, R, t, dist, size = (a[subj_idx] for a in G)                         # [F,V,...]
-    uv = project(poses[:, None], K, R, t, dist)                            # [F,V,J,2]
-    Xc = world_to_camera(poses[:, None], R, t)
+    Xc = world_to_camera(poses[:, None], R, t)                             # [F,V,J,3]
+    uv = project_release(Xc, K, dist)                                      # [F,V,J,2], the release's formula
     boxes = crop_boxes(uv, Xc[..., 0, 2], K[..., 0, 0], margin=float(cfg["crop_margin"]))
     inside = ((uv[..., 0] >= 0) & (uv[..., 0] <= size[:, :, None, 0] - 1)
               & (uv[..., 1] >= 0) & (uv[..., 1] <= size[:, :, None, 1] - 1) & (Xc[..., 2] > 0))
@@ -374,6 +414,7 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
         "rig": {"kind": "human3.6m", "n_views": V, "cameras": cams_ids,
                 "note": "one calibration per subject: rig index g = subject index"},
         "config": {k: v for k, v in cfg.items()}, "config_hash": chash, "sequences_done": done,
+        "skipped": skipped,
     })
 
     # --- images: the V sources of a sequence decoded in lockstep, written in frame blocks

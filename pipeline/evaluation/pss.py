@@ -34,7 +34,7 @@ from ..joints import J, ROOT, check_joints
 
 DEFAULT_KS = (50, 100)
 # the pss_reference stage's configuration: the keyword arguments of build_reference
-DEFAULTS = {"ks": [50, 100], "seed": 0, "n_init": 4, "init": "k-means++", "max_iter": 300,
+DEFAULTS = {"ks": [50, 100], "seed": 0, "n_init": 10, "init": "k-means++", "max_iter": 300,
             "max_poses": 200_000}
 NORMALISATION = ("root-relative (joint ROOT subtracted), flattened to a 3J vector, "
                  "divided by its Euclidean norm")
@@ -108,7 +108,7 @@ def reference_poses(dataset, frames=None) -> np.ndarray:
     return g["gt"][g["mask"].all(-1)]
 
 
-def build_reference(poses: np.ndarray, ks=DEFAULT_KS, seed: int = 0, n_init: int = 4,
+def build_reference(poses: np.ndarray, ks=DEFAULT_KS, seed: int = 0, n_init: int = 10,
                     init: str = "k-means++", max_iter: int = 300,
                     max_poses: int | None = 200_000) -> dict:
     """k-means reference for PSS. poses [...,J,3] (any units, root-relative or not; any leading
@@ -249,7 +249,7 @@ def cluster_iou(labels_a: np.ndarray, labels_b: np.ndarray, k: int) -> float:
 
 def stability(poses: np.ndarray, k: int, runs: int = 10, seed: int = 0,
               pred: np.ndarray | None = None, gt: np.ndarray | None = None,
-              n_init: int = 4, init: str = "k-means++", max_iter: int = 300,
+              n_init: int = 10, init: str = "k-means++", max_iter: int = 300,
               max_poses: int | None = 200_000, max_pairs: int | None = None,
               progress: bool = True) -> dict:
     """The paper's stability study of the PSS reference for one k.

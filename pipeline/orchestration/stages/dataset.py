@@ -88,7 +88,7 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="dataset", version=6, doc=__doc__.strip(), module=__name__,
+    name="dataset", version=7, doc=__doc__.strip(), module=__name__,
     outputs=(Output("dataset", name=lambda s: s["name"]),),
     build=build, defaults=_defaults, validate=_validate, sources=_sources,
     own_keys=("name",), plugin_key="name", plugins=lambda: plugins.modules(data.ADAPTERS), derive=_derive)

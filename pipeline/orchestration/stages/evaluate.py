@@ -1,7 +1,8 @@
-"""evaluate: FS, SS and SS + RU on the test split; the training labels against ground truth
+"""evaluate: FS, SS, SS + RU (the paper's unit, trained on motion capture) and SS + RU
+(labels) (the self-contained unit) on the test split; the training labels against ground truth
 (the paper's Table 1); the PSS stability study. On a dataset without 3D ground truth (no FS
 in the plan): what can be measured without it (pipeline/evaluation/selfcheck.py), in the
-attribute `without_ground_truth`: the labels' reprojection error per camera, and SS and
+attribute `without_ground_truth`: the labels' reprojection error per camera, and SS and both
 SS + RU against the labels, across views, and in mPSS against the (mocap) reference, on the
 test split, or on every frame when the dataset holds none out (stated with the figures)."""
 from __future__ import annotations
@@ -22,7 +23,10 @@ from ..artifacts import (keypoints, label_rows, label_targets, model_key, model_
                          write_predictions)
 from ..context import Context
 from ..record import Output, Stage
-from ..store import open_group, to_jsonable
+from ..store import open_group, read_provenance, to_jsonable
+
+# the refinement units the evaluation applies to SS: (model row, plan key)
+REFINERS = (("SS + RU", "refine"), ("SS + RU (labels)", "refine_labels"))
 
 # stability_runs: k-means restarts of the paper's PSS stability study (0: skip it)
 DEFAULTS = {"pck_threshold": 150.0, "label_rows": True, "stability_runs": 5}
@@ -110,8 +114,11 @@ def _without_gt(ctx: Context, ds, ref: dict, ks: tuple) -> dict:
                  "(a fit, not a generalisation; hold frames out with dataset.test_fraction)")
     ss = np.asarray(pose3d.predict(ctx.result_path("train3d_ss"), ds, frames, progress=ctx.progress))
     f, V = ss.shape[:2]
-    preds = {"SS": ss, "SS + RU": np.asarray(refiner.apply_refiner(ctx.result_path("refine"),
-                                                                    ss.reshape(f * V, *ss.shape[2:]))).reshape(ss.shape)}
+    preds = {"SS": ss}
+    for name, key in REFINERS:
+        if ctx.has(key):
+            preds[name] = np.asarray(refiner.apply_refiner(ctx.result_path(key), ss.reshape(f * V, *ss.shape[2:]))
+                                     ).reshape(ss.shape)
     targets, mask = label_targets(lab)
     L, M = targets[frames], mask[frames]
     mb = ds.attrs.get("mean_bone_mm")
@@ -158,9 +165,15 @@ def build(ctx: Context) -> dict:
     ss = np.asarray(pose3d.predict(ctx.result_path("train3d_ss"), ds, test, progress=ctx.progress))
     f, V = ss.shape[:2]
     preds = {"FS": (np.asarray(pose3d.predict(ctx.result_path("train3d_fs"), ds, test, progress=ctx.progress)), "mm"),
-             "SS": (ss, "bones"),
-             "SS + RU": (np.asarray(refiner.apply_refiner(ctx.result_path("refine"), ss.reshape(f * V, *ss.shape[2:])))
-                         .reshape(ss.shape), "bones")}
+             "SS": (ss, "bones")}
+    notes = {}
+    for name, key in REFINERS:
+        if ctx.has(key):
+            preds[name] = (np.asarray(refiner.apply_refiner(ctx.result_path(key), ss.reshape(f * V, *ss.shape[2:])))
+                           .reshape(ss.shape), "bones")
+            prov = read_provenance(ctx.input(key).location, ctx.store.storage_options)
+            if prov.get("ru_targets"):
+                notes[name] = f"RU targets: {prov['ru_targets']}; inputs: {prov.get('ru_inputs', '?')}"
     summaries = {}
     _frame_numbers(ctx.group, test)
     for name, (p, units) in preds.items():
@@ -170,7 +183,8 @@ def build(ctx: Context) -> dict:
         write_predictions(ctx.group, name, p, units)
         table = f"tables/per_frame_{model_key(name)}.parquet"
         ev.write_per_frame(df, ctx.files("tables") / Path(table).name)
-        summaries[name] = {"summary": to_jsonable(summary), "per_frame": table}
+        summaries[name] = {"summary": to_jsonable(summary), "per_frame": table,
+                           **({"note": notes[name]} if name in notes else {})}
     rows = _label_rows(ctx, ds, ref, ks, pck) if c["label_rows"] else {}
     stab = []
     runs = int(c["stability_runs"])
@@ -183,14 +197,15 @@ def build(ctx: Context) -> dict:
             stab.append(to_jsonable(pss.stability(
                 train_poses, k, runs=runs, seed=int(pcfg["seed"]),
                 pred=ss[full] * float(ds.attrs.get("mean_bone_mm", 1.0)), gt=gt["gt"][full],
-                max_poses=pcfg["max_poses"], progress=ctx.progress)))
+                n_init=int(pcfg["n_init"]), max_poses=pcfg["max_poses"], progress=ctx.progress)))
     ctx.group.attrs.update({"models": summaries, "labels": rows, "pss_stability": stab, "test_frames": int(len(test))})
     return {"metrics": {n: s["summary"]["overall"] for n, s in summaries.items()}}
 
 
 STAGE = Stage(
-    name="evaluate", version=4, doc=__doc__.strip(), module=__name__,
+    name="evaluate", version=5, doc=__doc__.strip(), module=__name__,
     outputs=(Output("evaluate", "metrics",
-                    inputs=("dataset", "detect2d", "label", "train3d_ss", "train3d_fs", "refine", "pss_reference")),),
+                    inputs=("dataset", "detect2d", "label", "train3d_ss", "train3d_fs", "refine", "refine_labels",
+                            "pss_reference")),),
     build=build, defaults=_defaults, validate=_validate,
     summary=lambda r: {"metrics": model_metrics(open_group(r["location"]))})

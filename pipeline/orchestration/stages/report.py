@@ -19,7 +19,8 @@ DEFAULTS = {"n_worst": 6}
 CURVES = (("pretrain2d", "2D detector", "smooth L1 + heatmap terms, crop coordinates"),
           ("train3d_ss", "SS", "smooth L1, pseudo-labels"),
           ("train3d_fs", "FS", "smooth L1, ground truth"),
-          ("refine", "RU", "L1, intermediate + final"))
+          ("refine", "RU", "L1, intermediate + final, motion-capture targets"),
+          ("refine_labels", "RU (labels)", "L1, intermediate + final, pseudo-label targets"))
 
 
 def _validate(section) -> None:
@@ -76,7 +77,8 @@ def build(ctx: Context) -> dict:
         if ctx.has(key):
             rec = training_record(ctx.result_path(key))
             training[title] = {"loss": [float(x) for x in rec["losses"] or []],
-                               "images_per_s": rec["images_per_s"], "note": note}
+                               "images_per_s": rec["images_per_s"], "note": note,
+                               "validation": list(rec.get("validation") or [])}
     results = {"dataset": ctx.cfg["dataset"]["name"], "labels": dict(e.attrs.get("labels", {})),
                "models": models, "pss_reference": pss.read_reference(ctx.open("pss_reference")),
                "pss_stability": list(e.attrs.get("pss_stability", [])), "samples": samples,
@@ -89,8 +91,9 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="report", version=6, doc=__doc__.strip(), module=__name__,
+    name="report", version=7, doc=__doc__.strip(), module=__name__,
     outputs=(Output("report", "report", inputs=("dataset", "evaluate", "pss_reference", "pretrain2d",
-                                                 "train3d_ss", "train3d_fs", "refine", "label", "detect2d")),),
+                                                 "train3d_ss", "train3d_fs", "refine", "refine_labels", "label",
+                                                 "detect2d")),),
     build=build, defaults=lambda preset, _p: dict(DEFAULTS), validate=_validate, result="result",
     summary=lambda r: {"report": r["result"]})
