@@ -195,7 +195,7 @@ BAD_VALUES = {
     "seed": -1, "max_pool_points": 5, "ba": "yes", "ba_frames": 0, "ba_loss": "l2", "ba_f_scale_px": 0,
     "ba_max_nfev": 0.5, "chunk_frames": 0, "outlier_px": -1.0, "image_margin": -0.5, "no_baseline_ratio": -1,
     "sync": "fix", "sync_max_lag": 0, "sync_frames": 4, "sync_min_ratio": 0.5, "ba_max_seconds": 0,
-    "gate_loop_deg": -1, "gate_initial_px": 0, "gate_rms_px": -2.0, "gate_min_kept": 1.5,
+    "gate_loop_deg": -1, "gate_initial_px": 0, "gate_rms_px": -2.0, "gate_min_kept": 1.5, "gate_focal_ratio": 0.9,
 }
 
 

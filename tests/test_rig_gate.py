@@ -96,3 +96,39 @@ def test_the_refinement_stops_at_its_deadline(scene):
     _, _, info = rig.bundle_adjust(xn, w, cams.K, R0, t0, max_nfev=10000, max_seconds=0.2)
     assert time.perf_counter() - t_start < 5.0  # one iteration past the deadline at most, twice
     assert 1 <= info["ba_nfev"] < 200
+
+
+def _scaled(cams, v, factor):
+    from pipeline.camera import Cameras
+    K = cams.K.copy()
+    K[v, :2, :2] *= factor
+    return Cameras(K, cams.R, cams.t, cams.dist, cams.size)
+
+
+def test_the_focal_factor_fitted_by_the_refinement_against_a_closed_form():
+    # noise-free joints and camera 2's focal given x0.6: its normalised points are
+    # (u - c) / (0.6 f) = projection / 0.6, so the refinement with a factor per focal length
+    # has a zero-residual solution at 1 / 0.6 for camera 2 and 1 for the others (closed form)
+    cams = synth.ring_rig([0, 70, 150, 230])
+    kp = synth.observe(synth.random_poses(60, seed=4), cams)
+    given = _scaled(cams, 2, 0.6)
+    xn, w = label_settings.normalised(kp, given, label_settings.resolve_cfg({}))
+    R0 = cams.R @ cams.R[0].T
+    t0 = cams.t - np.einsum("vab,b->va", R0, cams.t[0])
+    t0 /= np.linalg.norm(t0[1])
+    _, _, info = rig.bundle_adjust(xn, w, given.K, R0, t0, max_nfev=200, fit_focal=True)
+    np.testing.assert_allclose(info["ba_focal_scale_camera"], [1, 1, 1 / 0.6, 1], rtol=1e-3)
+    _, _, info = rig.bundle_adjust(xn, w, given.K, R0, t0)
+    assert np.all(np.isnan(info["ba_focal_scale_camera"]))
+
+
+def test_a_wrong_focal_length_is_refused_naming_the_camera(scene):
+    cams, kp = scene
+    est, info, _ = calibrate(kp, cams)  # the clean rig passes, every camera's focal confirmed
+    assert np.all(np.abs(info["ba_focal_scale_camera"] - 1) < 0.02)
+    with pytest.raises(rig.RigRefused, match=r"camera 2's joints fit a focal length of .*check camera 2's intrinsics"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            calibrate_cameras(kp, _scaled(cams, 2, 0.6).without_extrinsics(), {"mode": "rig"})
+    with pytest.raises(ValueError, match="gate_focal_ratio"):
+        label_settings.resolve_cfg({"gate_focal_ratio": 0.9})

@@ -12,11 +12,14 @@ colour group): with D = f [[1/z, 0, -x/z²], [0, 1/z, -y/z²]] at X_c = R X + t,
 ∂r/∂X = D R, ∂r/∂t = D, ∂r/∂ω = -D R [X]× J_r(ω), J_r the right Jacobian of SO(3):
 I - (1 - cos θ)/θ² [ω]× + (θ - sin θ)/θ³ [ω]×². tests/test_bundle.py checks it against
 scipy's finite differences.
+
+`residuals_focal` / `JacobianFocal`: the same model with one more factor s_c per camera on its
+focal length (residual foc (s_c q - obs)), the quality gate's check of the given intrinsics.
 """
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse import csr_matrix
+from scipy.sparse import csr_matrix, hstack
 from scipy.spatial.transform import Rotation
 
 from .triangulate import skew
@@ -115,3 +118,30 @@ class Jacobian:
 def jacobian(p, opt, ocam, obs, foc, npt, ncam, gauge_w) -> csr_matrix:
     """∂residuals/∂p, sparse [2 nobs + 1, 6 ncam + 3 npt] (arguments as residuals)."""
     return Jacobian(opt, ocam, npt, ncam)(p, opt, ocam, obs, foc, npt, ncam, gauge_w)
+
+
+def residuals_focal(pf, opt, ocam, obs, foc, npt, ncam, gauge_w) -> np.ndarray:
+    """residuals with one more factor per camera on its focal length: pf = [p, s₀, …, s_ncam]
+    (camera c's residual foc (s_c q - obs) = (foc s_c)(q - obs / s_c)) -> [2 nobs + 1]."""
+    s = pf[-(ncam + 1):][ocam]
+    return residuals(pf[:-(ncam + 1)], opt, ocam, obs / s[:, None], foc * s, npt, ncam, gauge_w)
+
+
+class JacobianFocal:
+    """∂residuals_focal/∂pf, sparse [2 nobs + 1, 6 ncam + 3 npt + ncam + 1]: Jacobian's columns
+    evaluated with foc s (they do not involve obs), then ∂r/∂s_c = foc q for camera c's rows."""
+
+    def __init__(self, opt: np.ndarray, ocam: np.ndarray, npt: int, ncam: int):
+        self.base = Jacobian(opt, ocam, npt, ncam)
+        n = len(opt)
+        self.rows = np.arange(2 * n)
+        self.cols = np.repeat(ocam, 2)
+        self.shape = (2 * n + 1, ncam + 1)
+
+    def __call__(self, pf, opt, ocam, obs, foc, npt, ncam, gauge_w) -> csr_matrix:
+        p, s = pf[:-(ncam + 1)], pf[-(ncam + 1):]
+        fs = foc * s[ocam]
+        Jp = self.base(p, opt, ocam, obs, fs, npt, ncam, gauge_w)
+        q = residuals(p, opt, ocam, np.zeros_like(obs), foc, npt, ncam, 0.0)[:-1]  # foc q
+        Js = csr_matrix((q, (self.rows, self.cols)), shape=self.shape)
+        return hstack([Jp, Js], format="csr")

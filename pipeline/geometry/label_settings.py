@@ -59,6 +59,8 @@ DEFAULTS: dict = {
     "gate_initial_px": 30.0,       # a camera the chained rig reprojects farther than this (median) is left out before refinement
     "gate_rms_px": 20.0,           # a camera above this reprojection RMS after refinement is left out (or the rig refused)
     "gate_min_kept": 0.5,          # ... as is a camera whose share of joints kept by the refinement is below this
+    "gate_focal_ratio": 1.3,       # refused when a camera's focal length fitted in the refinement differs by more
+                                   # than this factor (either way) from its intrinsics'
 }
 
 
@@ -118,6 +120,7 @@ def resolve_cfg(cfg: dict | None) -> dict:
     check_number(out, "sync_min_ratio", what, lo=1.0)
     for key in ("ba_max_seconds", "gate_loop_deg", "gate_initial_px", "gate_rms_px"):
         _positive(out, key, what)
+    check_number(out, "gate_focal_ratio", what, lo=1.0)
     check_number(out, "gate_min_kept", what, lo=0.0, hi=1.0)
     for key in ("n_neighbours", "min_joints", "seed", "max_pool_points", "ba_frames", "ba_max_nfev",
                 "chunk_frames", "sync_max_lag", "sync_frames"):
@@ -128,7 +131,8 @@ def resolve_cfg(cfg: dict | None) -> dict:
 def gate(cfg: dict) -> dict:
     """The configuration's gate_* keys as rig.calibrate_rig's `gate`."""
     return {"max_loop_deg": cfg["gate_loop_deg"], "max_initial_px": cfg["gate_initial_px"],
-            "max_rms_px": cfg["gate_rms_px"], "min_kept": cfg["gate_min_kept"]}
+            "max_rms_px": cfg["gate_rms_px"], "min_kept": cfg["gate_min_kept"],
+            "max_focal_ratio": cfg["gate_focal_ratio"]}
 
 
 def estimator(cfg: dict) -> tuple[str, int]:

@@ -36,6 +36,7 @@ GATE = {
     "max_initial_px": 30.0,   # the chained rig's median reprojection error before refinement (else refused, no BA)
     "max_rms_px": 20.0,       # a camera whose reprojection RMS after refinement exceeds this is left out (or refused)
     "min_kept": 0.5,          # ... as is one whose share of observations kept by the refinement is below this
+    "max_focal_ratio": 1.3,   # refused when a camera's focal length fitted in the refinement is off by more (either way)
 }
 
 
@@ -224,7 +225,7 @@ def _deadline(t0: float, max_seconds: float):
 def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray,
                   max_frames: int = 2000, loss: str = "linear", f_scale_px: float = 3.0,
                   max_nfev: int = 50, trim_px: float = 12.0, verbose: int = 0, max_initial_px: float = np.inf,
-                  names=None, max_seconds: float = np.inf):
+                  names=None, max_seconds: float = np.inf, fit_focal: bool = False):
     """Refine every camera (all but camera 0, the frame) and the joints jointly.
 
     Reprojection residuals in pixels (normalised residual x focal) over at most max_frames
@@ -241,8 +242,13 @@ def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t
     (the solve stops there and returns where it is: the gate judges the result); and a start
     whose median reprojection error exceeds max_initial_px is refused (RigRefused naming the
     cameras, names [V]) before any solving: a garbage rig is not polished for minutes.
+    fit_focal: then one more solve from the result, on the kept observations, with a factor on
+    each camera's focal length (bundle.residuals_focal) free: ba_focal_scale_camera [V] (f_true /
+    f_given: a focal given x0.6 shows about 1.67; NaN without fit_focal). The rig returned is
+    the one with the given focal lengths; the extra solve shares the time bound.
     Returns R, t, info (observations kept, residual RMS before/after, evaluations; per camera
-    ba_rms_px_camera [V] over its kept observations and ba_kept_camera [V], the share kept).
+    ba_rms_px_camera [V] over its kept observations, ba_kept_camera [V], the share kept, and
+    ba_focal_scale_camera [V]).
     """
     t_start = time.perf_counter()
     V = len(R)
@@ -289,6 +295,13 @@ def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t
                             args=sub, callback=_deadline(t_start, max_seconds))
         p = sol.x
         nfev += sol.nfev
+    scales = np.full(V, np.nan)
+    if fit_focal:  # once more with a factor on each camera's focal length (the rig returned is the one above)
+        sf = least_squares(bundle.residuals_focal, np.concatenate([p, np.ones(V)]), method="trf", tr_solver="lsmr",
+                           jac=bundle.JacobianFocal(sub[0], sub[1], npt, ncam), x_scale="jac", max_nfev=max_nfev,
+                           args=sub, callback=_deadline(t_start, max_seconds))
+        scales = sf.x[-V:]
+        nfev += sf.nfev
     Rn, tn, _, _ = bundle.unpack(p, ncam, npt)
     tn = tn / np.linalg.norm(tn[1])  # exact unit baseline
     r_all = bundle.residuals(p, *args_all)[:-1].reshape(-1, 2)
@@ -297,7 +310,7 @@ def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t
     cam_rms = np.array([np.sqrt(np.mean(rn[keep & (ocam_all == v)] ** 2)) if np.any(keep & (ocam_all == v))
                         else np.nan for v in range(V)])
     cam_kept = np.array([np.mean(keep[ocam_all == v]) if np.any(ocam_all == v) else 0.0 for v in range(V)])
-    info = {"ba_rms_px_camera": cam_rms, "ba_kept_camera": cam_kept,
+    info = {"ba_rms_px_camera": cam_rms, "ba_kept_camera": cam_kept, "ba_focal_scale_camera": scales,
             "ba_median_px_before": float(np.median(start)),"ba_frames": int(len(fr)), "ba_points": int(npt), "ba_observations": int(len(opt_all)),
             "ba_kept": int(keep.sum()),
             "ba_rms_px_before": float(np.sqrt(np.mean(r_first ** 2))),
@@ -330,7 +343,10 @@ def calibrate_rig(xn: np.ndarray, w: np.ndarray, K: np.ndarray, method: str = "e
     reprojection error exceeds max_initial_px is refused (RigRefused); after it, a camera
     whose RMS exceeds max_rms_px or whose kept share is below min_kept is left out (reason in
     unplaced) and the rest refined again; fewer than two cameras left is RigRefused, naming
-    each camera and why.
+    each camera and why. With three or more cameras placed, a camera whose focal factor
+    (bundle_adjust's fit_focal, ba_focal_scale_camera) lies outside [1 / max_focal_ratio,
+    max_focal_ratio] refuses the rig (RigRefused naming it, the fitted and the given focal
+    length, worst first): the refinement would spread its error over every camera.
     """
     g = {**GATE, **(gate or {})}
     nm = [f"camera {v}" for v in range(xn.shape[1])] if names is None else list(names)
@@ -406,7 +422,8 @@ def calibrate_rig(xn: np.ndarray, w: np.ndarray, K: np.ndarray, method: str = "e
         for attempt in range(2):
             Rb, tb, bainfo = bundle_adjust(xn[:, idx], w[:, idx], K[idx], R[idx], t[idx], ba_frames, ba_loss,
                                            ba_f_scale_px, ba_max_nfev, max_initial_px=g["max_initial_px"],
-                                           names=[nm[v] for v in idx], max_seconds=ba_max_seconds / (1 + attempt))
+                                           names=[nm[v] for v in idx], max_seconds=ba_max_seconds / (1 + attempt),
+                                           fit_focal=len(idx) > 2)
             rms, kept = bainfo["ba_rms_px_camera"], bainfo["ba_kept_camera"]
             bad = [k for k in range(len(idx)) if not (rms[k] <= g["max_rms_px"] and kept[k] >= g["min_kept"])]
             if not bad or attempt == 1:
@@ -442,6 +459,16 @@ def calibrate_rig(xn: np.ndarray, w: np.ndarray, K: np.ndarray, method: str = "e
         info.update(bainfo)
         placed = np.all(np.isfinite(R), axis=(1, 2))
         info["placed"] = placed
+        info["ba_focal_scale_camera"] = np.full(V, np.nan)
+        info["ba_focal_scale_camera"][idx] = s = bainfo["ba_focal_scale_camera"]
+        r = g["max_focal_ratio"]
+        off = [k for k in np.argsort(-np.abs(np.nan_to_num(np.log(s)))) if s[k] < 1 / r or s[k] > r]
+        if off:
+            raise RigRefused("rig calibration refused: " + "; ".join(
+                f"{nm[idx[k]]}'s joints fit a focal length of {s[k] * 0.5 * (K[idx[k], 0, 0] + K[idx[k], 1, 1]):.0f} px "
+                f"where its intrinsics give {0.5 * (K[idx[k], 0, 0] + K[idx[k], 1, 1]):.0f} px (x{s[k]:.2f}; gate: within "
+                f"x{r:g} either way)" for k in off) + f"; check {nm[idx[off[0]]]}'s intrinsics (focal length, image "
+                "size, the camera's order in the calibration file)")
     return R, t, info
 
 

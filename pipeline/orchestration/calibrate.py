@@ -302,7 +302,7 @@ def pair_errors(R_est: np.ndarray, R_ref: np.ndarray) -> np.ndarray:
 
 def report(res: dict) -> dict:
     """Per-camera report (JSON-ready): placed, reason left out, reprojection RMS, share of joints
-    kept, initial error, centre (m) and rotation (Rodrigues) in the world; rig figures."""
+    kept, initial error, focal factor (rig.bundle_adjust's fit_focal), centre (m) and rotation (Rodrigues) in the world; rig figures."""
     info, names, W = res["info"], res["names"], res["world"]
     status = info.get("camera_status", ["ok"] * len(names))
     C = -np.einsum("vji,vj->vi", W["R"], W["t"]) / 1000.0
@@ -311,7 +311,7 @@ def report(res: dict) -> dict:
         g = lambda k: None if k not in info or not np.isfinite(info[k][v]) else round(float(info[k][v]), 3)  # noqa: E731
         cams.append({"name": n, "placed": bool(np.all(np.isfinite(W["R"][v]))), "status": status[v],
                      "reprojection_rms_px": g("ba_rms_px_camera"), "kept_share": g("ba_kept_camera"),
-                     "initial_median_px": g("initial_px_camera"),
+                     "initial_median_px": g("initial_px_camera"), "focal_factor": g("ba_focal_scale_camera"),
                      "centre_m": None if not np.all(np.isfinite(C[v])) else np.round(C[v], 4).tolist(),
                      "sync_offset_frames": int(res.get("offsets", np.zeros(len(names)))[v])})
     pairs = rig.all_pairs(len(names))
