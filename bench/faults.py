@@ -14,7 +14,8 @@
    moment of a stage chosen in turn, then resumed; every array and network weight must equal
    an uninterrupted run's (identical_after_resume == kill_points).
 3. Edits and corruption: a calibration, a keypoint file and a video edited in place must
-   re-run what they feed (stale_reuse counts outputs reused from the old data); a truncated
+   re-run what they feed (stale_reuse counts outputs reused from the old data), and once put
+   back, or only touched, must re-run nothing (needless_reruns); a truncated
    checkpoint, an edited rig, a garbled chunk and an edited table must never be reused
    (corrupt_reuse).
 4. Crafted pickles: a file whose unpickling would run a command; unsafe_load_ran_code counts
@@ -295,24 +296,36 @@ def edits(work: Path) -> list[dict]:
         out.append({"edit": what, "reran": sorted(ran), "stale_reused": stale, "needless": wrong,
                     **({"refused": refused} if refused else {})})
 
+    def edit_and_restore(what, path: Path, change):
+        """Edit one file, check that what it feeds re-runs; put it back, check that the
+        outputs of the original content are reused (an edit never leaves a trace)."""
+        saved = path.read_bytes()
+        change(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            check(what)
+        path.write_bytes(saved)
+        check(f"{what}, then restored", expect_rerun=False)
+
     cal, calib = fi._calib(proj)
     first = next(k for k, v in calib.items() if isinstance(v, dict) and "matrix" in v)
-    calib[first]["matrix"][0][0] *= 1.5  # the focal length of one camera
-    fi.write_toml(cal, calib)
-    check("calibration focal x1.5")
+
+    def focal(p: Path):
+        calib[first]["matrix"][0][0] *= 1.5  # the focal length of one camera
+        fi.write_toml(cal, calib)
+    edit_and_restore("calibration focal x1.5", cal, focal)
     js = sorted((proj / "pose" / "cam02_json").glob("*.json"))[3]
-    d = json.loads(js.read_text())
-    for person in d["people"]:
-        k = np.asarray(person["pose_keypoints_2d"], float).reshape(-1, 3)
-        k[:, :2] += np.where(k[:, 2:] > 0, 100.0, 0.0)
-        person["pose_keypoints_2d"] = k.ravel().tolist()
-    js.write_text(json.dumps(d))
-    check("JSON keypoints of one frame +100 px")
+
+    def shift(p: Path):
+        d = json.loads(p.read_text())
+        for person in d["people"]:
+            k = np.asarray(person["pose_keypoints_2d"], float).reshape(-1, 3)
+            k[:, :2] += np.where(k[:, 2:] > 0, 100.0, 0.0)
+            person["pose_keypoints_2d"] = k.ravel().tolist()
+        p.write_text(json.dumps(d))
+    edit_and_restore("JSON keypoints of one frame +100 px", js, shift)
     vid = sorted((proj / "videos").iterdir())[1]
-    vid.write_bytes(vid.read_bytes()[: vid.stat().st_size * 2 // 3])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        check("video truncated to 2/3")
+    edit_and_restore("video truncated to 2/3", vid, lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size * 2 // 3]))
     os.utime(js)  # touched, same content: nothing to re-run
     check("JSON touched (content unchanged)", expect_rerun=False)
     return out
