@@ -218,6 +218,10 @@ def _check_estimated_baselines(R: np.ndarray, t: np.ndarray, keep: np.ndarray, n
                 "triangulate; remove one of the two views")
 
 
+# fewer anchor frames than this: an offset the sync check finds is a warning, not a refusal
+SYNC_MIN_ANCHORS = 24
+
+
 def _sync_check(kp2d, w, cams: camera.Cameras, cfg: dict, keep: np.ndarray, names: list[str]) -> dict:
     """pipeline.geometry.sync on the usable keypoints; sync = "check": ValueError for a view clearly off."""
     if cfg["sync"] == "off":
@@ -242,6 +246,13 @@ def _sync_check(kp2d, w, cams: camera.Cameras, cfg: dict, keep: np.ndarray, name
                         f"best {abs(o)} frame(s) {later} (its frame f{o:+d} shows what they show at frame f; "
                         f"epipolar error {d['cost_at_offset_px'][v]:.2f} px there vs "
                         f"{d['cost_at_reference_px'][v]:.2f} px in step); {fix}")
+        if int(d["anchors"]) < SYNC_MIN_ANCHORS:
+            # a few frames to compare: one odd frame or a wrong intrinsic can mimic an offset, so
+            # say it, and leave the refusal to longer recordings
+            warnings.warn("labels: not conclusive (only " + str(int(d["anchors"])) + " frames to compare lags on): "
+                          + "; ".join(msgs) + ". Check the recording's synchronisation", LabelWarning, stacklevel=3)
+            out["sync_inconclusive"] = True
+            return out
         raise ValueError("labels: " + "; ".join(msgs) + ". Fix the recording's synchronisation (a Pose2Sim project: "
                          "dataset.frame_offsets=auto estimates and applies the offsets, or give them as integers), "
                          "or set label.sync=off to label anyway")

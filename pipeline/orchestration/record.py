@@ -83,5 +83,8 @@ class Stage:
     derive: Callable[[dict, set], None] | None = None
 
     def code_modules(self) -> list[str]:
-        """Project modules this stage runs (its module, its plug-ins, what they import)."""
-        return module_closure([self.module, *self.plugins()], exclude=("pipeline.orchestration",))
+        """Project modules this stage runs (its module, its plug-ins, what they import). A
+        plug-in registered from outside the project (a user's package, a test's stand-in) is
+        not the project's code and is left out."""
+        own = [m for m in self.plugins() if m.startswith(("pipeline.", "models."))]
+        return module_closure([self.module, *own], exclude=("pipeline.orchestration",))
