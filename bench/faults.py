@@ -331,6 +331,11 @@ def edits(work: Path) -> list[dict]:
     return out
 
 
+def _main_location(loc, key: str):
+    """A stage's location, or its output `key`'s when the stage has several (refine: ru, ru-labels)."""
+    return loc[key] if isinstance(loc, dict) else loc
+
+
 def corruptions(work: Path) -> list[dict]:
     """Damage complete outputs behind the store's back: never reused as they are."""
     from tests.test_stages_standins import toy_config
@@ -363,7 +368,8 @@ def corruptions(work: Path) -> list[dict]:
     damage("label attributes edited", "label",
            lambda f: open_group(lab, "r+").attrs.__setitem__("failures", {"0": "edited"}))
     damage("refine checkpoint replaced by another file", "refine",
-           lambda f: (Path(f["refine"]["location"]) / "train" / "final.pt").write_bytes(b"not a checkpoint"))
+           lambda f: (Path(_main_location(f["refine"]["location"], "refine")) / "train" / "final.pt")
+           .write_bytes(b"not a checkpoint"))
     return out
 
 
