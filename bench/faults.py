@@ -368,7 +368,7 @@ def corruptions(work: Path) -> list[dict]:
     damage("label attributes edited", "label",
            lambda f: open_group(lab, "r+").attrs.__setitem__("failures", {"0": "edited"}))
     damage("refine checkpoint replaced by another file", "refine",
-           lambda f: (Path(_main_location(f["refine"]["location"], "refine")) / "train" / "final.pt")
+           lambda f: (Path(_main_location(f["refine"]["location"], "ru")) / "train" / "final.pt")
            .write_bytes(b"not a checkpoint"))
     return out
 
