@@ -260,11 +260,20 @@ def kill_points(work: Path, n: int, seed: int) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------ 3. edits and corruption
-def _statuses(ov: dict, stages: list[str]) -> dict:
+def _statuses(ov: dict, stages: list[str]) -> tuple[dict, dict]:
+    """Run stages in order: ({stage: "ran" | "reused" | "refused" | "not run"}, {stage: its refusal}).
+    A stage that refuses its input (ValueError) ends the run: the stages after it cannot run."""
     from pipeline.orchestration import ArtifactStore, resolve, run_stage
     cfg = resolve("cpu", ov)
     store = ArtifactStore(cfg["store"]["root"])
-    return {s: run_stage(s, cfg, store, progress=False) for s in stages}
+    status, refused = {s: "not run" for s in stages}, {}
+    for s in stages:
+        try:
+            status[s] = run_stage(s, cfg, store, progress=False)["status"]
+        except ValueError as e:
+            status[s], refused[s] = "refused", str(e)[:160]
+            break
+    return status, refused
 
 
 def edits(work: Path) -> list[dict]:
@@ -274,23 +283,15 @@ def edits(work: Path) -> list[dict]:
     ov = {**fi.chain(proj), "dask.n_workers": 0, "store.root": str(work / "edits" / "artifacts"),
           "label.min_joints": 4}
     stages = ["dataset", "detect2d", "label"]
-    _statuses(ov, stages)
+    _, refused = _statuses(ov, stages)
+    if refused:
+        raise RuntimeError(f"edits: the unedited project was refused: {refused}")
     out = []
 
     def check(what, expect_rerun=True):
-        from pipeline.orchestration import ArtifactStore, resolve, run_stage
-        cfg = resolve("cpu", ov)
-        store = ArtifactStore(cfg["store"]["root"])
-        ran, refused = set(), {}
-        for s in stages:
-            try:
-                if run_stage(s, cfg, store, progress=False)["status"] == "ran":
-                    ran.add(s)
-            except ValueError as e:  # the edited input refused: rebuilt, not reused; later stages cannot run
-                ran.add(s)
-                refused[s] = str(e)[:160]
-                ran |= set(stages[stages.index(s) + 1:])
-                break
+        status, refused = _statuses(ov, stages)
+        # a refusal of the edited input, and the stages it kept from running: nothing old reused
+        ran = {s for s, x in status.items() if x in ("ran", "refused", "not run")}
         stale = sorted(set(stages) - ran) if expect_rerun else []
         wrong = sorted(ran) if not expect_rerun else []
         out.append({"edit": what, "reran": sorted(ran), "stale_reused": stale, "needless": wrong,
