@@ -6,7 +6,8 @@ on Dask with 1 vs 2 workers.
 
 Prints per-stage timings and the figures side by side; the last line is one JSON object:
 {"demo_s", "cpu_utilisation", "cores", "threads", "rerun_s", "rerun_over_demo", "label_chunks_1w_s",
- "label_chunks_2w_s", "dask_speedup_2w", "stages": {stage: seconds}, "metrics": {model: {metric: value}}}.
+ "label_chunks_2w_s", "dask_speedup_2w", "stages": {stage: seconds}, "metrics": {model: {metric: value}},
+ "step_ms": {case: ms}} (training_steps: the 3D network's step by threads, wait policy, layout, load).
 cpu_utilisation = (user + system CPU seconds of the demo's processes) / wall seconds / cores:
 how much of the machine the first run used. The demo's metrics sit beside its time, so that a
 faster chain never hides a worse model. The demo runs without OMP_NUM_THREADS (every core given,
@@ -140,6 +141,54 @@ def label_speedup(root: Path, overrides: list[str], min_frames: int, repeats: in
             "label_frames": int(len(rig))}
 
 
+STEP = """
+import os, sys, time, torch
+import pipeline.training  # chooses the wait policy unless OMP_WAIT_POLICY is set
+from pipeline.training.loop import build_model
+from pipeline.training import pose3d
+torch.set_num_threads(int(sys.argv[1]))
+layout = torch.channels_last if sys.argv[2] == "channels_last" else torch.contiguous_format
+c = pose3d.PRESETS["cpu"]
+m = build_model(c, "3d").to(memory_format=layout)
+opt = torch.optim.Adam(m.parameters(), 1e-3)
+x = torch.randn(c["batch_size"], 3, c["input_size"], c["input_size"]).contiguous(memory_format=layout)
+def step():
+    loss = m(x).pow(2).mean()
+    opt.zero_grad(); loss.backward(); opt.step()
+for _ in range(5):
+    step()
+t0 = time.perf_counter()
+for _ in range(int(sys.argv[3])):
+    step()
+print((time.perf_counter() - t0) / int(sys.argv[3]) * 1000)
+"""
+
+
+def training_steps(iters: int = 25) -> dict:
+    """Milliseconds per training step of the cpu preset's 3D network (batch 32, one fresh
+    process each, since OpenMP reads its wait policy once): threads 1 and 2, waiting threads
+    spinning or sleeping (OMP_WAIT_POLICY=PASSIVE), channels_last or not, on the otherwise idle
+    machine and beside one busy process (another job on the machine)."""
+    cases = [("1 thread", "1", "channels_last", None), ("2 threads, spin", "2", "channels_last", ""),
+             ("2 threads, passive", "2", "channels_last", "PASSIVE"),
+             ("2 threads, spin, NCHW", "2", "contiguous", "")]
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    out = {}
+    for load in ("idle", "busy"):
+        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if load == "busy" else None
+        try:
+            for name, th, layout, policy in cases:
+                # "": the library's default (spin, then sleep); None: pipeline.training chooses
+                e = dict(env, **({"OMP_WAIT_POLICY": policy} if policy is not None else {}))
+                p = subprocess.run([sys.executable, "-c", STEP, th, layout, str(iters)], cwd=REPO, env=e,
+                                   capture_output=True, text=True, check=True)
+                out[f"{name}, {load}"] = round(float(p.stdout.strip().splitlines()[-1]), 1)
+        finally:
+            if hog is not None:
+                hog.kill()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller studio, shorter training")
@@ -163,6 +212,13 @@ def main() -> None:
         print(f"{k:<14}{st[k]:>12.1f}{reused.get(k, float('nan')):>14.2f}")
     print(f"{'whole demo':<14}{demo_s:>12.1f}{rerun_s:>14.1f}   (second / first = {rerun_s / demo_s:.3f})")
     print(f"first run: {cpu_s:.0f} CPU s over {demo_s:.0f} s on {cores} cores = {util:.2f} of the machine")
+    steps = training_steps(10 if a.quick else 25)
+    print("training step of the cpu preset's 3D network, ms (one process each):")
+    for k, v in steps.items():
+        print(f"  {k:<32}{v:>8.1f}")
+    print(f"  2 threads: spin / passive on the idle machine {steps['2 threads, spin, idle'] / steps['2 threads, passive, idle']:.2f}, "
+          f"beside a busy process {steps['2 threads, spin, busy'] / steps['2 threads, passive, busy']:.2f}; "
+          f"channels_last / NCHW {steps['2 threads, spin, idle'] / steps['2 threads, spin, NCHW, idle']:.2f}")
     sp = label_speedup(root, overrides, 20_000 if a.quick else 100_000)
     print(f"labelling {sp['label_frames']} frames in {sp['label_chunks']} chunks on Dask: 1 worker {sp['label_chunks_1w_s']:.2f} s, "
           f"2 workers {sp['label_chunks_2w_s']:.2f} s, speed-up {sp['dask_speedup_2w']:.2f}x "
@@ -171,6 +227,7 @@ def main() -> None:
                    "threads": a.threads or cores, "cpu_s": round(cpu_s, 1),
                    "metrics": metrics, "rerun_s": round(rerun_s, 1),
                       "rerun_over_demo": round(rerun_s / demo_s, 4), **sp, "quick": a.quick,
+                      "step_ms": steps,
                       "stages": st}, a.quick)
 
 

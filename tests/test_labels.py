@@ -182,3 +182,21 @@ def test_loop_closure_closed_form(world):
     loop = labels._loop_closure(ests, pairs, cams.V)
     assert np.isclose(loop[0], 7.0, atol=1e-6)
     assert np.nanmin(loop[1:]) < 1e-5  # every other pair closes through a triplet without pair 0
+
+
+def test_per_frame_labels_on_dask_equal_those_in_process(world):
+    """The per-frame mode spread over a dask.distributed LocalCluster (2 worker processes) gives
+    the same bytes as one process: label_chunk is a pure function of its frames."""
+    from distributed import Client, LocalCluster
+    cams, P, _ = world
+    kp = synth.observe(P[:24], cams, 2.0, seed=8)
+    free = cams.without_extrinsics()
+    here = labels.make_labels(kp, free, {"mode": "per-frame"})
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      silence_logs=40) as cluster, Client(cluster) as client:
+        there = labels.make_labels(kp, free, {"mode": "per-frame"}, client=client)
+    assert here["frame_ok"].sum() > 15
+    assert sorted(here) == sorted(there)
+    for k in [k for k in here if not k.endswith("_seconds")]:  # timings differ
+        a, b = np.asarray(here[k]), np.asarray(there[k])
+        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), k

@@ -245,3 +245,34 @@ def test_an_edited_estimated_rig_is_never_reused(tmp_path):
     r = _run(cfg)["label"]
     assert r["status"] == "ran" and r["location"] == loc
     _assert_identical(_arrays(loc), before)
+
+
+def test_parallel_stage_builds_side_by_side_and_alone_to_the_same_bits(tmp_path, caplog):
+    """train3d (Stage.parallel) shares the cores among its outputs: on two cores or more SS and
+    FS train side by side in spawned processes, each with its share of the threads (recorded in
+    the checkpoint), and their log lines reach this process. FS rebuilt alone afterwards (SS
+    reused) gets the same share, so the same bits: what was cached never changes a result."""
+    import logging
+    import shutil
+    import torch
+    from pipeline.training import threads
+    ov = {k: v for k, v in TRAIN_OV.items() if k != "train3d.num_threads"}
+    ov["train3d.epochs"] = 2
+    cfg = toy_config(tmp_path, **ov)
+    _run(cfg)
+    st = ArtifactStore(cfg["store"]["root"])
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        first = stages.run_stage("train3d", cfg, st, progress=False)
+    assert [e["status"] for e in first["outputs"]] == ["ran", "ran"]
+    built = [r.getMessage() for r in caplog.records if "train3d: wrote" in r.getMessage()]
+    assert len(built) == 2, built  # from the children when side by side, from here otherwise
+    share = max(1, threads.cpu_threads() // 2)
+    fs = Path(first["location"]["fs"])
+    ck = torch.load(fs / "train" / "final.pt", weights_only=True)
+    assert ck["cpu_threads"] == share
+    before = _state(fs / "train" / "final.pt")
+    shutil.rmtree(fs)
+    again = stages.run_stage("train3d", cfg, st, progress=False)
+    assert [e["status"] for e in again["outputs"]] == ["reused", "ran"]
+    after = _state(Path(again["location"]["fs"]) / "train" / "final.pt")
+    assert before.keys() == after.keys() and all(before[k].tobytes() == after[k].tobytes() for k in before)

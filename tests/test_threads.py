@@ -79,16 +79,36 @@ def test_resume_takes_the_recorded_threads(tmp_path, monkeypatch):
     assert all(torch.equal(ca["model"][k], cb["model"][k]) for k in ca["model"])
 
 
-def test_openmp_threads_sleep_when_waiting_unless_the_user_says():
-    """pipeline.training sets OMP_WAIT_POLICY=PASSIVE before torch starts OpenMP (spinning threads
-    that share a core with another process stall every parallel region); a user's value wins."""
+def test_openmp_wait_policy_follows_the_machines_load_and_the_user_wins(monkeypatch):
+    """threads.wait_policy: spin (the library's default) when the cores are free, sleep
+    (PASSIVE) when other processes keep a core busy or only one core is given; a user's
+    OMP_WAIT_POLICY is kept (pipeline.training sets it only when unset)."""
     import os
     import subprocess
     import sys
-    code = "import os, pipeline.training, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    from pipeline.training import threads
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    assert threads.wait_policy(busy=0.1) is None
+    assert threads.wait_policy(busy=1.0) == "PASSIVE"
+    monkeypatch.setattr(threads, "available_cores", lambda: 1)
+    assert threads.wait_policy(busy=0.0) == "PASSIVE"
+    assert 0.0 <= threads.busy_cores(0.05) <= (os.cpu_count() or 1) + 1e-9
+    code = "import os, pipeline.training, torch; print(os.environ.get('OMP_WAIT_POLICY'))"
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "PASSIVE"
     out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ACTIVE"
+
+
+def test_trainings_side_by_side_share_the_cores(monkeypatch):
+    """cpu_threads inside shared_by(n): each of n trainings gets its part, at least one thread;
+    a configured num_threads is kept as asked."""
+    from pipeline.training import threads
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert threads.cpu_threads() == 4
+    with threads.shared_by(2):
+        assert threads.cpu_threads() == 2
+        assert threads.cpu_threads(3) == 3
+    with threads.shared_by(8):
+        assert threads.cpu_threads() == 1
+    assert threads.cpu_threads() == 4

@@ -237,13 +237,14 @@ LABEL_MODES = ("known", "rig", "per-frame")
 
 
 def label_table(sources: dict, dataset, frames: np.ndarray, label_cfg: dict, trained: tuple[str, str],
-                trained_labels: dict, reference, ks, pck_threshold: float) -> dict:
+                trained_labels: dict, reference, ks, pck_threshold: float, client=None) -> dict:
     """The paper's Table 1 on a dataset: pseudo-labels of `frames` against ground truth, for
     each 2D source (name -> keypoints2d [f,V,J,3] at `frames`) and each labelling mode: with
     extrinsics (`known`, in mm, when the dataset has them) and without (`rig`, `per-frame`,
     in mean bones). The (source, mode) pair `trained` is the label stage's own output, given
     as `trained_labels` ({"labels", "valid", "frame_ok"} at `frames`); the others are
-    labelled here with `label_cfg`. Returns {row name: {"coverage", "summary"}}."""
+    labelled here with `label_cfg` (the per-frame mode's frames spread over a Dask `client`'s
+    workers when one is given). Returns {row name: {"coverage", "summary"}}."""
     from ..geometry import labels as labelling
     from ..camera import Cameras
 
@@ -263,7 +264,7 @@ def label_table(sources: dict, dataset, frames: np.ndarray, label_cfg: dict, tra
                     sel = rig == g
                     cams = Cameras.from_store(dataset, g)
                     res = labelling.make_labels(kp[sel], cams if mode == "known" else cams.without_extrinsics(),
-                                                {**label_cfg, "mode": mode})
+                                                {**label_cfg, "mode": mode}, client=client)
                     out["labels"][sel] = res["labels_cam_mm" if mode == "known" else "labels_cam"]
                     out["valid"][sel], out["frame_ok"][sel] = res["valid"], res["frame_ok"]
             ok = np.asarray(out["frame_ok"], dtype=bool)

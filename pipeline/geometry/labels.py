@@ -370,8 +370,11 @@ def label_chunk(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None,
     return out
 
 
-def make_labels(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, progress: bool = False) -> dict:
-    """calibrate + label_chunk over all frames (in chunks of cfg["chunk_frames"]).
+def make_labels(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, progress: bool = False,
+                client=None) -> dict:
+    """calibrate + label_chunk over all frames (in chunks of cfg["chunk_frames"]; per-frame mode:
+    one chunk, or with a Dask `client`, chunks spread over its workers: label_chunk is a pure
+    function of its frames, so the result is the same).
 
     Returns label_chunk's frame-indexed arrays plus calibrate's info, which is not
     frame-indexed: in rig mode R_est [V,3,3], t_est [V,3], rig_pairs [P,2] and rig_pair_*
@@ -381,11 +384,19 @@ def make_labels(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None,
     cams2, info = calibrate(kp2d, cams, cfg)
     F = len(kp2d)
     step = max(1, int(cfg["chunk_frames"])) if cfg["mode"] != "per-frame" else max(F, 1)
+    starts = range(0, max(F, 1), step)
+    if client is not None and cfg["mode"] == "per-frame" and F > 1:
+        # the per-frame mode costs a RANSAC per frame and pair: worth spreading; 4 chunks a worker
+        step = max(1, -(-F // (4 * max(1, len(client.scheduler_info().get("workers", {})) or 1))))
+        starts = range(0, F, step)
+        futures = client.map(label_chunk, [kp2d[s:s + step] for s in starts], cams=cams2, cfg=cfg, pure=False)
+        parts = iter(client.gather(futures))
+    else:
+        parts = (label_chunk(kp2d[s:s + step], cams2, cfg, progress=progress) for s in starts)
     out: dict = {}
     # each chunk's result goes straight into the output (no list of parts then a copy of all:
     # the peak stays the input, the output and one chunk's work)
-    for s in tqdm(range(0, max(F, 1), step), disable=not progress or F <= step, desc="labels"):
-        part = label_chunk(kp2d[s:s + step], cams2, cfg, progress=progress)
+    for s, part in tqdm(zip(starts, parts), total=len(starts), disable=not progress or F <= step, desc="labels"):
         if not out:
             out = {k: np.empty((F,) + v.shape[1:], v.dtype) for k, v in part.items()}
         for k, v in part.items():

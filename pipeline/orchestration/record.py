@@ -65,6 +65,10 @@ class Stage:
     derive: (cfg, overridden dotted keys) -> None; sets the keys of its section that follow
       other sections (the dataset's crop size follows the networks' input size) unless the
       user set them, and raises ValueError naming both keys when the user's values disagree.
+    parallel: its outputs are independent trainings: on the CPU they share the cores (each
+      needed output gets its part, whether or not the others are built, so its bits do not
+      depend on what was cached) and those to build run side by side in processes
+      (pipeline/orchestration/runner.py).
     """
     name: str
     version: int
@@ -81,6 +85,7 @@ class Stage:
     result: str | None = None
     summary: Callable[[dict], dict] | None = None
     derive: Callable[[dict, set], None] | None = None
+    parallel: bool = False
 
     def code_modules(self) -> list[str]:
         """Project modules this stage runs (its module, its plug-ins, what they import). A

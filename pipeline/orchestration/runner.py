@@ -7,6 +7,12 @@ fingerprints, so a change anywhere upstream moves it. `run_stage` returns a comp
 as it is when it verifies (every file against its manifest, its inputs' content unchanged
 since it was built); repairs corrupt chunks of chunked arrays; rebuilds anything else that
 fails; and otherwise builds the output under its lock, resuming what an interrupted run left.
+
+A stage whose outputs are independent trainings (`Stage.parallel`: train3d's SS and FS,
+refine's two units) shares the CPU cores among its needed outputs (threads.shared_by), and
+builds the pending ones side by side, one spawned process each, on a machine with two cores
+or more and no GPU: one training rarely keeps two cores busy, two trainings do. A child's
+log lines and warnings come back to this process; a child dies with it (Linux).
 """
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ import logging
 import time
 import warnings
 from typing import Mapping
+
+from ..training import threads
 
 from .config import stage_names
 from .arrays import write_coordinates
@@ -112,16 +120,135 @@ def run_stage(name: str, cfg: Mapping, store: ArtifactStore, force: bool = False
     "outputs": [per-output events]}. `force` rebuilds complete outputs from scratch."""
     stage, t0 = stage_of(name), time.perf_counter()
     A = plan(cfg, store)
+    needed = [o for o in stage.outputs if A[o.key] is not None]
+    sharers = len(needed) if stage.parallel and not _gpu() else 1
+    if sharers > 1 and threads.cpu_threads() >= 2:
+        return _run_side_by_side(stage, cfg, store, A, force, progress, sharers, t0)
     events = []
+    with threads.shared_by(sharers):
+        for out in stage.outputs:
+            art = A[out.key]
+            t1 = time.perf_counter()
+            if art is None:
+                events.append(_event(out, None, "skipped", t1, stage))
+                continue
+            ran = _produce(stage, out, art, cfg, store, A, force, progress)
+            events.append(_event(out, art, "ran" if ran else "reused", t1, stage))
+    return _summary(stage, events, t0)
+
+
+def _gpu() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def _run_side_by_side(stage: Stage, cfg: Mapping, store: ArtifactStore, A: Mapping, force: bool, progress: bool,
+                      sharers: int, t0: float) -> dict:
+    """run_stage for a parallel stage: the outputs to build, each in a spawned process with its
+    share of the cores; the reusable ones reused here. Raises the first child's error after
+    every child has ended (the others' outputs are kept)."""
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    verify = bool(cfg["store"]["verify"])
+    events: dict[str, dict] = {}
+    todo = []
     for out in stage.outputs:
         art = A[out.key]
-        t1 = time.perf_counter()
         if art is None:
-            events.append(_event(out, None, "skipped", t1, stage))
-            continue
-        ran = _produce(stage, out, art, cfg, store, A, force, progress)
-        events.append(_event(out, art, "ran" if ran else "reused", t1, stage))
-    return _summary(stage, events, t0)
+            events[out.key] = _event(out, None, "skipped", time.perf_counter(), stage)
+        elif not force and _verdict(art, verify)[0]:
+            log.info("%s: reusing %s", stage.name, art.location)
+            events[out.key] = _event(out, art, "reused", time.perf_counter(), stage)
+        else:
+            todo.append(out)
+    if len(todo) == 1:  # nothing to run beside it: here, with the same share of the cores
+        with threads.shared_by(sharers):
+            t1 = time.perf_counter()
+            ran = _produce(stage, todo[0], A[todo[0].key], cfg, store, A, force, progress)
+            events[todo[0].key] = _event(todo[0], A[todo[0].key], "ran" if ran else "reused", t1, stage)
+    elif todo:
+        mp = multiprocessing.get_context("spawn")
+        queue = mp.Queue()
+        target = logging.getLogger("pipeline")
+        errors = []
+        with ProcessPoolExecutor(len(todo), mp_context=mp, initializer=_child_start,
+                                 initargs=(queue, _plugin_tables())) as pool:
+            futures = {pool.submit(_child_produce, stage.name, o.key, dict(cfg), store, force, sharers): o
+                       for o in todo}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+                _drain(queue, target)
+                for fut in done:
+                    out = futures[fut]
+                    try:
+                        ran, seconds, said = fut.result()
+                    except BaseException as e:  # noqa: BLE001 - raised below, after the others end
+                        errors.append(e)
+                        continue
+                    for category, message in said:  # the child logged them; the caller sees them
+                        warnings.warn(message, category, stacklevel=2)
+                    events[out.key] = {**_event(out, A[out.key], "ran" if ran else "reused", t0, stage),
+                                       "seconds": seconds}
+            _drain(queue, target)
+        if errors:
+            raise errors[0]
+    return _summary(stage, [events[o.key] for o in stage.outputs], t0)
+
+
+def _drain(queue, target: logging.Logger) -> None:
+    import queue as q
+    while True:
+        try:
+            record = queue.get_nowait()
+        except (q.Empty, OSError, ValueError):
+            return
+        target.handle(record)
+
+
+def _plugin_tables() -> dict:
+    """The plug-in tables as this process has them (a plug-in registered at run time, by a
+    user's script or a test, is not in a spawned child's fresh import)."""
+    from .. import data, detectors
+    return {"adapters": dict(data.ADAPTERS), "detectors": dict(detectors.DETECTORS),
+            "needs_network": frozenset(detectors.NEEDS_NETWORK)}
+
+
+def _child_start(queue, tables: dict) -> None:
+    """A side-by-side child: dies with its parent (Linux prctl PR_SET_PDEATHSIG), sends its
+    `pipeline` log records to the parent, knows the parent's plug-ins."""
+    from .. import data, detectors
+    data.ADAPTERS.update(tables["adapters"])
+    detectors.DETECTORS.update(tables["detectors"])
+    detectors.NEEDS_NETWORK = detectors.NEEDS_NETWORK | tables["needs_network"]
+    import ctypes
+    import logging.handlers
+    import signal
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    lg = logging.getLogger("pipeline")
+    lg.handlers[:] = [logging.handlers.QueueHandler(queue)]
+    lg.setLevel(logging.INFO)
+    lg.propagate = False
+
+
+def _child_produce(name: str, key: str, cfg: dict, store: ArtifactStore, force: bool, sharers: int):
+    """One output of a parallel stage, in a child: (built?, seconds, [(category, message)] of
+    its warnings)."""
+    stage, t1 = stage_of(name), time.perf_counter()
+    A = plan(cfg, store)
+    out = next(o for o in stage.outputs if o.key == key)
+    with threads.shared_by(sharers), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ran = _produce(stage, out, A[key], cfg, store, A, force, progress=False)
+    said = []
+    for w in caught:
+        if issubclass(w.category, UserWarning) and (w.category, str(w.message)) not in said:
+            said.append((w.category, str(w.message)))
+    return ran, time.perf_counter() - t1, said
 
 
 def _flags(stage: Stage, caught: list) -> list[str]:

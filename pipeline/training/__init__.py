@@ -4,10 +4,13 @@ checkpoints (loop, checkpoint), image sources (images), augmentation (augment), 
 they use (threads)."""
 import os as _os
 
-# OpenMP threads that wait by sleeping, not spinning (read once, when torch's OpenMP starts:
-# set before this package imports torch; a user's setting wins). With every core in use
-# (threads.py), a spinning thread that shares its core with another process stalls each
-# parallel region: two threads then ran several times slower than one.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# How OpenMP threads wait (threads.wait_policy: sleep when other processes keep the cores busy,
+# spin otherwise) is read once, when torch starts OpenMP: decided before torch is imported
+# here; a user's OMP_WAIT_POLICY wins.
+if "OMP_WAIT_POLICY" not in _os.environ:
+    from .threads import wait_policy as _wait_policy
+    _policy = _wait_policy()
+    if _policy:
+        _os.environ["OMP_WAIT_POLICY"] = _policy
 
 __all__ = ["augment", "checkpoint", "detector2d", "images", "loop", "pose3d", "refiner", "threads"]

@@ -260,9 +260,8 @@ def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets:
         model = build_model(arch, mode)
         if cfg["pretrained"]:
             load_backbone_weights(model.backbone, cfg["pretrained"])
-        model.to(device)
-        if device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
+        # channels_last: the faster convolution layout on the GPU and on the CPU alike (oneDNN)
+        model = model.to(device, memory_format=torch.channels_last)
         opt = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg["lr_steps"]), float(cfg["lr_gamma"]))
         rng = np.random.default_rng(int(cfg["seed"]))
@@ -321,8 +320,7 @@ def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets:
                 m = aug.transform_mask(m, params)
                 tgt = torch.as_tensor(tgt, dtype=torch.float32, device=device)
                 m = torch.as_tensor(m, dtype=torch.float32, device=device)
-                if device.type == "cuda":
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                     pred, prob = net(x, return_prob=True)
                 pred = pred.float()
@@ -414,7 +412,7 @@ def run_network(model: IntegralPoseNet, images, frames: np.ndarray, batch_size: 
     from models.integral import heatmap_confidence
     from tqdm.auto import tqdm
     device = _device(0)
-    model = model.to(device).eval()
+    model = model.to(device, memory_format=torch.channels_last).eval()
     V = images.shape[1]
     pairs = np.stack(np.meshgrid(frames, np.arange(V), indexing="ij"), -1).reshape(-1, 2)
     src = ImageSource(images, frames, max_memory_mb=0)  # streamed
@@ -423,6 +421,7 @@ def run_network(model: IntegralPoseNet, images, frames: np.ndarray, batch_size: 
         for s in tqdm(range(0, len(pairs), batch_size), desc="predict", disable=not progress, leave=False):
             p = pairs[s:s + batch_size]
             x = aug.normalise(aug.to_float(torch.from_numpy(src.get(p[:, 0], p[:, 1])).to(device)))
+            x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 c, prob = model(x, return_prob=True)
             c = c.float()

@@ -60,7 +60,7 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="detect2d", version=6, doc=__doc__.strip(), module=__name__,
+    name="detect2d", version=7, doc=__doc__.strip(), module=__name__,
     outputs=(Output("detect2d", name=lambda s: s["detector"], inputs=("dataset", "pretrain2d")),),
     build=build, defaults=_defaults, validate=_validate, sources=_sources, own_keys=OWN,
     plugin_key="detector", plugins=lambda: plugins.modules(detectors.DETECTORS))

@@ -17,10 +17,12 @@ from ...evaluation import pss, selfcheck
 from ...camera import Cameras
 from ...geometry import label_world
 from ...training import refiner, pose3d
+from ...training.threads import available_cores
 from ...detectors import gt as gt_detector
 from ...registry import check_number, with_defaults
 from ..artifacts import (keypoints, label_rows, label_targets, model_key, model_metrics, split_frames,
                          write_predictions)
+from ..cluster import dask_client
 from ..context import Context
 from ..record import Output, Stage
 from ..store import open_group, read_provenance, to_jsonable
@@ -62,7 +64,14 @@ def _label_rows(ctx: Context, ds, ref, ks, pck) -> dict:
     from .label import OWN as LABEL_OWN
     lcfg = {k: v for k, v in ctx.cfg["label"].items() if k not in LABEL_OWN}
     trained = label_rows(ctx.open("label"), train, known=mode == "known")
-    return to_jsonable(ev.label_table(sources, ds, train, lcfg, (det, mode), trained, ref, ks, pck))
+    # the per-frame rows (a RANSAC per frame and pair) on the Dask workers: every core
+    d = ctx.cfg["dask"]
+    spread = d.get("address") or (d.get("n_workers") != 0 and available_cores() > 1)
+    client, close = dask_client(d) if spread else (None, lambda: None)
+    try:
+        return to_jsonable(ev.label_table(sources, ds, train, lcfg, (det, mode), trained, ref, ks, pck, client=client))
+    finally:
+        close()
 
 
 def _frame_numbers(group, frames: np.ndarray) -> None:
@@ -203,7 +212,7 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="evaluate", version=7, doc=__doc__.strip(), module=__name__,
+    name="evaluate", version=8, doc=__doc__.strip(), module=__name__,
     outputs=(Output("evaluate", "metrics",
                     inputs=("dataset", "detect2d", "label", "train3d_ss", "train3d_fs", "refine", "refine_labels",
                             "pss_reference")),),

@@ -28,7 +28,7 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="pretrain2d", version=4, doc=__doc__.strip(), module=__name__,
+    name="pretrain2d", version=5, doc=__doc__.strip(), module=__name__,
     outputs=(Output("pretrain2d", "network", inputs=("dataset",),
                     needed=lambda cfg: detectors.needs_network(cfg["detect2d"]["detector"])),),
     build=build, defaults=_defaults, validate=_validate, result="result")

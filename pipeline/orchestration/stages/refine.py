@@ -75,8 +75,8 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="refine", version=5, doc=__doc__.strip(), module=__name__,
+    name="refine", version=6, doc=__doc__.strip(), module=__name__,
     outputs=(Output("refine", "ru", inputs=("dataset", "label", "train3d_ss"), params={"targets": "mocap"}),
              Output("refine_labels", "ru-labels", inputs=("dataset", "label", "train3d_ss"),
                     params={"targets": "labels"})),
-    build=build, defaults=_defaults, validate=_validate, sources=_sources, result="result")
+    parallel=True, build=build, defaults=_defaults, validate=_validate, sources=_sources, result="result")

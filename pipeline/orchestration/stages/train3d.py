@@ -39,8 +39,8 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="train3d", version=5, doc=__doc__.strip(), module=__name__,
+    name="train3d", version=6, doc=__doc__.strip(), module=__name__,
     outputs=(Output("train3d_ss", "ss", inputs=("dataset", "label"), params={"targets": "labels"}),
              # the baseline depends on the dataset only: a new detector does not retrain it
              Output("train3d_fs", "fs", inputs=("dataset",), params={"targets": "ground truth"}, needed=_has_gt)),
-    build=build, defaults=_defaults, validate=_validate, result="result")
+    parallel=True, build=build, defaults=_defaults, validate=_validate, result="result")
