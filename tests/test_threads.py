@@ -81,16 +81,20 @@ def test_resume_takes_the_recorded_threads(tmp_path, monkeypatch):
 
 def test_openmp_wait_policy_follows_the_machines_load_and_the_user_wins(monkeypatch):
     """threads.wait_policy: spin (the library's default) when the cores are free, sleep
-    (PASSIVE) when other processes keep a core busy or only one core is given; a user's
+    (PASSIVE) when other processes keep a core busy or only one thread runs; a user's
     OMP_WAIT_POLICY is kept (pipeline.training sets it only when unset)."""
     import os
     import subprocess
     import sys
     from pipeline.training import threads
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
     assert threads.wait_policy(busy=0.1) is None
     assert threads.wait_policy(busy=1.0) == "PASSIVE"
     monkeypatch.setattr(threads, "available_cores", lambda: 1)
+    assert threads.wait_policy(busy=0.0) == "PASSIVE"
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert threads.wait_policy(busy=0.0) == "PASSIVE"
     assert 0.0 <= threads.busy_cores(0.05) <= (os.cpu_count() or 1) + 1e-9
     code = "import os, pipeline.training, torch; print(os.environ.get('OMP_WAIT_POLICY'))"

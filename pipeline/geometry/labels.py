@@ -387,10 +387,10 @@ def make_labels(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None,
     starts = range(0, max(F, 1), step)
     if client is not None and cfg["mode"] == "per-frame" and F > 1:
         # the per-frame mode costs a RANSAC per frame and pair: worth spreading; 4 chunks a worker
-        step = max(1, -(-F // (4 * max(1, len(client.scheduler_info().get("workers", {})) or 1))))
+        step = max(1, -(-F // (4 * max(1, len(client.scheduler_info().get("workers", {}))))))
         starts = range(0, F, step)
         futures = client.map(label_chunk, [kp2d[s:s + step] for s in starts], cams=cams2, cfg=cfg, pure=False)
-        parts = iter(client.gather(futures))
+        parts = (f.result() for f in futures)  # fetched one at a time, in order
     else:
         parts = (label_chunk(kp2d[s:s + step], cams2, cfg, progress=progress) for s in starts)
     out: dict = {}

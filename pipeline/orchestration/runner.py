@@ -122,18 +122,30 @@ def run_stage(name: str, cfg: Mapping, store: ArtifactStore, force: bool = False
     A = plan(cfg, store)
     needed = [o for o in stage.outputs if A[o.key] is not None]
     sharers = len(needed) if stage.parallel and not _gpu() else 1
+    reusable: set[str] = set()
+    built: dict[str, tuple[bool, float]] = {}
     if sharers > 1 and threads.cpu_threads() >= 2:
-        return _run_side_by_side(stage, cfg, store, A, force, progress, sharers, t0)
+        verify = bool(cfg["store"]["verify"])
+        reusable = {o.key for o in needed if not force and _verdict(A[o.key], verify)[0]}
+        todo = [o for o in needed if o.key not in reusable]
+        if len(todo) > 1:
+            built = _build_side_by_side(stage, todo, cfg, store, A, force, sharers)
     events = []
-    with threads.shared_by(sharers):
+    with threads.shared_by(sharers):  # an output built here gets the share it has side by side
         for out in stage.outputs:
             art = A[out.key]
             t1 = time.perf_counter()
             if art is None:
                 events.append(_event(out, None, "skipped", t1, stage))
-                continue
-            ran = _produce(stage, out, art, cfg, store, A, force, progress)
-            events.append(_event(out, art, "ran" if ran else "reused", t1, stage))
+            elif out.key in built:
+                ran, seconds = built[out.key]
+                events.append({**_event(out, art, "ran" if ran else "reused", t1, stage), "seconds": seconds})
+            elif out.key in reusable:  # verified above: not twice
+                log.info("%s: reusing %s", stage.name, art.location)
+                events.append(_event(out, art, "reused", t1, stage))
+            else:
+                ran = _produce(stage, out, art, cfg, store, A, force, progress)
+                events.append(_event(out, art, "ran" if ran else "reused", t1, stage))
     return _summary(stage, events, t0)
 
 
@@ -142,59 +154,40 @@ def _gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def _run_side_by_side(stage: Stage, cfg: Mapping, store: ArtifactStore, A: Mapping, force: bool, progress: bool,
-                      sharers: int, t0: float) -> dict:
-    """run_stage for a parallel stage: the outputs to build, each in a spawned process with its
-    share of the cores; the reusable ones reused here. Raises the first child's error after
-    every child has ended (the others' outputs are kept)."""
+def _build_side_by_side(stage: Stage, todo: list[Output], cfg: Mapping, store: ArtifactStore, A: Mapping,
+                        force: bool, sharers: int) -> dict[str, tuple[bool, float]]:
+    """Build `todo` (outputs of a parallel stage) each in a spawned process with its share of
+    the cores: {key: (built?, seconds)}. Raises the first child's error after every child has
+    ended (the others' outputs are kept)."""
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
-    verify = bool(cfg["store"]["verify"])
-    events: dict[str, dict] = {}
-    todo = []
-    for out in stage.outputs:
-        art = A[out.key]
-        if art is None:
-            events[out.key] = _event(out, None, "skipped", time.perf_counter(), stage)
-        elif not force and _verdict(art, verify)[0]:
-            log.info("%s: reusing %s", stage.name, art.location)
-            events[out.key] = _event(out, art, "reused", time.perf_counter(), stage)
-        else:
-            todo.append(out)
-    if len(todo) == 1:  # nothing to run beside it: here, with the same share of the cores
-        with threads.shared_by(sharers):
-            t1 = time.perf_counter()
-            ran = _produce(stage, todo[0], A[todo[0].key], cfg, store, A, force, progress)
-            events[todo[0].key] = _event(todo[0], A[todo[0].key], "ran" if ran else "reused", t1, stage)
-    elif todo:
-        mp = multiprocessing.get_context("spawn")
-        queue = mp.Queue()
-        target = logging.getLogger("pipeline")
-        errors = []
-        with ProcessPoolExecutor(len(todo), mp_context=mp, initializer=_child_start,
-                                 initargs=(queue, _plugin_tables())) as pool:
-            futures = {pool.submit(_child_produce, stage.name, o.key, dict(cfg), store, force, sharers): o
-                       for o in todo}
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
-                _drain(queue, target)
-                for fut in done:
-                    out = futures[fut]
-                    try:
-                        ran, seconds, said = fut.result()
-                    except BaseException as e:  # noqa: BLE001 - raised below, after the others end
-                        errors.append(e)
-                        continue
-                    for category, message in said:  # the child logged them; the caller sees them
-                        warnings.warn(message, category, stacklevel=2)
-                    events[out.key] = {**_event(out, A[out.key], "ran" if ran else "reused", t0, stage),
-                                       "seconds": seconds}
+    mp = multiprocessing.get_context("spawn")
+    queue = mp.Queue()
+    target = logging.getLogger("pipeline")
+    built, errors = {}, []
+    with ProcessPoolExecutor(len(todo), mp_context=mp, initializer=_child_start,
+                             initargs=(queue, _plugin_tables())) as pool:
+        # the plan travels with the work: a child does not hash the sources again
+        futures = {pool.submit(_child_produce, stage.name, o.key, dict(cfg), store, dict(A), force, sharers): o
+                   for o in todo}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
             _drain(queue, target)
-        if errors:
-            raise errors[0]
-    return _summary(stage, [events[o.key] for o in stage.outputs], t0)
+            for fut in done:
+                try:
+                    ran, seconds, said = fut.result()
+                except BaseException as e:  # noqa: BLE001 - raised below, after the others end
+                    errors.append(e)
+                    continue
+                for category, message in said:  # the child logged them; the caller sees them
+                    warnings.warn(message, category, stacklevel=2)
+                built[futures[fut].key] = (ran, seconds)
+        _drain(queue, target)
+    if errors:
+        raise errors[0]
+    return built
 
 
 def _drain(queue, target: logging.Logger) -> None:
@@ -235,11 +228,10 @@ def _child_start(queue, tables: dict) -> None:
     lg.propagate = False
 
 
-def _child_produce(name: str, key: str, cfg: dict, store: ArtifactStore, force: bool, sharers: int):
+def _child_produce(name: str, key: str, cfg: dict, store: ArtifactStore, A: dict, force: bool, sharers: int):
     """One output of a parallel stage, in a child: (built?, seconds, [(category, message)] of
     its warnings)."""
     stage, t1 = stage_of(name), time.perf_counter()
-    A = plan(cfg, store)
     out = next(o for o in stage.outputs if o.key == key)
     with threads.shared_by(sharers), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

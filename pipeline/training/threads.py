@@ -102,8 +102,9 @@ def busy_cores(seconds: float = 0.2) -> float:
 
 def wait_policy(busy: float | None = None) -> str | None:
     """OMP_WAIT_POLICY for this process (module docstring): "PASSIVE" when other processes keep
-    at least one core's worth busy (`busy`: measured by busy_cores() when None) or only one
-    core is given (nothing to spin for), None (the library's default: spin, then sleep) otherwise."""
-    if available_cores() < 2:
+    at least one core's worth busy (`busy`: measured by busy_cores() when None) or one thread
+    is all it runs (nothing to spin for: no measuring then, as in a Dask worker), None (the
+    library's default: spin, then sleep) otherwise."""
+    if cpu_threads() < 2:
         return "PASSIVE"
     return "PASSIVE" if (busy_cores() if busy is None else busy) >= 0.75 else None
