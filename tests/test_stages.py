@@ -250,7 +250,7 @@ def test_an_edited_estimated_rig_is_never_reused(tmp_path):
 def test_parallel_stage_builds_side_by_side_and_alone_to_the_same_bits(tmp_path, caplog):
     """train3d (Stage.parallel) shares the cores among its outputs: on two cores or more SS and
     FS train side by side in spawned processes, each with its share of the threads (recorded in
-    the checkpoint), and their log lines reach this process. FS rebuilt alone afterwards (SS
+    the checkpoint), and their log lines (built, one per epoch) reach this process. FS rebuilt alone afterwards (SS
     reused) gets the same share, so the same bits: what was cached never changes a result."""
     import logging
     import shutil
@@ -266,6 +266,9 @@ def test_parallel_stage_builds_side_by_side_and_alone_to_the_same_bits(tmp_path,
     assert [e["status"] for e in first["outputs"]] == ["ran", "ran"]
     built = [r.getMessage() for r in caplog.records if "train3d: wrote" in r.getMessage()]
     assert len(built) == 2, built  # from the children when side by side, from here otherwise
+    # progress: a line per epoch and model, however the models were built
+    epochs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("train 3d: epoch")]
+    assert len(epochs) == 4 and sum("epoch 2/2" in m for m in epochs) == 2, epochs
     share = max(1, threads.cpu_threads() // 2)
     fs = Path(first["location"]["fs"])
     ck = torch.load(fs / "train" / "final.pt", weights_only=True)

@@ -345,6 +345,10 @@ def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets:
             losses.append(total / iters)
             if validate is not None and rank == 0:  # held-out samples (pipeline/training/validation.py)
                 val_hist.append(_plain(validate(model)))
+            if rank == 0:  # a line per epoch: the progress Prefect's log, a file and a side-by-side child show
+                val = val_hist[-1] if validate is not None and val_hist else {}
+                log.info("train %s: epoch %d/%d, loss %.4f%s", mode, epoch + 1, epochs, losses[-1],
+                         "".join(f", validation {k} {v:.4g}" for k, v in val.items() if isinstance(v, float)))
             if rank == 0:
                 ckdir.mkdir(parents=True, exist_ok=True)
                 save_checkpoint({

@@ -269,7 +269,7 @@ def train_refiner(cfg: dict, inputs: np.ndarray, targets: np.ndarray, out_dir: P
         B = min(int(c["batch_size"]), len(x))
         losses = []
         from tqdm.auto import tqdm
-        for _ in tqdm(range(int(c["epochs"])), desc="train RU", disable=not progress, leave=False):
+        for epoch in tqdm(range(int(c["epochs"])), desc="train RU", disable=not progress, leave=False):
             net.train()
             order = rng.permutation(len(x))
             total, n = 0.0, 0
@@ -285,6 +285,7 @@ def train_refiner(cfg: dict, inputs: np.ndarray, targets: np.ndarray, out_dir: P
                 total, n = total + float(loss.detach()), n + 1
             sched.step()
             losses.append(total / max(n, 1))
+            log.info("train RU: epoch %d/%d, loss %.4f", epoch + 1, int(c["epochs"]), losses[-1])
     finally:
         torch.set_num_threads(prev)
     out_dir.mkdir(parents=True, exist_ok=True)
