@@ -118,6 +118,11 @@ def epipolarpose(preset: str = "cpu", overrides: Overrides = None, only: Optiona
         logger.error("%s", e)
         return Failed(message=str(e))
     chain = list(names[: names.index(only) + 1]) if only else list(names)
+    try:
+        orch.check_crops(cfg, chain)  # before anything is built: networks need crops to train on
+    except USER_ERRORS as e:
+        logger.error("%s", e)
+        return Failed(message=str(e))
     logger.info("epipolarpose: preset %s, root %s, stages %s", preset, cfg["store"]["root"], chain)
     if not orch.ground_truth_3d(cfg):  # known from the adapter before anything runs
         logger.info("epipolarpose: dataset %r carries no 3D ground truth: no fully supervised baseline, no "

@@ -58,8 +58,6 @@ file makes it be assembled again, with a warning naming the file).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import shutil
 import subprocess
@@ -70,7 +68,6 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from tqdm import tqdm
 
 from ..camera import Cameras, check_rig
 from ..joints import J, bone_lengths
@@ -116,7 +113,6 @@ DEMO_WHEEL_SHA256 = {
     "0.10.49": "403e0dc4065898ba6a595e72a8970950310979253d60e24c2e00b16b36bf21e1",
 }
 DEMO_LICENCE = "BSD-3-Clause (Pose2Sim, David Pagnon)"
-BLOCK = 64   # frames per crop block (and per images chunk)
 
 
 def _cache_dir(cfg: dict) -> Path:
@@ -300,19 +296,6 @@ def sources(cfg: dict) -> list[Path]:
     return sorted({f.resolve() for f in files})
 
 
-def _ranges(nums) -> str:
-    """[0, 1, 2, 5, 7, 8] -> '0-2, 5, 7-8' (at most 8 runs shown)."""
-    nums = sorted(int(n) for n in nums)
-    runs: list[list[int]] = []
-    for n in nums:
-        if runs and n == runs[-1][1] + 1:
-            runs[-1][1] = n
-        else:
-            runs.append([n, n])
-    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:8])
-    return text + (f", ... ({len(runs) - 8} more runs)" if len(runs) > 8 else "")
-
-
 def _read_calibration(path: Path) -> tuple[list[str], Cameras]:
     return read_qca_calibration(path) if path.name.endswith(".qca.txt") else read_toml_calibration(path)
 
@@ -395,7 +378,7 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True, associate=None, syn
         numbers = numbers[(numbers >= rng[0]) & (numbers < rng[1])]
     if numbers.size == 0:
         raise ValueError(f"pose2sim: no frames in [{rng[0]}, {rng[1]}): the project holds frames "
-                         f"{_ranges(held) if held.size else 'none'}")
+                         f"{vid.ranges(held) if held.size else 'none'}")
     F = len(numbers)
     kps = np.full((F, V, J, 3), np.nan)
     person_index = None
@@ -484,8 +467,8 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True, associate=None, syn
             warnings.warn("pose2sim: no images stored (crops need both OpenPose JSON for the box and videos)",
                           stacklevel=2)
         return
-    _write_crops(out, video_paths, cam_names, numbers, boxes.astype(np.float32), int(c["crop_size"]), infos, progress,
-                 offsets)
+    vid.write_crops(out, video_paths, cam_names, numbers, boxes.astype(np.float32), int(c["crop_size"]), infos,
+                    progress, offsets, what="pose2sim", hint="build without images (images=false)")
 
 
 def _estimate_offsets(views, cams: Cameras, names: list[str], synchronise) -> np.ndarray:
@@ -514,64 +497,3 @@ def _offsets(value, V: int, names: list[str]) -> np.ndarray:
     if len(off) != V or not np.all(np.isfinite(off)) or np.any(off != np.round(off)):
         raise ValueError(f"pose2sim: frame_offsets must be {V} integers ({', '.join(names)}), got {value!r}")
     return off.astype(np.int64)
-
-
-def _write_crops(out: zarr.Group, videos: list[Path], cam_names: list[str], numbers: np.ndarray, boxes: np.ndarray,
-                 S: int, infos: list[dict], progress: bool, offsets: np.ndarray | None = None) -> None:
-    """images [F,V,S,S,3] and image_ok [F,V], per (view, block of BLOCK frames), resuming the
-    blocks attrs["crops"] records as done (the record is bound to the boxes, frames, videos and
-    S it was made for). Warns naming the video and frames that do not decode; ValueError when
-    none of a view's frames decode."""
-    F, V = boxes.shape[:2]
-    for v, info in enumerate(infos):
-        if numbers[0] + (0 if offsets is None else offsets[v]) >= info["frames"]:
-            raise ValueError(f"pose2sim: {videos[v]} ({cam_names[v]}) has {info['frames']} readable frames but the "
-                             f"store's frames are {numbers[0]}-{numbers[-1]}: no crop of this view can be read "
-                             "(wrong video, or JSON numbered from another start?)")
-    key = hashlib.sha256(boxes.tobytes() + numbers.astype(np.int64).tobytes()
-                         + (b"" if offsets is None else np.asarray(offsets, np.int64).tobytes())
-                         + json.dumps([[str(q) for q in videos], S]).encode()).hexdigest()[:16]
-    state = dict(out.attrs.get("crops") or {})
-    nb = -(-F // BLOCK)
-    intact = ("images" in out and out["images"].shape == (F, V, S, S, 3) and "image_ok" in out
-              and out["image_ok"].shape == (F, V))
-    if state.get("key") != key or not intact:
-        out.create_array("images", shape=(F, V, S, S, 3), dtype=np.uint8, chunks=(min(BLOCK, F), 1, S, S, 3),
-                         dimension_names=("frame", "view", "y", "x", "rgb"), overwrite=True)
-        out.create_array("image_ok", shape=(F, V), dtype=bool, chunks=(min(BLOCK, F), V), fill_value=False,
-                         dimension_names=("frame", "view"), overwrite=True)
-        state = {"key": key, "done": []}
-        out.attrs["crops"] = state
-    img, okarr = out["images"], out["image_ok"]
-    done = set(state["done"])
-    bar = tqdm(total=F * V, desc="pose2sim crops", disable=not progress)
-    for v, path in enumerate(videos):
-        for b in range(nb):
-            a = b * BLOCK
-            ids = numbers[a:a + BLOCK] + (0 if offsets is None else offsets[v])
-            if v * nb + b in done:
-                bar.update(len(ids))
-                continue
-            block = np.zeros((len(ids), 1, S, S, 3), np.uint8)
-            good = np.zeros(len(ids), bool)
-            inside = np.flatnonzero(ids >= 0)  # a view shifted by frame_offsets may start later
-            for k, (_, frame) in zip(inside, vid.iter_frames(path, ids[inside])):
-                if frame is not None:
-                    block[k, 0] = vid.crop(frame, boxes[a + k, v], S)
-                    good[k] = True
-            bar.update(len(ids))
-            img[a:a + len(ids), v:v + 1] = block
-            okarr[a:a + len(ids), v] = good
-            done.add(v * nb + b)
-            out.attrs["crops"] = {"key": key, "done": sorted(done)}
-    bar.close()
-    ok = np.asarray(okarr[:])
-    for v in range(V):
-        bad = numbers[~ok[:, v]]
-        if len(bad) == F:
-            raise ValueError(f"pose2sim: no frame of {videos[v]} ({cam_names[v]}) could be decoded at the store's frames "
-                             f"{numbers[0]}-{numbers[-1]}; replace the video or build without images (images=false)")
-        if len(bad):
-            warnings.warn(f"pose2sim: {videos[v]} ({cam_names[v]}): {len(bad)} of {F} frames could not be decoded "
-                          f"(frame numbers {_ranges(bad)}); their crops are black and image_ok is False there",
-                          stacklevel=3)

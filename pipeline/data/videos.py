@@ -21,11 +21,19 @@ on the same group ends identical to an uninterrupted one. `sources(cfg)` lists t
 build reads (videos, calibration) for the dataset's fingerprint.
 
 The store gets the cameras, frame indices and the video paths (attrs `videos`, `rotate`) so a
-detector (pipeline/detectors/mediapipe.py) can read the frames; `keypoints2d_gt` is NaN and
-no images are stored here: crops need a person box, which only a detector gives.
+detector (pipeline/detectors/mediapipe.py) can read the frames; `keypoints2d_gt` is NaN.
+
+Crops (`images` [F,V,S,S,3], `crop_boxes`, `image_ok`) need a person box, which only a 2D
+detector gives: `crops_from` names the detector plug-in whose keypoints place the square
+box (`crop_margin` times their extent; a frame where it finds nobody takes the nearest
+frame's box). The dataset stage passes `find_people(name, cfg, group, progress) -> [F,V,J,3]`
+(this package does not import the detectors) and by default ("auto") names the chain's own
+2D detector when it is one that finds people in videos (MediaPipe, OpenPose JSON). With
+`crops_from` null no crops are stored: labels and calibration work, no network can train.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -33,6 +41,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import zarr
+
+from tqdm import tqdm
 
 from ..camera import Cameras, check_rig
 from ..joints import JOINTS, J
@@ -48,11 +58,18 @@ DEFAULTS: dict = {
     "frames": None,          # [start, stop) frame range; None: all frames of the shortest video
     "fps": None,             # None: read from the first video
     "crop_size": 256,
+    "crops_from": "auto",    # detector whose keypoints place the crops; "auto": the chain's detect2d
+                             # detector when it finds people in videos; null: no crops
+    "crops_detector": {},    # that detector's settings ("auto": detect2d's)
+    "crop_margin": 1.3,      # the square crop is this many times the keypoints' extent
     "test_fraction": 0.0,    # the last fraction of frames is the test split
     "subject": "subject",
     "clip": None,            # None: the folder's name
 }
 
+# crops need a detector's keypoints: the dataset stage resolves crops_from and passes find_people
+CROPS_NEED_DETECTOR = True
+BLOCK = 64   # frames per crop block (and per images chunk)
 VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 _ROT = {0: None, 90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
@@ -370,9 +387,24 @@ def sources(cfg: dict) -> list[Path]:
     return sorted({p.resolve() for p in paths + ([cal] if cal else [])})
 
 
-def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
-    """Write the dataset contract for a folder of synchronised videos."""
+def build(cfg: dict, out: zarr.Group, progress: bool = True, find_people=None) -> None:
+    """Write the dataset contract for a folder of synchronised videos, and the crops around
+    the person `find_people` locates with the detector `crops_from` (see the module's doc)."""
     c = with_defaults(cfg, DEFAULTS, "videos")
+    crops_from = c["crops_from"]
+    if crops_from == "auto":
+        crops_from = None  # resolved by the dataset stage; called on its own: no crops
+    if crops_from is not None and not isinstance(crops_from, str):
+        raise ValueError(f"videos: crops_from must be a detector name, 'auto' or null, got {crops_from!r}")
+    if crops_from is not None and find_people is None:
+        raise ValueError(f"videos: crops_from {crops_from!r} needs the dataset stage to run the detector "
+                         "(build through `epipose run`, or pass find_people)")
+    if not isinstance(c["crops_detector"], dict):
+        raise ValueError(f"videos: crops_detector must be a mapping of detector settings, got {c['crops_detector']!r}")
+    margin = float(c["crop_margin"])
+    if not np.isfinite(margin) or margin < 1.0:
+        raise ValueError(f"videos: crop_margin must be a number >= 1 (the crop's side over the keypoints' extent), "
+                         f"got {c['crop_margin']!r}")
     root, paths, cal = _discover(c)
     V = len(paths)
     rotate = list(c["rotate"]) if c["rotate"] is not None else [0] * V
@@ -425,8 +457,34 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
         "dataset": "videos", "subjects": [c["subject"]], "clips": [c["clip"] or root.name], "actions": {},
         "fps": float(c["fps"] or infos[0]["fps"]), "crop_size": int(c["crop_size"]), "licence": "user data",
         "source": str(root.resolve()), "videos": [str(p.resolve()) for p in paths], "rotate": rotate,
-        "views": names, "calibrated": calibrated, "images_stored": False,
+        "views": names, "calibrated": calibrated, "images_stored": False, "crops_from": crops_from,
     }, float(c["test_fraction"]))
+    if crops_from is None:
+        for name in ("images", "image_ok", "crop_boxes"):  # a rebuild without crops leaves none behind
+            if name in out:
+                del out[name]
+        return
+    kp = np.asarray(find_people(crops_from, dict(c["crops_detector"]), out, progress), dtype=np.float64)
+    if kp.shape != (F, V, J, 3):
+        raise ValueError(f"videos: detector {crops_from!r} returned keypoints of shape {kp.shape}, "
+                         f"expected {(F, V, J, 3)} (frames, views, joints, x/y/confidence)")
+    boxes = square_box(kp, margin)
+    found = np.all(np.isfinite(boxes), axis=-1)
+    empty = [names[v] for v in range(V) if not found[:, v].any()]
+    if empty:
+        raise ValueError(f"videos: the detector {crops_from!r} found nobody in {', '.join(empty)} "
+                         f"(frames {start}-{stop - 1}): no crop can be placed; check those videos, or set "
+                         "dataset.crops_from to another detector")
+    if not found.all():
+        warnings.warn(f"videos: detector {crops_from!r} found nobody in "
+                      + ", ".join(f"{names[v]} on {int((~found[:, v]).sum())} of {F} frames"
+                                  for v in range(V) if not found[:, v].all())
+                      + "; those crops take the nearest frame's box", stacklevel=2)
+    boxes = fill_boxes(boxes, cams.size).astype(np.float32)
+    out.create_array("crop_boxes", data=boxes, dimension_names=("frame", "view", "box"), overwrite=True)
+    write_crops(out, paths, names, np.arange(start, stop), boxes, int(c["crop_size"]), infos, progress,
+                what="videos", hint="replace the video, or set dataset.crops_from to null (labels only)", rotate=rotate)
+    out.attrs.update({"images_stored": True, "person_found": found.mean(0).round(4).tolist()})
 
 
 def _rotated_dist(dist: np.ndarray, rotate: list[int]) -> np.ndarray:
@@ -439,3 +497,79 @@ def _rotated_dist(dist: np.ndarray, rotate: list[int]) -> np.ndarray:
             p1, p2 = p2, -p1
         out[v, 2], out[v, 3] = p1, p2
     return out
+
+
+def ranges(nums) -> str:
+    """[0, 1, 2, 5, 7, 8] -> '0-2, 5, 7-8' (at most 8 runs shown)."""
+    nums = sorted(int(n) for n in nums)
+    runs: list[list[int]] = []
+    for n in nums:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:8])
+    return text + (f", ... ({len(runs) - 8} more runs)" if len(runs) > 8 else "")
+
+
+def write_crops(out: zarr.Group, videos: list[Path], cam_names: list[str], numbers: np.ndarray, boxes: np.ndarray,
+                S: int, infos: list[dict], progress: bool, offsets: np.ndarray | None = None, *,
+                what: str = "videos", hint: str = "replace the video", rotate: list[int] | None = None) -> None:
+    """images [F,V,S,S,3] and image_ok [F,V], per (view, block of BLOCK frames), resuming the
+    blocks attrs["crops"] records as done (the record is bound to the boxes, frames, videos and
+    S it was made for). Warns naming the video and frames that do not decode; ValueError when
+    none of a view's frames decode."""
+    F, V = boxes.shape[:2]
+    for v, info in enumerate(infos):
+        if numbers[0] + (0 if offsets is None else offsets[v]) >= info["frames"]:
+            raise ValueError(f"{what}: {videos[v]} ({cam_names[v]}) has {info['frames']} readable frames but the "
+                             f"store's frames are {numbers[0]}-{numbers[-1]}: no crop of this view can be read "
+                             "(wrong video, or JSON numbered from another start?)")
+    key = hashlib.sha256(boxes.tobytes() + numbers.astype(np.int64).tobytes()
+                         + (b"" if offsets is None else np.asarray(offsets, np.int64).tobytes())
+                         + json.dumps([[str(q) for q in videos], S] + ([list(map(int, rotate))] if rotate and any(rotate) else [])
+                                      ).encode()).hexdigest()[:16]
+    state = dict(out.attrs.get("crops") or {})
+    nb = -(-F // BLOCK)
+    intact = ("images" in out and out["images"].shape == (F, V, S, S, 3) and "image_ok" in out
+              and out["image_ok"].shape == (F, V))
+    if state.get("key") != key or not intact:
+        out.create_array("images", shape=(F, V, S, S, 3), dtype=np.uint8, chunks=(min(BLOCK, F), 1, S, S, 3),
+                         dimension_names=("frame", "view", "y", "x", "rgb"), overwrite=True)
+        out.create_array("image_ok", shape=(F, V), dtype=bool, chunks=(min(BLOCK, F), V), fill_value=False,
+                         dimension_names=("frame", "view"), overwrite=True)
+        state = {"key": key, "done": []}
+        out.attrs["crops"] = state
+    img, okarr = out["images"], out["image_ok"]
+    done = set(state["done"])
+    bar = tqdm(total=F * V, desc=f"{what} crops", disable=not progress)
+    for v, path in enumerate(videos):
+        for b in range(nb):
+            a = b * BLOCK
+            ids = numbers[a:a + BLOCK] + (0 if offsets is None else offsets[v])
+            if v * nb + b in done:
+                bar.update(len(ids))
+                continue
+            block = np.zeros((len(ids), 1, S, S, 3), np.uint8)
+            good = np.zeros(len(ids), bool)
+            inside = np.flatnonzero(ids >= 0)  # a view shifted by frame_offsets may start later
+            for k, (_, frame) in zip(inside, iter_frames(path, ids[inside], int(rotate[v]) if rotate else 0)):
+                if frame is not None:
+                    block[k, 0] = crop(frame, boxes[a + k, v], S)
+                    good[k] = True
+            bar.update(len(ids))
+            img[a:a + len(ids), v:v + 1] = block
+            okarr[a:a + len(ids), v] = good
+            done.add(v * nb + b)
+            out.attrs["crops"] = {"key": key, "done": sorted(done)}
+    bar.close()
+    ok = np.asarray(okarr[:])
+    for v in range(V):
+        bad = numbers[~ok[:, v]]
+        if len(bad) == F:
+            raise ValueError(f"{what}: no frame of {videos[v]} ({cam_names[v]}) could be decoded at the store's frames "
+                             f"{numbers[0]}-{numbers[-1]}; {hint}")
+        if len(bad):
+            warnings.warn(f"{what}: {videos[v]} ({cam_names[v]}): {len(bad)} of {F} frames could not be decoded "
+                          f"(frame numbers {ranges(bad)}); their crops are black and image_ok is False there",
+                          stacklevel=3)

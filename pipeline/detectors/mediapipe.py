@@ -33,6 +33,9 @@ from ..joints import J
 from ..data.openpose import to_joints17
 from ..registry import with_defaults
 
+# finds the person in a dataset's videos on its own: a videos dataset may place its crops with it
+FINDS_PEOPLE = True
+
 DEFAULTS: dict = {
     "model_complexity": 1,        # 1 = BlazePose full, shipped in the wheel
     "min_detection_confidence": 0.5,

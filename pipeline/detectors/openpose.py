@@ -24,6 +24,9 @@ from ..joints import J
 from ..registry import with_defaults
 
 
+# finds the person in a dataset's videos on its own: a videos dataset may place its crops with it
+FINDS_PEOPLE = True
+
 DEFAULTS: dict = {
     "format": "auto",       # "auto", "body25b", "body25", "coco17"
     "person": "auto",       # auto: the dataset's associated subject (its person_index, pipeline/geometry/

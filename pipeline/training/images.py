@@ -12,7 +12,8 @@ import numpy as np
 def dataset_images(dataset, input_size: int | None):
     """The dataset's `images` array, checked: [F,V,S,S,3] uint8 with S == input_size."""
     if "images" not in dataset:
-        raise ValueError("dataset store has no `images` array (a keypoint-only dataset cannot train the network)")
+        raise ValueError("dataset store has no `images` array (a keypoint-only dataset cannot train the network; "
+                         "a folder of videos gets crops from a detector that finds people: dataset.crops_from)")
     im = dataset["images"]
     if im.ndim != 5 or im.shape[4] != 3:
         raise ValueError(f"dataset images must be [F,V,S,S,3] RGB, got shape {im.shape}")
