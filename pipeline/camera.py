@@ -205,7 +205,15 @@ def undistort_points(uv: np.ndarray, K: np.ndarray, dist: np.ndarray, normalised
 def normalise_points(uv: np.ndarray, K: np.ndarray) -> np.ndarray:
     """Pixels -> normalised image coordinates without distortion. uv [...,N,2], K [...,3,3]."""
     Kinv = np.linalg.inv(K)
-    return np.einsum("...ij,...nj->...ni", Kinv[..., :2, :2], uv) + Kinv[..., None, :2, 2]
+    uv = np.asarray(uv, dtype=np.float64)
+    u, v = uv[..., 0], uv[..., 1]
+    k = lambda i, j: Kinv[..., i, j][..., None]  # noqa: E731  [...,1]: broadcasts over N
+    # the 2x3 affine map written out: a few passes over contiguous arrays (einsum was the
+    # label path's largest cost)
+    out = np.empty(np.broadcast_shapes(uv.shape, Kinv.shape[:-2] + (1, 2)))
+    np.add(k(0, 0) * u + k(0, 1) * v, k(0, 2), out=out[..., 0])
+    np.add(k(1, 0) * u + k(1, 1) * v, k(1, 2), out=out[..., 1])
+    return out
 
 
 def rodrigues_to_matrix(rvec: np.ndarray) -> np.ndarray:

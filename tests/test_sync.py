@@ -142,3 +142,19 @@ def test_cost_a_few_thousand_frames(rig):
     dt = time.perf_counter() - t0
     assert est.tolist() == [0, 2, 0, 0] and d["anchors"] == 64
     assert dt < 15.0, dt  # about 1 s alone on one core; the machine is shared
+
+
+def test_visible_is_where_normalised_points_are_finite(rig):
+    # the visibility count skips normalising undistorted views: it must mark exactly the points
+    # normalised_points leaves finite (missing, low confidence, distorted views, a NaN K)
+    kp = synth.observe(synth.random_poses(200, seed=5), rig, 1.0, seed=6)
+    rng = np.random.default_rng(0)
+    kp[rng.random(kp.shape[:3]) < 0.05, 0] = np.nan
+    kp[rng.random(kp.shape[:3]) < 0.05, 2] = 0.01
+    dist = np.zeros((rig.V, 5))
+    dist[1] = [0.05, -0.01, 0.001, 0.0, 0.0]
+    for K in (rig.K, np.concatenate([rig.K[:3], np.full((1, 3, 3), np.nan)])):
+        want = np.all(np.isfinite(sync.normalised_points(kp, K, dist, 0.05)), -1)
+        np.testing.assert_array_equal(sync.visible(kp, K, dist, 0.05), want)
+        np.testing.assert_array_equal(sync.visible(kp, K, None, 0.05),
+                                      np.all(np.isfinite(sync.normalised_points(kp, K, None, 0.05)), -1))

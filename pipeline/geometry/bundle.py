@@ -19,7 +19,7 @@ focal length (residual foc (s_c q - obs)), the quality gate's check of the given
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse import csr_matrix, hstack
+from scipy.sparse import csr_matrix
 from scipy.spatial.transform import Rotation
 
 from .triangulate import skew
@@ -88,10 +88,22 @@ class Jacobian:
         counts = np.repeat(np.where(ocam > 0, 9, 3), 2)
         self.indptr = np.concatenate([[0], np.cumsum(counts), [counts.sum() + 3]])
         self.indices = np.concatenate([cols[self.used], np.arange(3, 6)])
-        self.sel = [np.flatnonzero(ocam == c) for c in range(ncam + 1)]
+        self.all_used = bool(self.used.all())
+        # observations grouped by camera (as rig.bundle_adjust orders them): slices, whose
+        # selections are views rather than copies
+        self.sel = []
+        for c in range(ncam + 1):
+            idx = np.flatnonzero(ocam == c)
+            contiguous = len(idx) == 0 or idx[-1] - idx[0] + 1 == len(idx)
+            self.sel.append(slice(int(idx[0]), int(idx[-1]) + 1) if contiguous and len(idx) else idx)
         self.shape = (2 * n + 1, 6 * ncam + 3 * npt)
 
     def __call__(self, p, opt, ocam, obs, foc, npt, ncam, gauge_w) -> csr_matrix:
+        return csr_matrix((self.values(p, opt, ocam, obs, foc, npt, ncam, gauge_w), self.indices, self.indptr),
+                          shape=self.shape)
+
+    def values(self, p, opt, ocam, obs, foc, npt, ncam, gauge_w) -> np.ndarray:
+        """The Jacobian's nonzero values in the order of its (fixed) CSR pattern."""
         if opt is not self.key[0] or ocam is not self.key[1]:
             raise ValueError("bundle.Jacobian: called with other observations than it was built for")
         R, t, X, om = unpack(p, ncam, npt)
@@ -101,18 +113,26 @@ class Jacobian:
             Xw = X[opt[sel]]
             Xc = Xw @ R[c].T + t[c]
             a = foc[sel] / Xc[:, 2]                        # D = [[a, 0, -a x/z], [0, a, -a y/z]]
+            v = vals[sel]                                  # a view where sel is a slice
             for r in range(2):
                 q = Xc[:, r] / Xc[:, 2]
                 # ∂r/∂X = D R = a (R[r] - q R[2]); ∂r/∂t = D's row
                 dX = a[:, None] * (R[c][r] - q[:, None] * R[c][2])
-                vals[sel, r, 6:] = dX
+                v[:, r, 6:] = dX
                 if c:
-                    # ∂r/∂ω = -(∂r/∂X) [X]× J_r = (X × ∂r/∂X) J_r
-                    vals[sel, r, :3] = np.cross(Xw, dX) @ Jr[c - 1]
-                    vals[sel, r, 3 + r] = a
-                    vals[sel, r, 5] = -a * q
-        data = np.concatenate([vals[self.used], gauge_w * t[1] / max(np.linalg.norm(t[1]), 1e-300)])
-        return csr_matrix((data, self.indices, self.indptr), shape=self.shape)
+                    # ∂r/∂ω = -(∂r/∂X) [X]× J_r = (X × ∂r/∂X) J_r, the cross product written out
+                    cx = np.stack([Xw[:, 1] * dX[:, 2] - Xw[:, 2] * dX[:, 1],
+                                   Xw[:, 2] * dX[:, 0] - Xw[:, 0] * dX[:, 2],
+                                   Xw[:, 0] * dX[:, 1] - Xw[:, 1] * dX[:, 0]], -1)
+                    v[:, r, :3] = cx @ Jr[c - 1]
+                    v[:, r, 3 + r] = a
+                    v[:, r, 5] = -a * q
+            if not isinstance(sel, slice):
+                vals[sel] = v
+        tail = gauge_w * t[1] / max(np.linalg.norm(t[1]), 1e-300)
+        if self.all_used:
+            return np.concatenate([vals.ravel(), tail])
+        return np.concatenate([vals[self.used], tail])
 
 
 def jacobian(p, opt, ocam, obs, foc, npt, ncam, gauge_w) -> csr_matrix:
@@ -134,14 +154,22 @@ class JacobianFocal:
     def __init__(self, opt: np.ndarray, ocam: np.ndarray, npt: int, ncam: int):
         self.base = Jacobian(opt, ocam, npt, ncam)
         n = len(opt)
-        self.rows = np.arange(2 * n)
-        self.cols = np.repeat(ocam, 2)
-        self.shape = (2 * n + 1, ncam + 1)
+        # the CSR pattern of [Jp | Js] built once: each observation row gets one more entry,
+        # camera c's focal column, after its Jacobian entries (no sparse hstack per call)
+        extra = np.concatenate([np.zeros(1, np.int64), np.arange(1, 2 * n + 1), [2 * n]])
+        self.indptr = self.base.indptr + extra
+        row_of = np.repeat(np.arange(2 * n + 1), np.diff(self.base.indptr))
+        self.pos_base = np.arange(len(self.base.indices)) + extra[row_of]
+        self.pos_s = self.indptr[1:2 * n + 1] - 1
+        self.indices = np.empty(self.indptr[-1], np.int64)
+        self.indices[self.pos_base] = self.base.indices
+        self.indices[self.pos_s] = self.base.shape[1] + np.repeat(ocam, 2)
+        self.shape = (2 * n + 1, self.base.shape[1] + ncam + 1)
 
     def __call__(self, pf, opt, ocam, obs, foc, npt, ncam, gauge_w) -> csr_matrix:
         p, s = pf[:-(ncam + 1)], pf[-(ncam + 1):]
         fs = foc * s[ocam]
-        Jp = self.base(p, opt, ocam, obs, fs, npt, ncam, gauge_w)
-        q = residuals(p, opt, ocam, np.zeros_like(obs), foc, npt, ncam, 0.0)[:-1]  # foc q
-        Js = csr_matrix((q, (self.rows, self.cols)), shape=self.shape)
-        return hstack([Jp, Js], format="csr")
+        data = np.empty(len(self.indices))
+        data[self.pos_base] = self.base.values(p, opt, ocam, obs, fs, npt, ncam, gauge_w)
+        data[self.pos_s] = residuals(p, opt, ocam, np.zeros_like(obs), foc, npt, ncam, 0.0)[:-1]  # foc q
+        return csr_matrix((data, self.indices, self.indptr), shape=self.shape)

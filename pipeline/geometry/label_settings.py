@@ -162,10 +162,14 @@ def outside_image(kp2d: np.ndarray, size: np.ndarray, margin: float) -> np.ndarr
     wh = np.where(np.isfinite(size) & (size > 0), size, np.nan)  # [V,2]
     lo = -margin * wh
     hi = (1 + margin) * wh
-    uv = kp2d[..., :2]
+    out = np.zeros(kp2d.shape[:3], bool)
+    # per coordinate on [F,V,J] views: a short last axis of 2 makes numpy's reductions slow.
+    # NaN bounds or points compare False: unchecked views and missing points are not wild
     with np.errstate(invalid="ignore"):
-        out = (uv < lo[None, :, None]) | (uv > hi[None, :, None])
-    return np.any(out & np.isfinite(uv), -1)
+        for k in range(2):
+            c = kp2d[..., k]
+            out |= ((c < lo[None, :, None, k]) | (c > hi[None, :, None, k])) & np.isfinite(c)
+    return out
 
 
 def normalised(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict):
@@ -178,20 +182,22 @@ def normalised(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict):
 def screened(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict):
     """normalised's xn [F,V,J,2], w [F,V,J] and the wild points [F,V,J] bool (outside_image)."""
     F, V = kp2d.shape[:2]
-    uv = kp2d[..., :2]
     conf = kp2d[..., 2]
     wild = outside_image(kp2d, cams.size, cfg["image_margin"])
     with np.errstate(invalid="ignore"):
-        w = np.where(np.all(np.isfinite(uv), -1) & np.isfinite(conf) & (conf >= cfg["min_confidence"]) & ~wild,
-                     conf, 0.0)
-    uv = np.where((w > 0)[..., None], uv, np.nan)  # a wild point must not reach cv2.undistortPoints
-    xn = np.empty(uv.shape)
+        usable = (np.isfinite(kp2d[..., 0]) & np.isfinite(kp2d[..., 1]) & np.isfinite(conf)
+                  & (conf >= cfg["min_confidence"]) & ~wild)
+        w = np.where(usable, conf, 0.0)
+    use = w > 0
+    xn = np.empty(kp2d.shape[:3] + (2,))
     for v in range(V):
-        if np.any(cams.dist[v] != 0):
-            xn[:, v] = camera.undistort_points(uv[:, v].reshape(-1, 2), cams.K[v], cams.dist[v]).reshape(F, J, 2)
+        if np.any(cams.dist[v] != 0):  # a wild point must not reach cv2.undistortPoints
+            uv = np.where(use[:, v, :, None], kp2d[:, v, :, :2], np.nan)
+            xn[:, v] = camera.undistort_points(uv.reshape(-1, 2), cams.K[v], cams.dist[v]).reshape(F, J, 2)
         else:
-            xn[:, v] = camera.normalise_points(uv[:, v], cams.K[v])
-    xn[w <= 0] = np.nan
+            with np.errstate(invalid="ignore", over="ignore"):  # unusable points are masked below
+                xn[:, v] = camera.normalise_points(kp2d[:, v, :, :2], cams.K[v])
+    xn[~use] = np.nan
     return xn, w, wild
 
 

@@ -134,14 +134,24 @@ def _finish(out: dict, Xw: np.ndarray, okJ: np.ndarray, R, t, cfg: dict, failure
     fail[(fail == 0) & ((~okJ[:, ROOT]) | (n_ok < cfg["min_joints"]) | ~np.isfinite(scale))] = epipolar.TRIANGULATION
     fail[(fail == 0) & (lr_ratio(Xw) > cfg["max_lr_ratio"])] = epipolar.IMPLAUSIBLE
     good = fail == 0
-    Xc = camera.world_to_camera(Xw[:, None], R[None], t[None])  # [F,V,J,3]
-    rel = Xc - Xc[:, :, ROOT:ROOT + 1]
+    F, V = len(Xw), len(R)
+    ok = okJ & good[:, None]  # [F,J]
+    Xr = (Xw - Xw[:, ROOT:ROOT + 1]).reshape(-1, 3)  # root-relative world joints: rotations alone map them
     with np.errstate(invalid="ignore", divide="ignore"):
-        lab = rel / scale[:, None, None, None]
-    valid = np.broadcast_to((okJ & good[:, None])[:, None], rel.shape[:3])
-    out["labels_cam"] = np.where(valid[..., None], lab, np.nan).astype(np.float32)
-    if "labels_cam_mm" in out:
-        out["labels_cam_mm"] = np.where(valid[..., None], rel, np.nan).astype(np.float32)
+        inv = np.repeat(1.0 / scale, Xw.shape[1])[:, None]
+    lab = np.empty((F, V) + Xw.shape[1:], np.float32)
+    mm = np.empty_like(lab) if "labels_cam_mm" in out else None
+    for v in range(V):  # one [F·J,3] x [3,3] product per camera
+        rel = Xr @ R[v].T
+        if mm is not None:
+            mm[:, v] = rel.reshape(Xw.shape)
+        lab[:, v] = (rel * inv).reshape(Xw.shape)
+    lab[~np.broadcast_to(ok[:, None], lab.shape[:3])] = np.nan
+    out["labels_cam"] = lab
+    if mm is not None:
+        mm[~np.broadcast_to(ok[:, None], lab.shape[:3])] = np.nan
+        out["labels_cam_mm"] = mm
+    valid = np.broadcast_to(ok[:, None], lab.shape[:3])
     out["valid"] = valid.copy()
     out["frame_ok"] = good
     out["failure"] = fail.astype(np.int8)
@@ -170,11 +180,15 @@ def _label_with_rig(xn, w, cams: camera.Cameras, cfg: dict, known: bool) -> dict
     if cfg["triangulation"] == "pairs" and cfg["outlier_px"] > 0 and V >= 3:
         # only frames where the fused joints miss some observation by half the threshold can
         # hold an outlier (the fused point lies between the candidates): the rest skip the test
-        Xc = Xw[:, None] @ np.swapaxes(R, 1, 2)[None] + t[None, :, None, :]  # [F,V,J,3]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            d = Xc[..., :2] / Xc[..., 2:3] - xn
-            r0 = np.sqrt(d[..., 0] ** 2 + d[..., 1] ** 2) * focal[None, :, None]
-        suspect = np.flatnonzero(np.any((w > 0) & ~(r0 <= 0.5 * cfg["outlier_px"]), axis=(1, 2)))
+        far = np.zeros(F, bool)
+        for v in range(V):  # one [F·J,3] x [3,3] product per camera
+            Xc = (Xw.reshape(-1, 3) @ R[v].T + t[v]).reshape(Xw.shape)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                dx = Xc[..., 0] / Xc[..., 2] - xn[:, v, :, 0]
+                dy = Xc[..., 1] / Xc[..., 2] - xn[:, v, :, 1]
+                r0 = np.sqrt(dx * dx + dy * dy) * focal[v]
+            far |= np.any((w[:, v] > 0) & ~(r0 <= 0.5 * cfg["outlier_px"]), axis=1)
+        suspect = np.flatnonzero(far)
         for a in range(0, len(suspect), 2048):  # blocks bound the [f,Q,V,J,3] temporaries
             b = suspect[a:a + 2048]
             outliers[b] = tri.consensus_outliers(cand[b], cok[b], xn[b], w[b], R, t, focal, cfg["outlier_px"])
@@ -219,7 +233,7 @@ def _triangulate_frames(xn, w, geo, cfg: dict, out: dict):
                                           np.where(both[..., None], xn[:, j], 0.0),
                                           Rrel[p], trel[p], focal[i], focal[j])
         ok &= both
-        cand[:, q] = camera.camera_to_world(X, R[i], t[i])
+        cand[:, q] = ((X - t[i]).reshape(-1, 3) @ R[i]).reshape(X.shape)  # camera i -> world
         cok[:, q] = ok
         n = ok.sum(-1)
         out["pair_used"][:, p] = n > 0

@@ -519,8 +519,10 @@ def _best_estimate(x1, x2, K1, K2, method: str, threshold_px: float, robust: int
     for name, code in (("configured", robust), ("usac_default", cv2.USAC_DEFAULT)):
         if best is not None and code == robust:
             continue
+        # the degeneracy test depends on the points alone: the second estimator reaches here
+        # only when the first found them not degenerate (it costs a homography fit on all points)
         e = epipolar.estimate_pair(x1, x2, K1, K2, method=method, threshold_px=threshold_px, robust=code,
-                                   seed=seed, min_inlier_ratio=min_inlier_ratio, check_degenerate=True)
+                                   seed=seed, min_inlier_ratio=min_inlier_ratio, check_degenerate=best is None)
         if e.ok:
             r = epipolar.sampson_px(tri.essential_from_pose(e.R, e.t), x1, x2, f)
             e.info["sampson_px"] = float(np.nanmedian(r))

@@ -65,6 +65,23 @@ def normalised_points(kp2d: np.ndarray, K: np.ndarray, dist: np.ndarray | None,
     return xn
 
 
+def visible(kp2d: np.ndarray, K: np.ndarray, dist: np.ndarray | None, min_confidence: float = 0.05) -> np.ndarray:
+    """Where normalised_points is finite, [F,V,J] bool, without normalising the views that have
+    no distortion: their normalisation is affine (finite K⁻¹ keeps finite points finite)."""
+    kp2d = np.asarray(kp2d, dtype=np.float64)
+    V = kp2d.shape[1]
+    with np.errstate(invalid="ignore"):
+        conf = kp2d[..., 2]
+        vis = np.isfinite(kp2d[..., 0]) & np.isfinite(kp2d[..., 1]) & np.isfinite(conf) & (conf >= min_confidence)
+    for v in range(V):
+        if dist is not None and np.any(np.asarray(dist)[v] != 0):  # undistortion can fail: ask it
+            vis[:, v] = np.all(np.isfinite(normalised_points(kp2d[:, v:v + 1], K[v:v + 1], dist[v:v + 1],
+                                                             min_confidence)), -1)[:, 0]
+        elif not np.all(np.isfinite(np.linalg.inv(K[v]))):
+            vis[:, v] = False
+    return vis
+
+
 def anchor_frames(F: int, max_lag: int, n_frames: int) -> np.ndarray:
     """At most n_frames frame indices, evenly spread over [max_lag, F - max_lag). -> [A] int."""
     anchors = np.arange(max_lag, F - max_lag)
@@ -254,7 +271,7 @@ def estimate_offsets(kp2d: np.ndarray, K: np.ndarray, dist: np.ndarray | None = 
         part = kp2d[s:s + SYNC_CHUNK]
         if usable is not None:
             part = np.where(np.asarray(usable[s:s + SYNC_CHUNK], bool)[..., None], part, np.nan)
-        vis = np.all(np.isfinite(normalised_points(part, K, dist, min_confidence)), -1).astype(np.float64)
+        vis = visible(part, K, dist, min_confidence).astype(np.float64)
         seen += vis.sum((0, 2))
         if V > 6:
             co += np.einsum("fvj,fuj->vu", vis, vis)

@@ -43,29 +43,27 @@ def correct_matches(F: np.ndarray, x1: np.ndarray, x2: np.ndarray, n_iter: int =
     Work in well-conditioned coordinates (e.g. focal-scaled normalised points): the tests
     check this against cv2.correctMatches to 1e-6.
     """
-    F = np.asarray(F, dtype=np.float64)
     x1 = np.asarray(x1, dtype=np.float64)
     x2 = np.asarray(x2, dtype=np.float64)
+    h1x, h1y, h2x, h2y = _correct_xy(np.asarray(F, dtype=np.float64), x1[..., 0], x1[..., 1], x2[..., 0], x2[..., 1],
+                                     n_iter)
+    return np.stack([h1x, h1y], -1), np.stack([h2x, h2y], -1)
+
+
+def _correct_xy(F, x1, y1, x2, y2, n_iter: int):
+    """correct_matches on coordinate arrays (x1, y1, x2, y2 [...], F [...,3,3]) -> x̂1, ŷ1, x̂2, ŷ2."""
     f = lambda a, b: F[..., a, b]  # noqa: E731  (broadcast views, no copies)
     # F x1 and Fᵀ x2 for homogeneous points, written out so that F broadcasts cheaply
-    def Fx(p):
-        return (f(0, 0) * p[..., 0] + f(0, 1) * p[..., 1] + f(0, 2),
-                f(1, 0) * p[..., 0] + f(1, 1) * p[..., 1] + f(1, 2),
-                f(2, 0) * p[..., 0] + f(2, 1) * p[..., 1] + f(2, 2))
-
-    def FTx(p):
-        return (f(0, 0) * p[..., 0] + f(1, 0) * p[..., 1] + f(2, 0),
-                f(0, 1) * p[..., 0] + f(1, 1) * p[..., 1] + f(2, 1),
-                f(0, 2) * p[..., 0] + f(1, 2) * p[..., 1] + f(2, 2))
-
-    a0, a1, a2 = Fx(x1)                       # F x1
-    c = x2[..., 0] * a0 + x2[..., 1] * a1 + a2  # x2ᵀ F x1, fixed through the iterations
+    a0 = f(0, 0) * x1 + f(0, 1) * y1 + f(0, 2)
+    a1 = f(1, 0) * x1 + f(1, 1) * y1 + f(1, 2)
+    a2 = f(2, 0) * x1 + f(2, 1) * y1 + f(2, 2)
+    c = x2 * a0 + y2 * a1 + a2                 # x2ᵀ F x1, fixed through the iterations
     n2x, n2y = a0, a1                          # ∂c/∂x2 at the current x̂1
-    b0, b1, _ = FTx(x2)
+    b0 = f(0, 0) * x2 + f(1, 0) * y2 + f(2, 0)
+    b1 = f(0, 1) * x2 + f(1, 1) * y2 + f(2, 1)
     n1x, n1y = b0, b1                          # ∂c/∂x1 at the current x̂2
     Fx1_0, Fx1_1 = a0, a1
     FTx2_0, FTx2_1 = b0, b1
-    lam = np.zeros_like(c)
     for _ in range(max(int(n_iter), 1)):
         # (x2 - λ n2)ᵀ F (x1 - λ n1) = c - 2 b λ + a λ² with the top-left 2x2 block of F
         a = (n2x * (f(0, 0) * n1x + f(0, 1) * n1y) + n2y * (f(1, 0) * n1x + f(1, 1) * n1y))
@@ -74,14 +72,14 @@ def correct_matches(F: np.ndarray, x1: np.ndarray, x2: np.ndarray, n_iter: int =
         den = b + np.copysign(disc, b)
         with np.errstate(invalid="ignore", divide="ignore"):
             lam = np.where(den != 0, c / den, 0.0)
-        h1x, h1y = x1[..., 0] - lam * n1x, x1[..., 1] - lam * n1y
-        h2x, h2y = x2[..., 0] - lam * n2x, x2[..., 1] - lam * n2y
+        h1x, h1y = x1 - lam * n1x, y1 - lam * n1y
+        h2x, h2y = x2 - lam * n2x, y2 - lam * n2y
         # new normals at the corrected points
         n2x = f(0, 0) * h1x + f(0, 1) * h1y + f(0, 2)
         n2y = f(1, 0) * h1x + f(1, 1) * h1y + f(1, 2)
         n1x = f(0, 0) * h2x + f(1, 0) * h2y + f(2, 0)
         n1y = f(0, 1) * h2x + f(1, 1) * h2y + f(2, 1)
-    return np.stack([h1x, h1y], -1), np.stack([h2x, h2y], -1)
+    return h1x, h1y, h2x, h2y
 
 
 def triangulate_two_view(x1: np.ndarray, x2: np.ndarray, R: np.ndarray, t: np.ndarray):
@@ -91,17 +89,24 @@ def triangulate_two_view(x1: np.ndarray, x2: np.ndarray, R: np.ndarray, t: np.nd
     correct_matches; otherwise the least-squares depth along ray 1). R [...,3,3], t [...,3].
     Returns X [...,3] in camera 1's frame and the depths z1, z2 [...].
     """
-    r1 = np.concatenate([x1, np.ones(x1.shape[:-1] + (1,))], -1)
-    r2 = np.concatenate([x2, np.ones(x2.shape[:-1] + (1,))], -1)
-    Rr1 = np.einsum("...ab,...b->...a", R, r1)
-    # z2 r2 = z1 R r1 + t  ->  0 = z1 (r2 x R r1) + r2 x t
-    u = np.cross(r2, Rr1)
-    w = np.cross(r2, t)
+    X, z1, z2 = _two_view_xy(x1[..., 0], x1[..., 1], x2[..., 0], x2[..., 1], np.asarray(R, dtype=np.float64),
+                             np.asarray(t, dtype=np.float64))
+    return np.stack(X, -1), z1, z2
+
+
+def _two_view_xy(x1, y1, x2, y2, R, t):
+    """triangulate_two_view on coordinate arrays [...] (R [...,3,3], t [...,3]) -> (X, Y, Z), z1, z2."""
+    r = lambda a, b: R[..., a, b]  # noqa: E731
+    # R r1 for r1 = (x1, y1, 1), then z2 r2 = z1 R r1 + t  ->  0 = z1 (r2 x R r1) + r2 x t
+    q0 = r(0, 0) * x1 + r(0, 1) * y1 + r(0, 2)
+    q1 = r(1, 0) * x1 + r(1, 1) * y1 + r(1, 2)
+    q2 = r(2, 0) * x1 + r(2, 1) * y1 + r(2, 2)
+    t0, t1, t2 = t[..., 0], t[..., 1], t[..., 2]
+    u0, u1, u2 = y2 * q2 - q1, q0 - x2 * q2, x2 * q1 - y2 * q0
+    w0, w1, w2 = y2 * t2 - t1, t0 - x2 * t2, x2 * t1 - y2 * t0
     with np.errstate(invalid="ignore", divide="ignore"):
-        z1 = -np.einsum("...a,...a->...", u, w) / np.einsum("...a,...a->...", u, u)
-    X = z1[..., None] * r1
-    z2 = (z1[..., None] * Rr1 + t)[..., 2]
-    return X, z1, z2
+        z1 = -(u0 * w0 + u1 * w1 + u2 * w2) / (u0 * u0 + u1 * u1 + u2 * u2)
+    return (z1 * x1, z1 * y1, z1 + 0.0), z1, z1 * q2 + t2
 
 
 def triangulate_pair(x1: np.ndarray, x2: np.ndarray, R: np.ndarray, t: np.ndarray,
@@ -123,13 +128,15 @@ def triangulate_pair(x1: np.ndarray, x2: np.ndarray, R: np.ndarray, t: np.ndarra
     s2 = np.stack([1 / f2, 1 / f2, np.ones_like(f2)], -1)
     Fm = s2[..., :, None] * E * s1[..., None, :]
     Fm = Fm / np.linalg.norm(Fm, axis=(-2, -1), keepdims=True)
-    u1 = x1 * f1[..., None]
-    u2 = x2 * f2[..., None]
-    h1, h2 = correct_matches(Fm, u1, u2, n_iter=n_iter)
-    err = 0.5 * (np.linalg.norm(h1 - u1, axis=-1) + np.linalg.norm(h2 - u2, axis=-1))
-    X, z1, z2 = triangulate_two_view(h1 / f1[..., None], h2 / f2[..., None], R, t)
+    x1, x2 = np.asarray(x1, dtype=np.float64), np.asarray(x2, dtype=np.float64)
+    # coordinates as separate arrays throughout: numpy is slow on a short last axis
+    u1x, u1y, u2x, u2y = x1[..., 0] * f1, x1[..., 1] * f1, x2[..., 0] * f2, x2[..., 1] * f2
+    h1x, h1y, h2x, h2y = _correct_xy(Fm, u1x, u1y, u2x, u2y, n_iter)
+    err = 0.5 * (np.sqrt((h1x - u1x) ** 2 + (h1y - u1y) ** 2) + np.sqrt((h2x - u2x) ** 2 + (h2y - u2y) ** 2))
+    X, z1, z2 = _two_view_xy(h1x / f1, h1y / f1, h2x / f2, h2y / f2, np.asarray(R, dtype=np.float64),
+                             np.asarray(t, dtype=np.float64))
     ok = np.isfinite(z1) & (z1 > 0) & (z2 > 0) & np.isfinite(err)
-    return X, err, ok
+    return np.stack(X, -1), err, ok
 
 
 # points per vectorised batch of triangulate_dlt: its temporaries (~40 floats per view and

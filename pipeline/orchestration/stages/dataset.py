@@ -63,7 +63,7 @@ def _crops_detector(cfg: dict, overridden: set) -> None:
         finds = _finds_people(det["detector"])
         sec["crops_from"] = det["detector"] if finds else None
         if finds and "dataset.crops_detector" not in overridden:
-            from .detect2d import _params as detector_params
+            from .detect2d import detector_params
             sec["crops_detector"] = dict(detector_params(det))
     if sec["crops_from"] is not None:
         plugins.validate(detectors.DETECTORS, sec["crops_from"], "detector", sec.get("crops_detector") or {})

@@ -20,18 +20,19 @@ def _defaults(preset: str, name: str | None) -> dict:
     return plugins.section(detectors.DETECTORS, name, KIND, preset, {"detector": name, "chunk": 256})
 
 
-def _params(section) -> dict:
+def detector_params(section) -> dict:
+    """The detector plug-in's own settings of a detect2d section (without the stage's keys)."""
     return {k: v for k, v in section.items() if k not in OWN}
 
 
 def _validate(section) -> None:
     from ...registry import check_number
     check_number(section, "chunk", "detect2d", lo=1, integer=True)
-    plugins.validate(detectors.DETECTORS, section["detector"], KIND, _params(section))
+    plugins.validate(detectors.DETECTORS, section["detector"], KIND, detector_params(section))
 
 
 def _sources(section) -> list:
-    return plugins.sources(detectors.DETECTORS, section["detector"], KIND, _params(section))
+    return plugins.sources(detectors.DETECTORS, section["detector"], KIND, detector_params(section))
 
 
 def build(ctx: Context) -> dict:
