@@ -17,6 +17,9 @@
    PMPJPE; SS/FS ratios; RU gains; training images/s.
 6. (full size only) Why the RU gains little: the share of SS test poses closer to ground truth
    after a left/right relabel, and an RU trained on one test clip's pairs applied to the other.
+7. (--seeds N) SS and FS trained again with N - 1 more seeds of the 3D networks (same data,
+   labels and detector): each seed's test MPJPE and SS / FS, their mean and spread, so that a
+   change to training is judged against the noise of one run, not on one draw.
 The last line is one JSON object with the figures. GPU throughput: bench/gpu.py.
 """
 from __future__ import annotations
@@ -158,6 +161,34 @@ def why_figure(ss_mm: np.ndarray, refined: dict, gt: np.ndarray, mask: np.ndarra
     return path
 
 
+def seed_study(a, ds, lab, lmask, test, gt, gmask, mb, o3: dict, tag: str, work: Path, res: dict,
+               timings: dict) -> dict:
+    """SS and FS with seeds 1 .. a.seeds - 1 beside seed o3's (already in res): test MPJPE per
+    seed, SS / FS per seed, their mean and sample standard deviation. {} for one seed."""
+    if a.seeds < 2:
+        return {}
+    base = int(o3.get("seed", 0))
+    ss, fs = [res["SS"]["mpjpe"]], [res["FS"]["mpjpe"]]
+    t = time.perf_counter()
+    others = [s for s in range(a.seeds + 1) if s != base][:a.seeds - 1]
+    for s in others:
+        cfg = {**o3, "seed": s}
+        ck_ss = pose3d.train(cfg, ds, lab, lmask, work / "nets" / f"ss-{a.detector}{tag}-seed{s}")
+        ck_fs = pose3d.train(cfg, ds, None, None, work / "nets" / f"fs{tag}-seed{s}")
+        ss.append(scores(pose3d.predict(ck_ss, ds, test) * mb, gt[test], gmask[test])["mpjpe"])
+        fs.append(scores(pose3d.predict(ck_fs, ds, test), gt[test], gmask[test])["mpjpe"])
+        print(f"seed {s}: SS {ss[-1]:.1f} mm, FS {fs[-1]:.1f} mm, SS / FS {ss[-1] / fs[-1]:.3f}", flush=True)
+    timings["seeds_s"] = time.perf_counter() - t
+    ratio = np.array(ss) / np.array(fs)
+    sd = lambda x: float(np.std(x, ddof=1))  # noqa: E731
+    print(f"{a.seeds} seeds ({[base, *others]}): SS {np.mean(ss):.1f} ± {sd(ss):.1f} mm, FS {np.mean(fs):.1f} ± "
+          f"{sd(fs):.1f} mm, SS / FS {ratio.mean():.3f} ± {sd(ratio):.3f} (mean ± sample std)")
+    return {"seeds": [base, *others], "seeds_ss_mpjpe": [round(v, 2) for v in ss],
+            "seeds_fs_mpjpe": [round(v, 2) for v in fs], "seeds_ss_over_fs": [round(float(v), 4) for v in ratio],
+            "seeds_ss_over_fs_mean": float(ratio.mean()), "seeds_ss_over_fs_std": sd(ratio),
+            "seeds_ss_mpjpe_std": sd(ss), "seeds_fs_mpjpe_std": sd(fs)}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, < 1 minute: checks the plumbing only")
@@ -169,6 +200,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--train3d", type=json.loads, default={},
                     help='JSON overrides of the 3D preset, e.g. \'{"epochs": 12}\' (trained into their own folders)')
     ap.add_argument("--fresh", action="store_true", help="delete earlier trained networks in --work")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="train SS and FS with this many 3D seeds (0, 1, ...): the spread of SS / FS")
     a = ap.parse_args(argv)
     work = a.work / ("quick" if a.quick else "full")
     if a.fresh:
@@ -305,6 +338,7 @@ def main(argv=None) -> dict:
         print(f"SS test poses closer to ground truth after a left/right relabel: {study['flip_share']:.1%}")
         print("RU trained on one test clip's (prediction, pseudo-label) pairs, MPJPE gain on the other: "
               + ", ".join(f"{k} {v:+.1%}" for k, v in study["heldout_ru_gain"].items()))
+    seeds = seed_study(a, ds, lab, lmask, test, gt, gmask, mb, o3, tag, work, res, timings)
     print(f"training images/s (cpu preset, num_threads={threads}, {os.cpu_count()} cores): SS {ips:.0f}, FS {ips_fs:.0f}")
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     out = {"quick": a.quick, "detector": a.detector, "frames": int(F_), "views": int(V),
@@ -321,7 +355,7 @@ def main(argv=None) -> dict:
            "detector_pck": det["pck@0.1"], "detector_pck_005": det["pck@0.05"], "detector_mean_px": det["mean_px"],
            "labelled_frames": linfo["frames_labelled"],
            "label_nmpjpe": lab_s["nmpjpe"], "label_pmpjpe": lab_s["pmpjpe"], "train_images_per_s": ips,
-           "ss_train_vs_label_mpjpe": train_err, **{f"study_{k}": v for k, v in study.items()},
+           "ss_train_vs_label_mpjpe": train_err, **{f"study_{k}": v for k, v in study.items()}, **seeds,
            "total_s": time.perf_counter() - t_all}
     save("train" if a.detector == "network" else f"train-{a.detector}",
          {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}, a.quick)
