@@ -27,6 +27,8 @@ README_FIGURES = [
     ("chain", "demo_s", "`make demo` from a fresh artifact root, wall clock (s)", "{:.0f}"),
     ("chain", "rerun_s", "a second `make demo`, every stage reused (s)", "{:.1f}"),
     ("train", "ss_over_fs", "SS ÷ FS test MPJPE on the studio, the project's 2D network's keypoints", "{:.2f}"),
+    ("train", "seeds_ss_over_fs_mean", "the same over several seeds of the 3D networks (mean; each seed in "
+     "docs/results.md)", "{:.2f}"),
     ("train-gt", "ss_over_fs", "SS ÷ FS test MPJPE on the studio, ground-truth 2D (the paper's GT 2D)", "{:.2f}"),
     ("train", "ru_gain_mocap", "refinement unit the paper's way (targets from motion capture): MPJPE gain on SS",
      "{:+.1%}"),
