@@ -184,7 +184,9 @@ def _build_side_by_side(stage: Stage, todo: list[Output], cfg: Mapping, store: A
                 for category, message in said:  # the child logged them; the caller sees them
                     warnings.warn(message, category, stacklevel=2)
                 built[futures[fut].key] = (ran, seconds)
-        _drain(queue, target)
+    # after the pool has joined its processes: a child's last records leave its queue's feeder
+    # thread at the child's exit, after its result may already have arrived
+    _drain(queue, target)
     if errors:
         raise errors[0]
     return built
