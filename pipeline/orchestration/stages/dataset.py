@@ -52,11 +52,16 @@ def _finds_people(name: str) -> bool:
     return bool(getattr(plugins.module_of(detectors.DETECTORS, name, "detector"), "FINDS_PEOPLE", False))
 
 
+def _adapter_flag(sec, attr: str):
+    """A module attribute of the section's dataset adapter (GROUND_TRUTH_3D, CROPS_NEED_DETECTOR), False if absent."""
+    return getattr(plugins.module_of(data.ADAPTERS, sec["name"], KIND), attr, False)
+
+
 def _crops_detector(cfg: dict, overridden: set) -> None:
     """crops_from "auto" -> the detect2d detector (and its settings) when it finds people in
     videos, else null."""
     sec = cfg["dataset"]
-    if not getattr(plugins.module_of(data.ADAPTERS, sec["name"], KIND), "CROPS_NEED_DETECTOR", False):
+    if not _adapter_flag(sec, "CROPS_NEED_DETECTOR"):
         return
     det = cfg["detect2d"]
     if sec.get("crops_from", "auto") == "auto":
@@ -73,8 +78,7 @@ def check_crops(cfg: Mapping, stages) -> None:
     """Refuse, before anything is built, a chain through `stages` whose networks would train on
     crops the dataset cannot make (a folder of videos whose crops no detector places)."""
     sec = cfg["dataset"]
-    if not getattr(plugins.module_of(data.ADAPTERS, sec["name"], KIND), "CROPS_NEED_DETECTOR", False) \
-            or sec.get("crops_from") is not None:
+    if not _adapter_flag(sec, "CROPS_NEED_DETECTOR") or sec.get("crops_from") is not None:
         return
     from .pretrain2d import STAGE as PRETRAIN2D
     from .train3d import STAGE as TRAIN3D
@@ -82,8 +86,8 @@ def check_crops(cfg: Mapping, stages) -> None:
     if trains:
         det = cfg["detect2d"]["detector"]
         finders = sorted(n for n in detectors.DETECTORS if _finds_people(n))
-        why = (f"the 2D detector {det!r} does not find people in videos on its own" if _finds_people(det) is False
-               else "dataset.crops_from is null")
+        why = ("dataset.crops_from is null" if _finds_people(det)
+               else f"the 2D detector {det!r} does not find people in videos on its own")
         raise ValueError(f"dataset {sec['name']!r} stores no crops for {' and '.join(trains)} to train on: {why}. "
                          f"Use a detector that finds people ({', '.join(finders)}; e.g. --detector mediapipe) or set "
                          "dataset.crops_from to one of them; for labels and a calibration only, run up to the label "
@@ -93,7 +97,7 @@ def check_crops(cfg: Mapping, stages) -> None:
 def ground_truth_3d(cfg) -> bool:
     """Whether the configured dataset carries 3D ground truth (its adapter's GROUND_TRUTH_3D)."""
     sec = cfg["dataset"]
-    flag = getattr(plugins.module_of(data.ADAPTERS, sec["name"], KIND), "GROUND_TRUTH_3D", False)
+    flag = _adapter_flag(sec, "GROUND_TRUTH_3D")
     return bool(flag(_params(sec)) if callable(flag) else flag)
 
 
@@ -124,8 +128,8 @@ def _derive(cfg: dict, overridden: set) -> None:
 def find_people(name: str, cfg: dict, group, progress: bool):
     """keypoints2d [F,V,J,3] of every frame of a dataset group being built, from the detector
     plug-in `name` with settings `cfg` (for an adapter that places its crops with them)."""
-    params = {**dict(getattr(plugins.module_of(detectors.DETECTORS, name, "detector"), "DEFAULTS", {})), **cfg}
-    return detectors.get_detector(name)(params, group, slice(None), {"progress": progress})
+    return detectors.get_detector(name)({**detectors.detector_defaults(name), **cfg}, group, slice(None),
+                                        {"progress": progress})
 
 
 def build(ctx: Context) -> dict:
