@@ -5,7 +5,7 @@ import pytest
 
 from pipeline import camera
 from tests import synth
-from pipeline.geometry import triangulate as tri
+from pipeline.geometry import median, triangulate as tri
 
 
 @pytest.fixture(scope="module")
@@ -96,30 +96,30 @@ def test_vector_median_weiszfeld():
     # closed forms: collinear points -> the middle one; symmetric points -> the centre;
     # the median resists an outlier where the mean does not
     X = np.array([[[0.0, 0, 0], [1, 0, 0], [5, 0, 0]]])
-    m, n = tri.vector_median(X, np.ones((1, 3), bool), n_iter=2000, tol=1e-12)
+    m, n = median.vector_median(X, np.ones((1, 3), bool), n_iter=2000, tol=1e-12)
     np.testing.assert_allclose(m[0], [1, 0, 0], atol=1e-6)
     sq = np.array([[[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0]]])
-    np.testing.assert_allclose(tri.vector_median(sq, np.ones((1, 4), bool))[0][0], 0, atol=1e-9)
+    np.testing.assert_allclose(median.vector_median(sq, np.ones((1, 4), bool))[0][0], 0, atol=1e-9)
     rng = np.random.default_rng(0)
     pts = rng.normal(0, 1, (1000, 5, 3))
     pts[:, 0] += 100.0
-    med, _ = tri.vector_median(pts, np.ones((1000, 5), bool))
+    med, _ = median.vector_median(pts, np.ones((1000, 5), bool))
     assert np.abs(med).mean() < 1.0 < np.abs(pts.mean(1)).mean()
     # near-optimal: the objective Σ|x_p - y| within 0.1 % of scipy's Nelder-Mead optimum, and
     # exact where the median is one of the candidates (duplicated candidates)
     from scipy.optimize import minimize
     X4 = rng.normal(0, 10, (300, 4, 3))
     X4[:50, 1] = X4[:50, 0]
-    a, _ = tri.vector_median(X4, np.ones((300, 4), bool))
+    a, _ = median.vector_median(X4, np.ones((300, 4), bool))
     np.testing.assert_allclose(a[:50], X4[:50, 0], atol=1e-9)
     for i in range(50, 120):
         cost = lambda y: np.linalg.norm(X4[i] - y, axis=1).sum()  # noqa: E731
         ref = minimize(cost, X4[i].mean(0), method="Nelder-Mead", options=dict(xatol=1e-10, fatol=1e-12, maxiter=20000))
         assert cost(a[i]) <= ref.fun * 1.001 + 1e-9
     # masks: nothing usable -> NaN; two points -> the midpoint
-    m, n = tri.vector_median(X, np.zeros((1, 3), bool))
+    m, n = median.vector_median(X, np.zeros((1, 3), bool))
     assert np.isnan(m).all() and n[0] == 0
-    m, n = tri.vector_median(X, np.array([[True, False, True]]))
+    m, n = median.vector_median(X, np.array([[True, False, True]]))
     np.testing.assert_allclose(m[0], [2.5, 0, 0])
 
 

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from .. import camera
 from ..joints import INDEX, J, PARENTS, ROOT, bone_lengths
-from . import epipolar
+from . import epipolar, median
 from . import rig as rigmod
 from . import triangulate as tri
 from .calibration import calibrate
@@ -241,7 +241,7 @@ def _triangulate_frames(xn, w, geo, cfg: dict, out: dict):
         with np.errstate(invalid="ignore", divide="ignore"):
             out["pair_reproj_px"][:, p] = np.where(n > 0, np.where(ok, err, 0).sum(-1) / n, np.nan)
         out["pair_rot_deg"][:, p] = rot[p]
-    Xw, n = tri.vector_median(cand.transpose(0, 2, 1, 3), cok.transpose(0, 2, 1))  # [F,J,3]
+    Xw, n = median.vector_median(cand.transpose(0, 2, 1, 3), cok.transpose(0, 2, 1))  # [F,J,3]
     okJ = n > 0
     # a joint seen only by cameras that are not a selected pair: N-view DLT instead
     fill = ~okJ & ((w > 0).sum(1) >= 2)
@@ -312,7 +312,7 @@ def _label_per_frame(xn, w, cams: camera.Cameras, cfg: dict, progress: bool) -> 
             out["failure"][f] = max(set(codes), key=lambda c: (codes.count(c), c)) if codes else epipolar.NO_PAIR
             continue
         cand = cand.transpose(0, 2, 1, 3)  # [V,J,P,3]: candidates on axis -2
-        lab, n = tri.vector_median(cand, np.all(np.isfinite(cand), -1))  # [V,J,3]
+        lab, n = median.vector_median(cand, np.all(np.isfinite(cand), -1))  # [V,J,3]
         ok = (n > 0)
         ok &= ok[:, ROOT:ROOT + 1]
         out["labels_cam"][f] = np.where(ok[..., None], lab, np.nan)

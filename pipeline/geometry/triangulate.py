@@ -1,7 +1,7 @@
 """Triangulation, vectorised over any leading batch (frames x joints): optimal two-view
-correction, two-view and confidence-weighted N-view linear triangulation, the Weiszfeld
-vector median that fuses pairwise reconstructions, and the consensus of views that finds the
-observations the other views disagree with (a detector's gross errors).
+correction, two-view and confidence-weighted N-view linear triangulation, and the consensus
+of views that finds the observations the other views disagree with (a detector's gross
+errors). The vector median that fuses pairwise reconstructions: median.py.
 
 Coordinates: "normalised" points are undistorted K⁻¹-coordinates (x/z, y/z); camera poses
 follow pipeline/camera.py (X_cam = R X + t). Everything is float64.
@@ -250,102 +250,6 @@ def _dlt_general(x, w, R, t, min_views):
     front = np.all((depth > 0) | (w == 0), -1)
     ok = good & front
     return np.where(ok[..., None], X, np.nan), ok
-
-
-def vector_median(X: np.ndarray, ok: np.ndarray, n_iter: int = 25, tol: float = 1e-4):
-    """Geometric (vector) median of candidates (the paper's fusion of pairwise reconstructions), batched.
-
-    X [...,P,3] candidates, ok [...,P] which are usable. Returns [...,3] (NaN where none)
-    and the count of candidates used [...]. One or two candidates give their mean (every
-    point of a segment is a median; the midpoint is returned). With three or more: first
-    the exact optimality test at each candidate (the median is often one of them, where
-    Weiszfeld's iteration crawls), else over-relaxed Weiszfeld steps from the mean, per point
-    until the step is below tol times the candidates' spread (or n_iter).
-    """
-    X = np.asarray(X, dtype=np.float64)
-    ok = np.asarray(ok, bool) & np.all(np.isfinite(X), -1)
-    batch = X.shape[:-2]
-    P = X.shape[-2]
-    Xf = np.where(ok[..., None], X, 0.0).reshape(-1, P, 3)
-    wf = ok.reshape(-1, P).astype(np.float64)
-    n = wf.sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        y = (wf[..., None] * Xf).sum(-2) / n[:, None]
-    act = np.flatnonzero(n >= 3)
-    if act.size:  # identical candidates (no spread) are their own median
-        sp0 = (np.abs(Xf[act] - y[act, None]) * wf[act, :, None]).max((-1, -2))
-        act = act[sp0 > 0]
-    if act.size:
-        # one contiguous 1-D array per (candidate, axis): numpy reduces a short last axis
-        # slowly, elementwise sums over P arrays are several times faster
-        C = [[np.ascontiguousarray(Xf[act, p, k]) for k in range(3)] for p in range(P)]
-        W = [np.ascontiguousarray(wf[act, p]) for p in range(P)]
-        spread = np.sqrt(sum(W[p] * sum((C[p][k] - y[act, k]) ** 2 for k in range(3)) for p in range(P)) / n[act])
-        floor = 1e-12 * np.maximum(spread, 1e-9)
-        # the median sits on candidate p exactly when the unit pulls of the others do not
-        # outweigh it (|Σ_q w_q u_qp| <= w_p): Weiszfeld crawls there, so test it directly
-        at_vertex = np.zeros(act.size, bool)
-        for p in range(P):
-            pull = [0.0, 0.0, 0.0]
-            here = W[p].copy()  # weight sitting on this point (coincident candidates add up)
-            for q in range(P):
-                if q == p:
-                    continue
-                d = [C[q][k] - C[p][k] for k in range(3)]
-                nrm = np.sqrt(d[0] ** 2 + d[1] ** 2 + d[2] ** 2)
-                same = nrm <= floor
-                here += np.where(same, W[q], 0.0)
-                u = W[q] / np.where(same, np.inf, nrm)
-                pull = [pull[k] + u * d[k] for k in range(3)]
-            hit = (W[p] > 0) & ~at_vertex & (np.sqrt(sum(v * v for v in pull)) <= here)
-            for k in range(3):
-                y[act[hit], k] = C[p][k][hit]
-            at_vertex |= hit
-        rows = act[~at_vertex]
-        if rows.size:
-            y[rows] = _median_weiszfeld(Xf[rows], wf[rows], y[rows], spread[~at_vertex], n_iter, tol)
-    y = np.where((n > 0)[:, None], y, np.nan)
-    return y.reshape(batch + (3,)), n.reshape(batch).astype(np.int64)
-
-
-def _median_weiszfeld(X: np.ndarray, w: np.ndarray, y: np.ndarray, spread: np.ndarray, n_iter: int, tol: float,
-                      relax: float = 1.8):
-    """Minimise Σ_p w_p |X_p - y| from y by over-relaxed Weiszfeld steps
-    y <- y + relax (T(y) - y), which still descend for relax in [1, 2] (Ostresh 1978) and cross
-    the flat valleys between near candidates much faster. Vertices are handled by the caller.
-    X [m,P,3], w [m,P], y [m,3], spread [m] -> y [m,3]."""
-    m, P, _ = X.shape
-    # one contiguous 1-D array per (candidate, axis): numpy reduces a short last axis slowly
-    C = [[np.ascontiguousarray(X[:, p, k]) for k in range(3)] for p in range(P)]
-    W = [np.ascontiguousarray(w[:, p]) for p in range(P)]
-    Y = [np.ascontiguousarray(y[:, k]) for k in range(3)]
-    out = y.copy()
-    rows = np.arange(m)
-    floor = 1e-12 * np.maximum(spread, 1e-9)
-    it = 0
-    while it < n_iter and rows.size:
-        for _ in range(min(4, n_iter - it)):
-            num = [0.0, 0.0, 0.0]
-            den = 0.0
-            for p in range(P):
-                dx, dy, dz = C[p][0] - Y[0], C[p][1] - Y[1], C[p][2] - Y[2]
-                inv = W[p] / np.maximum(np.sqrt(dx * dx + dy * dy + dz * dz), floor)
-                den = den + inv
-                num = [num[0] + inv * C[p][0], num[1] + inv * C[p][1], num[2] + inv * C[p][2]]
-            new = [Y[k] + relax * (num[k] / den - Y[k]) for k in range(3)]
-            step = np.sqrt(sum((new[k] - Y[k]) ** 2 for k in range(3)))
-            Y = new
-            it += 1
-        for k in range(3):
-            out[rows, k] = Y[k]
-        keep = step > tol * spread
-        if keep.all():
-            continue
-        rows, spread, floor = rows[keep], spread[keep], floor[keep]
-        C = [[c[keep] for c in cp] for cp in C]
-        W = [w_[keep] for w_ in W]
-        Y = [v[keep] for v in Y]
-    return out
 
 
 def consensus_outliers(cand, cok, xn, w, R, t, focal, outlier_px: float) -> np.ndarray:
