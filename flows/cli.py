@@ -112,9 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         except errors as e:
             return _fail("inspect", e)
         return 0
-    from flows.epipolarpose import resolve_config
+    from flows.epipolarpose import check_chain, resolve_config
     try:
         cfg = resolve_config(a.preset, a.overrides, a.detector, a.root)
+        if a.cmd == "run":  # refused here, before Prefect starts, as in the flow
+            check_chain(cfg, a.only)
     except errors as e:
         return _fail(a.cmd, e)
     if a.cmd == "config":

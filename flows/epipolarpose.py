@@ -69,6 +69,18 @@ class StageFailed(RuntimeError):
     """A stage stopped on a user's mistake; the message names the stage and the cause."""
 
 
+def check_chain(cfg: dict, only: Optional[str] = None) -> List[str]:
+    """The stages a run executes (all, or up to `only`), checked before anything is built:
+    ValueError for an unknown stage or a chain whose networks would need crops that nothing
+    places (orch.check_crops)."""
+    names = orch.stage_names()
+    if only is not None and only not in names:
+        raise ValueError(f"only: unknown stage {only!r}; choose one of {list(names)}")
+    chain = list(names[: names.index(only) + 1]) if only else list(names)
+    orch.check_crops(cfg, chain)
+    return chain
+
+
 def _run(stage: str, cfg: dict, force: bool, progress: bool) -> dict:
     logger = get_run_logger()
     store = ArtifactStore(cfg["store"]["root"])
@@ -111,15 +123,7 @@ def epipolarpose(preset: str = "cpu", overrides: Overrides = None, only: Optiona
     logger = get_run_logger()
     try:
         cfg = resolve_config(preset, overrides, detector, root)
-        names = orch.stage_names()
-        if only is not None and only not in names:
-            raise ValueError(f"only: unknown stage {only!r}; choose one of {list(names)}")
-    except USER_ERRORS as e:
-        logger.error("%s", e)
-        return Failed(message=str(e))
-    chain = list(names[: names.index(only) + 1]) if only else list(names)
-    try:
-        orch.check_crops(cfg, chain)  # before anything is built: networks need crops to train on
+        chain = check_chain(cfg, only)
     except USER_ERRORS as e:
         logger.error("%s", e)
         return Failed(message=str(e))

@@ -182,3 +182,15 @@ def test_a_chain_that_would_train_without_crops_is_refused_before_it_runs(folder
                          return_state=True)
     assert state.is_failed() and "stores no crops" in state.message
     assert not (tmp_path / "flow").exists() or not any((tmp_path / "flow").rglob("*.json"))
+    # at the CLI: one line, exit status 2, refused before Prefect starts (no server, nothing written)
+    import os
+    import subprocess
+    import sys
+    cli = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--set", "dataset.name=videos", "--set",
+                          f"dataset.root={folder}", "--detector", "gt", "--root", str(tmp_path / "cli")],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "PREFECT_API_URL": ""})
+    assert cli.returncode == 2, cli.stderr
+    lines = cli.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("epipose run: dataset 'videos' stores no crops"), cli.stderr
+    assert "--only label" in lines[0] and "prefect" not in (cli.stdout + cli.stderr).lower()
+    assert not (tmp_path / "cli").exists()

@@ -91,7 +91,7 @@ def check_crops(cfg: Mapping, stages) -> None:
         raise ValueError(f"dataset {sec['name']!r} stores no crops for {' and '.join(trains)} to train on: {why}. "
                          f"Use a detector that finds people ({', '.join(finders)}; e.g. --detector mediapipe) or set "
                          "dataset.crops_from to one of them; for labels and a calibration only, run up to the label "
-                         "stage (epipose run label)")
+                         "stage (epipose run --only label)")
 
 
 def ground_truth_3d(cfg) -> bool:
