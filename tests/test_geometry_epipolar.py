@@ -117,3 +117,29 @@ def test_rig_calibration_errors():
         rig.calibrate_rig(_norm(kp, cams), _weights(kp), cams.K)
     with pytest.raises(ValueError, match="at least 2"):
         rig.calibrate_rig(_norm(kp, cams)[:, :1], _weights(kp)[:, :1], cams.K[:1])
+
+
+def test_batched_estimates_are_the_single_ones():
+    """estimate_pairs over many frames at once (the per-frame mode's path) gives, row by row,
+    what estimate_pair gives for that row alone: every failure kind present (too few points,
+    degenerate, too few inliers) among successes with noise, and the paper's fundamental route."""
+    cams = synth.ring_rig([0.0, 70.0], height_mm=1500.0)
+    kp = synth.observe(synth.random_poses(60, seed=3), cams, 2.0, seed=4, outlier_rate=0.1)
+    xn = _norm(kp, cams)
+    x1, x2 = xn[:, 0].copy(), xn[:, 1].copy()
+    rng = np.random.default_rng(0)
+    x1[:5, 6:] = np.nan                                           # 6 points: too few
+    x2[5:10] = x2[5:10, :1] + 1e-4 * rng.normal(size=(5, 17, 2))  # every point in one spot: degenerate
+    x2[10:15] = rng.normal(0, 0.3, (5, 17, 2))                    # unrelated: too few inliers
+    K1, K2 = np.broadcast_to(cams.K[0], (60, 3, 3)), np.broadcast_to(cams.K[1], (60, 3, 3))
+    for method in ("essential", "fundamental"):
+        batch = epipolar.estimate_pairs(x1, x2, K1, K2, method=method, seeds=np.arange(60))
+        kinds = {e.failure for e in batch}
+        assert {epipolar.OK, epipolar.TOO_FEW_POINTS, epipolar.DEGENERATE} <= kinds, kinds
+        for m, e in enumerate(batch):
+            one = epipolar.estimate_pair(x1[m], x2[m], cams.K[0], cams.K[1], method=method, seed=m)
+            assert e.failure == one.failure and e.n_inliers == one.n_inliers and e.n_front == one.n_front
+            np.testing.assert_array_equal(e.R, one.R)
+            np.testing.assert_array_equal(e.t, one.t)
+            np.testing.assert_array_equal(e.inliers, one.inliers)
+            assert e.reproj_px == one.reproj_px or (np.isnan(e.reproj_px) and np.isnan(one.reproj_px))

@@ -154,40 +154,84 @@ def estimate_pair(x1n: np.ndarray, x2n: np.ndarray, K1: np.ndarray, K2: np.ndarr
     x2n = np.asarray(x2n, dtype=np.float64).reshape(-1, 2)
     if x1n.shape != x2n.shape:
         raise ValueError(f"estimate_pair: point sets differ in shape {x1n.shape} vs {x2n.shape}")
-    N0 = len(x1n)
-    keep = np.all(np.isfinite(x1n), 1) & np.all(np.isfinite(x2n), 1)
-    idx = np.flatnonzero(keep)
-    x1, x2 = x1n[keep], x2n[keep]
-    N = len(x1)
-    if N < MIN_POINTS:
-        return failed(TOO_FEW_POINTS if N > 0 else NO_JOINTS, N0)
-    f1 = 0.5 * (K1[0, 0] + K1[1, 1])
-    f2 = 0.5 * (K2[0, 0] + K2[1, 1])
-    if check_degenerate and is_degenerate(x1 * f1, x2 * f2, threshold_px, threshold_px):
-        return failed(DEGENERATE, N0)
-    cv2.setRNGSeed(int(seed))
-    if method == "essential":
-        thr = threshold_px / (0.5 * (f1 + f2))
-        E, mask = cv2.findEssentialMat(x1, x2, np.eye(3), method=robust, prob=prob, threshold=thr)
-    elif method == "fundamental":
-        p1 = x1 @ K1[:2, :2].T + K1[:2, 2]
-        p2 = x2 @ K2[:2, :2].T + K2[:2, 2]
-        Fm, mask = cv2.findFundamentalMat(p1, p2, robust, threshold_px, prob)
-        E = None if Fm is None or Fm.shape != (3, 3) else K2.T @ Fm @ K1
-    else:
+    return estimate_pairs(x1n[None], x2n[None], K1[None], K2[None], method, robust, threshold_px, prob, min_inliers,
+                          min_inlier_ratio, [seed], check_degenerate)[0]
+
+
+def estimate_pairs(x1n: np.ndarray, x2n: np.ndarray, K1: np.ndarray, K2: np.ndarray,
+                   method: str = "essential", robust: int = cv2.USAC_MAGSAC, threshold_px: float = 3.0,
+                   prob: float = 0.999, min_inliers: int = 8, min_inlier_ratio: float = 0.5,
+                   seeds=None, check_degenerate: bool = True) -> list[PairEstimate]:
+    """estimate_pair for M sets of correspondences at once (e.g. one per frame): x1n, x2n
+    [M,N,2], K1, K2 [M,3,3], seeds [M] (default 0). OpenCV's robust fit runs per set; the
+    cheirality check and the triangulation of the inliers run on all sets together.
+    -> M PairEstimates, each as estimate_pair would give it."""
+    x1n = np.asarray(x1n, dtype=np.float64)
+    x2n = np.asarray(x2n, dtype=np.float64)
+    if x1n.shape != x2n.shape or x1n.ndim != 3 or x1n.shape[-1] != 2:
+        raise ValueError(f"estimate_pairs: point sets must be [M,N,2] alike, got {x1n.shape} vs {x2n.shape}")
+    if method not in ("essential", "fundamental"):
         raise ValueError(f"estimate_pair: unknown method {method!r} (essential | fundamental)")
-    if E is None or mask is None or E.shape[0] < 3 or not np.all(np.isfinite(E)):
-        return failed(DEGENERATE, N0)
-    E = E[:3]
-    inl = mask.ravel().astype(bool)
-    n_inl = int(inl.sum())
-    if n_inl < max(min_inliers, 5) or n_inl < min_inlier_ratio * N:
-        return failed(TOO_FEW_INLIERS, N0, n_inl)
-    R, t, n_front, counts, ambiguous = choose_decomposition(E, x1[inl], x2[inl])
-    if ambiguous:
-        return failed(CHEIRALITY, N0, n_inl, counts=counts.tolist())
-    _, err, ok = tri.triangulate_pair(x1[inl], x2[inl], R, t, f1, f2)
-    inliers = np.zeros(N0, bool)
-    inliers[idx[inl]] = True
-    return PairEstimate(R, t / np.linalg.norm(t), inliers, OK, N0, n_inl, n_front,
-                        float(np.mean(err[ok])) if ok.any() else np.nan, {"counts": counts.tolist()})
+    M, N0 = x1n.shape[:2]
+    seeds = np.zeros(M, np.int64) if seeds is None else np.asarray(seeds)
+    f1 = 0.5 * (K1[:, 0, 0] + K1[:, 1, 1])
+    f2 = 0.5 * (K2[:, 0, 0] + K2[:, 1, 1])
+    keep = np.all(np.isfinite(x1n), -1) & np.all(np.isfinite(x2n), -1)    # [M,N0]
+    out: list = [None] * M
+    fitted = []                                                             # (row, E, inliers [N0])
+    for m in range(M):
+        idx = np.flatnonzero(keep[m])
+        x1, x2 = x1n[m, idx], x2n[m, idx]
+        N = len(idx)
+        if N < MIN_POINTS:
+            out[m] = failed(TOO_FEW_POINTS if N > 0 else NO_JOINTS, N0)
+            continue
+        if check_degenerate and is_degenerate(x1 * f1[m], x2 * f2[m], threshold_px, threshold_px):
+            out[m] = failed(DEGENERATE, N0)
+            continue
+        cv2.setRNGSeed(int(seeds[m]))
+        if method == "essential":
+            thr = threshold_px / (0.5 * (f1[m] + f2[m]))
+            E, mask = cv2.findEssentialMat(x1, x2, np.eye(3), method=robust, prob=prob, threshold=thr)
+        else:
+            p1 = x1 @ K1[m, :2, :2].T + K1[m, :2, 2]
+            p2 = x2 @ K2[m, :2, :2].T + K2[m, :2, 2]
+            Fm, mask = cv2.findFundamentalMat(p1, p2, robust, threshold_px, prob)
+            E = None if Fm is None or Fm.shape != (3, 3) else K2[m].T @ Fm @ K1[m]
+        if E is None or mask is None or E.shape[0] < 3 or not np.all(np.isfinite(E)):
+            out[m] = failed(DEGENERATE, N0)
+            continue
+        inl = mask.ravel().astype(bool)
+        n_inl = int(inl.sum())
+        if n_inl < max(min_inliers, 5) or n_inl < min_inlier_ratio * N:
+            out[m] = failed(TOO_FEW_INLIERS, N0, n_inl)
+            continue
+        inliers = np.zeros(N0, bool)
+        inliers[idx[inl]] = True
+        fitted.append((m, E[:3], inliers))
+    if not fitted:
+        return out
+    rows = np.array([m for m, _, _ in fitted])
+    inl = np.stack([i for _, _, i in fitted])                              # [Mo,N0]
+    Rs, ts = map(np.stack, zip(*(decompose_essential(E) for _, E, _ in fitted)))  # [Mo,4,3,3], [Mo,4,3]
+    x1 = np.where(inl[..., None], x1n[rows], 0.0)
+    x2 = np.where(inl[..., None], x2n[rows], 0.0)
+    # the cheirality check (choose_decomposition, on the inliers): [Mo,4] counts in front
+    _, z1, z2 = tri.triangulate_two_view(x1[:, None], x2[:, None], Rs[:, :, None], ts[:, :, None])
+    counts = np.sum((z1 > 0) & (z2 > 0) & np.isfinite(z1) & inl[:, None], axis=-1)
+    order = np.argsort(-counts, axis=1, kind="stable")
+    best = np.take_along_axis(counts, order[:, :1], 1)[:, 0]
+    second = np.take_along_axis(counts, order[:, 1:2], 1)[:, 0]
+    n_inl = inl.sum(1)
+    ambiguous = (best < 0.5 * n_inl) | (second >= 0.5 * np.maximum(best, 1))
+    R = Rs[np.arange(len(rows)), order[:, 0]]
+    t = ts[np.arange(len(rows)), order[:, 0]]
+    _, err, ok = tri.triangulate_pair(x1, x2, R[:, None], t[:, None], f1[rows, None], f2[rows, None])
+    for k, m in enumerate(rows):
+        if ambiguous[k]:
+            out[m] = failed(CHEIRALITY, N0, int(n_inl[k]), counts=counts[k].tolist())
+            continue
+        e = err[k][inl[k]][ok[k][inl[k]]]
+        out[m] = PairEstimate(R[k], t[k] / np.linalg.norm(t[k]), inl[k], OK, N0, int(n_inl[k]), int(best[k]),
+                              float(np.mean(e)) if len(e) else np.nan, {"counts": counts[k].tolist()})
+    return out

@@ -255,73 +255,93 @@ def _triangulate_frames(xn, w, geo, cfg: dict, out: dict):
 
 def _label_per_frame(xn, w, cams: camera.Cameras, cfg: dict, progress: bool) -> dict:
     """The paper's per-frame mode: a relative pose per frame and pair, then triangulation,
-    fusion per camera by the vector median of the pairwise (normalised) reconstructions."""
+    fusion per camera by the vector median of the pairwise (normalised) reconstructions.
+    Blocks of PER_FRAME_BLOCK frames: OpenCV's robust fit runs per frame and pair, the rest
+    on the block's frames together."""
     F, V = xn.shape[:2]
+    out = _empty(F, V, len(rigmod.all_pairs(V)), False)
+    out["failure"][~(w > 0).any((1, 2))] = epipolar.NO_JOINTS
+    act = np.flatnonzero((w > 0).any((1, 2)))
+    for a in tqdm(range(0, len(act), PER_FRAME_BLOCK), disable=not progress, desc="per-frame labels", leave=False,
+                  unit="block"):
+        _per_frame_block(act[a:a + PER_FRAME_BLOCK], xn, w, cams, cfg, out)
+    return out
+
+
+PER_FRAME_BLOCK = 256  # frames labelled together in per-frame mode (bounds the [f,V,P,J,3] candidates)
+
+
+def _per_frame_block(fr: np.ndarray, xn, w, cams: camera.Cameras, cfg: dict, out: dict) -> None:
+    """_label_per_frame on frames fr [n] (each with some joint seen); fills out's rows fr."""
+    V = xn.shape[1]
     pairs = rigmod.all_pairs(V)
     P = len(pairs)
-    out = _empty(F, V, P, False)
     method, robust = estimator(cfg)
     focal = 0.5 * (cams.K[:, 0, 0] + cams.K[:, 1, 1])
-    for f in tqdm(range(F), disable=not progress, desc="per-frame labels", leave=False):
-        if not (w[f] > 0).any():
-            out["failure"][f] = epipolar.NO_JOINTS
-            continue
-        ests = []
-        for p, (i, j) in enumerate(pairs):
-            both = (w[f, i] > 0) & (w[f, j] > 0)
-            e = epipolar.estimate_pair(np.where(both[:, None], xn[f, i], np.nan), np.where(both[:, None], xn[f, j], np.nan),
-                                       cams.K[i], cams.K[j], method=method, robust=robust,
-                                       threshold_px=cfg["threshold_px"], min_inlier_ratio=cfg["min_inlier_ratio"],
-                                       seed=cfg["seed"] + p)
-            ests.append(e)
-            out["pair_failure"][f, p] = e.failure
-            out["pair_inliers"][f, p] = e.n_inliers
-            out["pair_rot_deg"][f, p] = e.rot_deg
-            out["pair_reproj_px"][f, p] = e.reproj_px
-        loop = _loop_closure(ests, pairs, V)
-        out["pair_loop_deg"][f] = loop
+    n = len(fr)
+    ests = np.empty((n, P), object)
+    for p, (i, j) in enumerate(pairs):
+        both = (w[fr, i] > 0) & (w[fr, j] > 0)
+        ests[:, p] = epipolar.estimate_pairs(
+            np.where(both[..., None], xn[fr, i], np.nan), np.where(both[..., None], xn[fr, j], np.nan),
+            np.broadcast_to(cams.K[i], (n, 3, 3)), np.broadcast_to(cams.K[j], (n, 3, 3)), method=method,
+            robust=robust, threshold_px=cfg["threshold_px"], min_inlier_ratio=cfg["min_inlier_ratio"],
+            seeds=np.full(n, cfg["seed"] + p))
+    for k in ("failure", "n_inliers", "rot_deg", "reproj_px"):
+        out[{"failure": "pair_failure", "n_inliers": "pair_inliers"}.get(k, f"pair_{k}")][fr] = \
+            [[getattr(e, k) for e in row] for row in ests]
+    sel = np.zeros((n, P), bool)
+    for r in range(n):
+        loop = _loop_closure(ests[r], pairs, V)
+        out["pair_loop_deg"][fr[r]] = loop
         for p in np.flatnonzero(loop > cfg["max_loop_deg"]):
-            ests[p] = epipolar.failed(epipolar.INCONSISTENT, ests[p].n_points, ests[p].n_inliers)
-            out["pair_failure"][f, p] = epipolar.INCONSISTENT
-        angles = np.array([e.rot_deg if e.ok else np.nan for e in ests])
-        sel = select_pairs(angles, cfg["pairs"], cfg["n_neighbours"], cfg["max_pair_angle_deg"])
-        cand = np.full((V, P, J, 3), np.nan)
-        pair_fail = []
-        for p in np.flatnonzero(sel):
-            i, j = pairs[p]
-            e = ests[p]
-            both = (w[f, i] > 0) & (w[f, j] > 0)
-            X, err, ok = tri.triangulate_pair(np.where(both[:, None], xn[f, i], 0.0),
-                                              np.where(both[:, None], xn[f, j], 0.0), e.R, e.t, focal[i], focal[j])
-            ok &= both
-            X = np.where(ok[:, None], X, np.nan)
-            s = canonical_scale(X)
-            if not ok[ROOT] or ok.sum() < cfg["min_joints"] or not np.isfinite(s):
-                pair_fail.append(epipolar.TRIANGULATION)
-                continue
-            if lr_ratio(X) > cfg["max_lr_ratio"]:
-                pair_fail.append(epipolar.IMPLAUSIBLE)
-                continue
-            Xj = X @ e.R.T + e.t
-            cand[i, p] = (X - X[ROOT]) / s
-            cand[j, p] = (Xj - Xj[ROOT]) / s
-            out["pair_used"][f, p] = True
-        if not out["pair_used"][f].any():
-            codes = [e.failure for e in ests if not e.ok] + pair_fail
-            # report the most frequent reason (ties: the later stage of the pipeline)
-            out["failure"][f] = max(set(codes), key=lambda c: (codes.count(c), c)) if codes else epipolar.NO_PAIR
+            ests[r, p] = epipolar.failed(epipolar.INCONSISTENT, ests[r, p].n_points, ests[r, p].n_inliers)
+            out["pair_failure"][fr[r], p] = epipolar.INCONSISTENT
+        angles = np.array([e.rot_deg if e.ok else np.nan for e in ests[r]])
+        sel[r] = select_pairs(angles, cfg["pairs"], cfg["n_neighbours"], cfg["max_pair_angle_deg"])
+    # every selected (frame, pair) triangulated, checked and put in both cameras' frames
+    cand = np.full((n, V, P, J, 3), np.nan)
+    pair_fail = np.zeros((n, P), np.int8)
+    for p in range(P):
+        rows = np.flatnonzero(sel[:, p])
+        if not len(rows):
             continue
-        cand = cand.transpose(0, 2, 1, 3)  # [V,J,P,3]: candidates on axis -2
-        lab, n = median.vector_median(cand, np.all(np.isfinite(cand), -1))  # [V,J,3]
-        ok = (n > 0)
-        ok &= ok[:, ROOT:ROOT + 1]
-        out["labels_cam"][f] = np.where(ok[..., None], lab, np.nan)
-        out["valid"][f] = ok
-        out["frame_ok"][f] = ok.any()
-        # scale stays NaN: every pair has its own unit baseline, only the normalised shape is fused
-        if not ok.any():
-            out["failure"][f] = epipolar.TRIANGULATION
-    return out
+        i, j = pairs[p]
+        R = np.stack([e.R for e in ests[rows, p]])
+        t = np.stack([e.t for e in ests[rows, p]])
+        both = (w[fr[rows], i] > 0) & (w[fr[rows], j] > 0)
+        X, _, ok = tri.triangulate_pair(np.where(both[..., None], xn[fr[rows], i], 0.0),
+                                        np.where(both[..., None], xn[fr[rows], j], 0.0), R[:, None], t[:, None],
+                                        focal[i], focal[j])
+        ok &= both
+        X = np.where(ok[..., None], X, np.nan)
+        s = canonical_scale(X)
+        bad = ~ok[:, ROOT] | (ok.sum(-1) < cfg["min_joints"]) | ~np.isfinite(s)
+        pair_fail[rows[bad], p] = epipolar.TRIANGULATION
+        odd = ~bad & (lr_ratio(X) > cfg["max_lr_ratio"])
+        pair_fail[rows[odd], p] = epipolar.IMPLAUSIBLE
+        good = ~bad & ~odd
+        Xj = X @ np.swapaxes(R, 1, 2) + t[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cand[rows[good], i, p] = ((X - X[:, ROOT:ROOT + 1]) / s[:, None, None])[good]
+            cand[rows[good], j, p] = ((Xj - Xj[:, ROOT:ROOT + 1]) / s[:, None, None])[good]
+        out["pair_used"][fr[rows[good]], p] = True
+    used = out["pair_used"][fr].any(1)
+    for r in np.flatnonzero(~used):
+        codes = [e.failure for e in ests[r] if not e.ok] + [int(c) for c in pair_fail[r][sel[r]]]
+        # report the most frequent reason (ties: the later stage of the pipeline)
+        out["failure"][fr[r]] = max(set(codes), key=lambda c: (codes.count(c), c)) if codes else epipolar.NO_PAIR
+    rows = np.flatnonzero(used)
+    c = cand[rows].transpose(0, 1, 3, 2, 4)  # [m,V,J,P,3]: candidates on axis -2
+    lab, cnt = median.vector_median(c, np.all(np.isfinite(c), -1))  # [m,V,J,3]
+    ok = cnt > 0
+    ok &= ok[:, :, ROOT:ROOT + 1]
+    f = fr[rows]
+    out["labels_cam"][f] = np.where(ok[..., None], lab, np.nan)
+    out["valid"][f] = ok
+    out["frame_ok"][f] = ok.any((1, 2))
+    # scale stays NaN: every pair has its own unit baseline, only the normalised shape is fused
+    out["failure"][f[~ok.any((1, 2))]] = epipolar.TRIANGULATION
 
 
 def _loop_closure(ests: list, pairs: np.ndarray, V: int) -> np.ndarray:
