@@ -63,12 +63,14 @@ def calibrate(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, *
     missing; a camera that sees nobody or shares fewer than 8 joints with every other camera
     (rig: or cannot be placed) is left out with a LabelWarning, its R, t NaN in the returned
     Cameras (so label_chunk gives it no labels); two views without a baseline and (sync =
-    "check") a view clearly out of sync are refused. ValueError names the cameras.
+    "check") a view clearly out of sync are refused. ValueError names the cameras. known: a
+    given calibration that explains a pair's joints clearly worse than their own epipolar
+    geometry is named, with the camera its pairs share (LabelWarning; baseline_given_px).
 
     Returns (Cameras, diag): cameras_used [V] bool, camera_status [V] ("ok" or why it was left
     out), usable_joints [V], keypoints_outside [V] (wild points), baseline_pairs [P,2] with
-    baseline_points, baseline_coincide, baseline_rotation_px, baseline_epipolar_px [P]
-    (rig.baseline_evidence), sync_* (pipeline.geometry.sync.estimate_offsets: sync_offsets [V],
+    baseline_points, baseline_coincide, baseline_rotation_px, baseline_epipolar_px,
+    baseline_given_px [P] (rig.baseline_evidence; given_px NaN but in known mode), sync_* (pipeline.geometry.sync.estimate_offsets: sync_offsets [V],
     sync_relative [V], sync_ratio [V], sync_sharpness [V], sync_clear [V], sync_cost_px
     [P',L], sync_pairs [P',2], sync_lags [L], sync_agrees [V], sync_skipped, sync_seconds); in rig mode also
     per-pair arrays over rig.all_pairs(V) (`rig_pair_*`), R_est, t_est, chain_order and the
@@ -124,7 +126,7 @@ def calibrate(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, *
     pairs = rigmod.all_pairs(V)
     kp_pairs = pairs[keep[pairs[:, 0]] & keep[pairs[:, 1]]]
     ev = rigmod.baseline_evidence(kp2d[..., :2], xn, wk, cams.K, kp_pairs, threshold_px=cfg["threshold_px"],
-                                  seed=cfg["seed"])
+                                  seed=cfg["seed"], **({"R": cams.R, "t": cams.t} if cfg["mode"] == "known" else {}))
     diag.update({"baseline_pairs": kp_pairs, **{f"baseline_{k}": a for k, a in ev.items()}})
     for p, (i, j) in enumerate(kp_pairs):
         if ev["coincide"][p] >= 0.5:
@@ -144,6 +146,8 @@ def calibrate(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, *
                 "error): the same camera centre (a duplicated view, or a camera only turned). Such a pair cannot "
                 "triangulate; remove one of the two views (or set label.no_baseline_ratio=0 if they are "
                 "genuinely apart)")
+    if cfg["mode"] == "known":
+        _check_given_rig(ev, kp_pairs, names, cfg)
     # 4. synchronisation
     diag.update(_sync_check(kp2d, wk, cams, cfg, keep, names))
     for v in np.flatnonzero(keep & ~diag.get("sync_agrees", np.ones(V, bool))):
@@ -197,6 +201,32 @@ def calibrate(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, *
     if cfg["mode"] == "rig":
         diag["R_est"], diag["t_est"] = R, t
     return camera.Cameras(cams.K, R, t, cams.dist, cams.size), diag
+
+
+# a given calibration is flagged for a pair whose keypoints it explains this many times worse
+# (and threshold_px worse) than their own epipolar geometry (rig.baseline_evidence)
+GIVEN_WORSE_X = 2.0
+
+
+def _check_given_rig(ev: dict, pairs: np.ndarray, names: list[str], cfg: dict) -> None:
+    """LabelWarning naming the camera pairs whose given extrinsics explain the pooled joints
+    clearly worse than a fitted essential matrix does, and the camera they share most: its
+    calibration (or intrinsics, distortion) disagrees with its keypoints, and the labels are
+    triangulated with it. Blind to errors that move the joints along their epipolar lines
+    (e.g. a roll about the optical axis)."""
+    given, own = ev["given_px"], ev["epipolar_px"]
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero((given > GIVEN_WORSE_X * own) & (given - own > cfg["threshold_px"]))
+    if not len(bad):
+        return
+    count = np.bincount(pairs[bad].ravel(), minlength=len(names))
+    worst = [names[v] for v in np.flatnonzero(count == count.max())]
+    _warn("labels: the given calibration explains these views' joints clearly worse than their own epipolar "
+          "geometry (median Sampson distance of the pooled joints, given vs fitted): "
+          + ", ".join(f"{names[pairs[p, 0]]}-{names[pairs[p, 1]]} {given[p]:.1f} px vs {own[p]:.1f} px" for p in bad)
+          + f"; {' or '.join(worst)} {'is' if len(worst) == 1 else 'are'} the likely culprit: check "
+          f"{'its' if len(worst) == 1 else 'their'} extrinsics, intrinsics and distortion (the labels are "
+          "triangulated with them), or label without the calibration (label.mode=rig)")
 
 
 def _check_estimated_baselines(R: np.ndarray, t: np.ndarray, keep: np.ndarray, names: list[str],

@@ -130,7 +130,8 @@ def rotation_fit(x1: np.ndarray, x2: np.ndarray, iterations: int = 4) -> tuple[n
 
 def baseline_evidence(uv: np.ndarray, xn: np.ndarray, w: np.ndarray, K: np.ndarray,
                       pairs: np.ndarray | None = None, max_points: int = 3000, threshold_px: float = 3.0,
-                      coincide_px: float = 1.0, seed: int = 0) -> dict:
+                      coincide_px: float = 1.0, seed: int = 0, R: np.ndarray | None = None,
+                      t: np.ndarray | None = None) -> dict:
     """Per camera pair, the evidence that the two views have no baseline.
 
     uv [F,V,J,2] pixels, xn [F,V,J,2] undistorted normalised points, w [F,V,J] (> 0 usable),
@@ -142,13 +143,16 @@ def baseline_evidence(uv: np.ndarray, xn: np.ndarray, w: np.ndarray, K: np.ndarr
     Sampson distance of a robust essential matrix (cv2.findEssentialMat, USAC), the noise
     gauge. The ratio rotation_px / epipolar_px separates one centre (small) from cameras a few
     degrees apart (large), even for a person standing still (the margin: tests of
-    baseline_evidence). NaN where fewer than 30 points.
+    baseline_evidence). With a given rig R [V,3,3], t [V,3]: given_px [P], the same median
+    Sampson distance under the rig's own essential matrix (how well the given calibration
+    explains the keypoints, against epipolar_px, how well their own geometry does). NaN where
+    fewer than 30 points.
     """
     V = xn.shape[1]
     pairs = all_pairs(V) if pairs is None else np.asarray(pairs).reshape(-1, 2)
     P = len(pairs)
     out = {"points": np.zeros(P, np.int64), "coincide": np.full(P, np.nan),
-           "rotation_px": np.full(P, np.nan), "epipolar_px": np.full(P, np.nan)}
+           "rotation_px": np.full(P, np.nan), "epipolar_px": np.full(P, np.nan), "given_px": np.full(P, np.nan)}
     for p, (i, j) in enumerate(pairs):
         x1, x2, fj = pool_pair(xn, w, i, j, max_points, seed + p)
         n = len(x1)
@@ -165,6 +169,9 @@ def baseline_evidence(uv: np.ndarray, xn: np.ndarray, w: np.ndarray, K: np.ndarr
         if E is not None and E.shape[0] >= 3 and np.all(np.isfinite(E)):
             r = epipolar.sampson_px(E.reshape(-1, 3, 3), x1[None], x2[None], f)
             out["epipolar_px"][p] = float(np.nanmin(np.nanmedian(r, axis=-1)))
+        if R is not None and t is not None:
+            Rr, tr = tri.relative_pose(R[i], t[i], R[j], t[j])
+            out["given_px"][p] = float(np.nanmedian(epipolar.sampson_px(tri.essential_from_pose(Rr, tr), x1, x2, f)))
     return out
 
 
