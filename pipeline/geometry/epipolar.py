@@ -83,25 +83,41 @@ def decompose_essential(E: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([R1, R1, R2, R2]), np.stack([t, -t, t, -t])
 
 
-def cheirality_counts(Rs: np.ndarray, ts: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
+def cheirality_counts(Rs: np.ndarray, ts: np.ndarray, x1: np.ndarray, x2: np.ndarray,
+                      mask: np.ndarray | None = None) -> np.ndarray:
     """Number of points triangulated in front of both cameras for each candidate pose.
-    Rs [K,3,3], ts [K,3], x1, x2 [N,2] normalised. -> [K] int."""
-    _, z1, z2 = tri.triangulate_two_view(x1[None], x2[None], Rs[:, None], ts[:, None])
-    return np.sum((z1 > 0) & (z2 > 0) & np.isfinite(z1), axis=1)
+    Rs [...,K,3,3], ts [...,K,3], x1, x2 [...,N,2] normalised, mask [...,N] the points that
+    count (default all). -> [...,K] int."""
+    _, z1, z2 = tri.triangulate_two_view(x1[..., None, :, :], x2[..., None, :, :], Rs[..., None, :, :],
+                                         ts[..., None, :])
+    front = (z1 > 0) & (z2 > 0) & np.isfinite(z1)
+    return np.sum(front if mask is None else front & mask[..., None, :], axis=-1)
+
+
+def pick_decomposition(Rs, ts, x1, x2, mask=None, min_front: float = 0.5, max_second: float = 0.5):
+    """The candidate pose with the most points in front of both cameras, batched.
+
+    Rs [...,K,3,3], ts [...,K,3] (e.g. decompose_essential's four), x1, x2 [...,N,2], mask
+    [...,N] (default all). Returns (R [...,3,3], t [...,3], n_front [...], counts [...,K],
+    ambiguous [...]): ambiguous when the best keeps fewer than min_front of the points in
+    front, or the runner-up reaches max_second of the best.
+    """
+    counts = cheirality_counts(Rs, ts, x1, x2, mask)
+    n = x1.shape[-2] if mask is None else mask.sum(-1)
+    order = np.argsort(-counts, axis=-1, kind="stable")
+    best = np.take_along_axis(counts, order[..., :1], -1)[..., 0]
+    second = np.take_along_axis(counts, order[..., 1:2], -1)[..., 0]
+    ambiguous = (best < min_front * n) | (second >= max_second * np.maximum(best, 1))
+    R = np.take_along_axis(Rs, order[..., :1, None, None], -3)[..., 0, :, :]
+    t = np.take_along_axis(ts, order[..., :1, None], -2)[..., 0, :]
+    return R, t, best, counts, ambiguous
 
 
 def choose_decomposition(E, x1, x2, min_front: float = 0.5, max_second: float = 0.5):
-    """Pick the decomposition of E with the most points in front of both cameras.
-
-    Returns (R, t, n_front, counts [4], ambiguous): ambiguous when the best keeps fewer than
-    min_front of the points in front, or the runner-up reaches max_second of the best.
-    """
-    Rs, ts = decompose_essential(E)
-    counts = cheirality_counts(Rs, ts, x1, x2)
-    order = np.argsort(-counts, kind="stable")
-    best, second = counts[order[0]], counts[order[1]]
-    ambiguous = bool(best < min_front * len(x1) or second >= max_second * max(best, 1))
-    return Rs[order[0]], ts[order[0]], int(best), counts, ambiguous
+    """Pick the decomposition of E [3,3] with the most points x1, x2 [N,2] in front of both
+    cameras (pick_decomposition). Returns (R, t, n_front, counts [4], ambiguous)."""
+    R, t, best, counts, ambiguous = pick_decomposition(*decompose_essential(E), x1, x2, None, min_front, max_second)
+    return R, t, int(best), counts, bool(ambiguous)
 
 
 def is_degenerate(x1: np.ndarray, x2: np.ndarray, thr1: float, thr2: float,
@@ -216,16 +232,8 @@ def estimate_pairs(x1n: np.ndarray, x2n: np.ndarray, K1: np.ndarray, K2: np.ndar
     Rs, ts = map(np.stack, zip(*(decompose_essential(E) for _, E, _ in fitted)))  # [Mo,4,3,3], [Mo,4,3]
     x1 = np.where(inl[..., None], x1n[rows], 0.0)
     x2 = np.where(inl[..., None], x2n[rows], 0.0)
-    # the cheirality check (choose_decomposition, on the inliers): [Mo,4] counts in front
-    _, z1, z2 = tri.triangulate_two_view(x1[:, None], x2[:, None], Rs[:, :, None], ts[:, :, None])
-    counts = np.sum((z1 > 0) & (z2 > 0) & np.isfinite(z1) & inl[:, None], axis=-1)
-    order = np.argsort(-counts, axis=1, kind="stable")
-    best = np.take_along_axis(counts, order[:, :1], 1)[:, 0]
-    second = np.take_along_axis(counts, order[:, 1:2], 1)[:, 0]
+    R, t, best, counts, ambiguous = pick_decomposition(Rs, ts, x1, x2, inl)  # the cheirality check, on the inliers
     n_inl = inl.sum(1)
-    ambiguous = (best < 0.5 * n_inl) | (second >= 0.5 * np.maximum(best, 1))
-    R = Rs[np.arange(len(rows)), order[:, 0]]
-    t = ts[np.arange(len(rows)), order[:, 0]]
     _, err, ok = tri.triangulate_pair(x1, x2, R[:, None], t[:, None], f1[rows, None], f2[rows, None])
     for k, m in enumerate(rows):
         if ambiguous[k]:

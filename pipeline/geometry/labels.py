@@ -287,9 +287,9 @@ def _per_frame_block(fr: np.ndarray, xn, w, cams: camera.Cameras, cfg: dict, out
             np.broadcast_to(cams.K[i], (n, 3, 3)), np.broadcast_to(cams.K[j], (n, 3, 3)), method=method,
             robust=robust, threshold_px=cfg["threshold_px"], min_inlier_ratio=cfg["min_inlier_ratio"],
             seeds=np.full(n, cfg["seed"] + p))
-    for k in ("failure", "n_inliers", "rot_deg", "reproj_px"):
-        out[{"failure": "pair_failure", "n_inliers": "pair_inliers"}.get(k, f"pair_{k}")][fr] = \
-            [[getattr(e, k) for e in row] for row in ests]
+    for key, attr in (("pair_failure", "failure"), ("pair_inliers", "n_inliers"), ("pair_rot_deg", "rot_deg"),
+                      ("pair_reproj_px", "reproj_px")):
+        out[key][fr] = [[getattr(e, attr) for e in row] for row in ests]
     sel = np.zeros((n, P), bool)
     for r in range(n):
         loop = _loop_closure(ests[r], pairs, V)
