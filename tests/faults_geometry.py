@@ -2,7 +2,9 @@
 
 CASES[name]() -> (kp2d [F,V,J,3], cams, label cfg, expected) where expected is
 "error:<substring of the ValueError>", "flag:<substring of a LabelWarning>" (calibration and
-labelling go on with the rest) or "ok". `run_case(name)` runs labels.calibrate then
+labelling go on with the rest), "warn:<substring of a LabelWarning>" (the input the labels are
+made with is itself wrong, e.g. a given calibration: saying so is the outcome, the labels are
+not judged against a truth they were not made from) or "ok". `run_case(name)` runs labels.calibrate then
 labels.label_chunk as the label stage does and says whether the outcome is the expected one;
 for "ok" and "flag" cases it also checks the numbers against the synthetic truth, so a case
 that passes is not silently wrong: left-out cameras without labels, rig rotations within
@@ -15,6 +17,7 @@ from __future__ import annotations
 import warnings
 from typing import Callable
 
+import cv2
 import numpy as np
 
 from pipeline import camera
@@ -204,6 +207,14 @@ def left_right_swaps_rig():
     return kp, cams.without_extrinsics(), {"mode": "rig"}, "ok"
 
 
+def given_calibration_tilted_known():
+    # known mode with camera 2's given extrinsics tilted by 1 degree about its own centre
+    _, kp, cams = _world(F=240)
+    Q = cv2.Rodrigues(np.array([np.radians(1.0), 0.0, 0.0]))[0]
+    return kp, _with_camera(cams, 2, Q @ cams.R[2], Q @ cams.t[2]), {"mode": "known"}, \
+        "warn:camera 2 is the likely culprit"
+
+
 def config_mode_typo():
     _, kp, cams = _world(F=20)
     return kp, cams, {"mode": "rigg"}, "error:label: mode must be one of ['known', 'per-frame', 'rig'], got 'rigg'"
@@ -223,7 +234,8 @@ CASES: dict[str, Callable[[], tuple[np.ndarray, camera.Cameras, dict, str]]] = {
         pure_rotation_caught_by_the_estimated_rig,
         desynchronised_view_rig, desynchronised_camera0_known, desynchronised_camera0_short_known,
         synchronised_smooth_motion_rig,
-        outliers_inside_image_rig, left_right_swaps_rig, config_mode_typo, config_negative_threshold)
+        outliers_inside_image_rig, left_right_swaps_rig, given_calibration_tilted_known, config_mode_typo,
+        config_negative_threshold)
 }
 
 # the ground truth each case's keypoints were made from (for run_case's checks)
@@ -254,8 +266,10 @@ def run_case(name: str) -> tuple[bool, str]:
     msgs = [str(w.message) for w in caught if issubclass(w.category, labels.LabelWarning)]
     if kind == "error":
         return False, f"no error (expected {text!r}); warnings: {msgs}"
-    if kind == "flag" and not any(text in m for m in msgs):
+    if kind in ("flag", "warn") and not any(text in m for m in msgs):
         return False, f"no warning with {text!r}; warnings: {msgs}"
+    if kind == "warn":
+        return True, f"{expected}: warnings: {msgs}"
     if kind == "ok" and msgs:
         return False, f"unexpected warnings: {msgs}"
     # not silently wrong: the truth these keypoints came from
