@@ -198,7 +198,7 @@ def main() -> None:
     a = ap.parse_args()
     overrides = QUICK if a.quick else []
     root = Path(a.root or tempfile.mkdtemp(prefix="epipose-bench-"))
-    from pipeline.training.threads import available_cores
+    from pipeline.cores import available_cores
     cores = available_cores()
     demo_s, out1, cpu_s = run_demo(root, overrides, a.threads)
     util = cpu_s / demo_s / cores

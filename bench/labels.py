@@ -10,10 +10,16 @@ tests.synth, a 4-camera Human3.6M-like rig, f ≈ 1150 px):
   3. the time for 1.2 M pairs x 17 joints (Human3.6M scale) on `--workers` threads;
   4. rig calibration without extrinsics on 2,000 frames at σ = 2 px, clean and with 5 % gross
      outliers: the largest rotation error over camera pairs, the time, and the error against the
-     frames the bundle adjustment sees (label.ba_frames: 400, 1,000, 2,000);
+     frames the bundle adjustment sees (label.ba_frames: 400, 1,000, 2,000); the bundle
+     adjustment's solver (pipeline.geometry.schur) against scipy.optimize.least_squares (trf,
+     the exact sparse Jacobian of pipeline.geometry.bundle) on one problem, side by side: the
+     true rig and joints of 2,000 frames perturbed, σ = 2 px (ba_speedup_vs_scipy, and the
+     costs each reaches);
   5. memory and speed at 100,000 frames (tracemalloc peak over the input's bytes) of
      triangulate_dlt and of the label path (make_labels, known rig), and label frames/s.
 The last line is one JSON object with the figures. `--quick` runs a smaller version (< 1 min).
+numpy runs on one thread (OMP_NUM_THREADS=1 unless set); OpenCV's robust fits (the pairs', the
+sync and baseline checks') run on a thread per core (pipeline.cores.thread_map: `fit_threads`).
 
     python bench/labels.py [--quick] [--workers 2]
 """
@@ -35,6 +41,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pipeline import camera  # noqa: E402
+from pipeline.cores import available_cores  # noqa: E402
 from pipeline.geometry import labels
 from pipeline.evaluation import metrics
 from tests import synth
@@ -164,6 +171,62 @@ def calibration(cams, n_frames, ba_frames_list, seed=0):
     return out
 
 
+def ba_solvers(cams, n_frames=2000, seed=0, repeats=3):
+    """One bundle adjustment solved by schur.solve and by scipy's trf from the same start (the
+    true rig in camera 0's frame and the true joints, perturbed by 0.01), best of `repeats`
+    interleaved runs each."""
+    from scipy.optimize import least_squares
+    from scipy.spatial.transform import Rotation
+    from pipeline.geometry import bundle, schur
+    from pipeline.geometry import calibration as cal
+    P = synth.random_poses(n_frames, seed=seed)
+    kp = synth.observe(P, cams, 2.0, seed=seed + 1)
+    xn, w, _ = cal.screened(kp, cams, cal.resolve_cfg({"mode": "rig"}))
+    R = cams.R @ cams.R[0].T
+    t = cams.t - np.einsum("vab,b->va", R, cams.t[0])
+    k = np.linalg.norm(-R[1].T @ t[1])
+    t = t / k
+    Xw = (P.reshape(-1, 3) @ cams.R[0].T + cams.t[0]) / k  # camera 0's frame, unit baseline [F J,3]
+    npt = len(Xw)
+    seen = w.transpose(0, 2, 1).reshape(npt, cams.V) > 0
+    opt, ocam = np.nonzero(seen)
+    obs = xn.transpose(0, 2, 1, 3).reshape(npt, cams.V, 2)[opt, ocam]
+    foc = 0.5 * (cams.K[ocam, 0, 0] + cams.K[ocam, 1, 1])
+    two = np.bincount(opt, minlength=npt) >= 2
+    keep = two[opt]
+    used = np.flatnonzero(two)
+    remap = np.full(npt, -1)
+    remap[used] = np.arange(len(used))
+    opt, ocam, obs, foc, X = remap[opt[keep]], ocam[keep], obs[keep], foc[keep], Xw[used]
+    rng = np.random.default_rng(seed + 2)
+    R0, t0 = R.copy(), t.copy()
+    for c in range(1, cams.V):
+        R0[c] = Rotation.from_rotvec(rng.normal(0, 0.01, 3)).as_matrix() @ R[c]
+        t0[c] = t[c] + rng.normal(0, 0.01, 3)
+    X0 = X + rng.normal(0, 0.01, X.shape)
+    gw = np.sqrt(len(opt))
+    ncam = cams.V - 1
+    p0 = np.concatenate([np.concatenate([Rotation.from_matrix(R0[1:]).as_rotvec(), t0[1:]], 1).ravel(), X0.ravel()])
+    args = (opt, ocam, obs, foc, len(X), ncam, gw)
+    schur.solve(R0, t0, X0, opt, ocam, obs, foc, gw)  # compiled (cached) before timing
+    ts, tq = [], []
+    for _ in range(repeats):
+        t_ = time.perf_counter()
+        info = schur.solve(R0, t0, X0, opt, ocam, obs, foc, gw)[-1]
+        ts.append(time.perf_counter() - t_)
+        t_ = time.perf_counter()
+        sol = least_squares(bundle.residuals, p0, jac=bundle.Jacobian(opt, ocam, len(X), ncam), method="trf",
+                            tr_solver="lsmr", x_scale="jac", max_nfev=50, args=args)
+        tq.append(time.perf_counter() - t_)
+    out = {"ba_observations": int(len(opt)), "ba_schur_s": min(ts), "ba_scipy_s": min(tq),
+           "ba_speedup_vs_scipy": min(tq) / min(ts), "ba_cost_schur": float(info["cost"]), "ba_cost_scipy": float(sol.cost),
+           "ba_evaluations_schur": int(info["nfev"]), "ba_evaluations_scipy": int(sol.nfev)}
+    print(f"bundle adjustment, {len(opt):,} observations: schur {min(ts):.2f} s ({info['nfev']} evaluations), "
+          f"scipy trf {min(tq):.2f} s ({sol.nfev}): x{out['ba_speedup_vs_scipy']:.1f}; cost (½ Σ r², px²) "
+          f"{info['cost']:.4f} vs {sol.cost:.4f}", flush=True)
+    return out
+
+
 def memory(cams, n_frames, seed=0):
     """tracemalloc peak / input bytes of triangulate_dlt (4 views, every joint of n_frames) and of
     make_labels (known rig) at n_frames; label frames/s (best of 2, untraced, 20,000 frames)."""
@@ -197,7 +260,8 @@ def memory(cams, n_frames, seed=0):
     res["label_frames_per_s"], res["dlt_frames_per_s"] = best["labels"], best["dlt"]
     res["memory_frames"] = n_frames
     print(f"label path {best['labels']:,.0f} frames/s, triangulate_dlt {best['dlt']:,.0f} frames/s "
-          f"({n} frames, 4 views, one thread)", flush=True)
+          f"({n} frames, 4 views, numpy on one thread, the OpenCV fits of the checks on {available_cores()})",
+          flush=True)
     return res
 
 
@@ -223,6 +287,7 @@ def main():
           f"= {thr['pairs_per_s']:,.0f} pairs/s; 1.2 M pairs: {h36m_pairs / thr['pairs_per_s']:.1f} s"
           + ("" if thr["big_pairs"] >= h36m_pairs else " (projected from this run)"))
     calib = calibration(cams, 2000, (2000,) if args.quick else (400, 1000, 2000))
+    solvers = ba_solvers(cams, 500 if args.quick else 2000)
     mem = memory(cams, 20_000 if args.quick else 100_000)
     k2, r2 = acc[("known", 2)], acc[("rig", 2)]
     fig = {
@@ -240,8 +305,9 @@ def main():
         "pairs_per_s": thr["pairs_per_s"],
         "h36m_1p2M_pairs_s": h36m_pairs / thr["pairs_per_s"],
         "h36m_measured": bool(thr["big_pairs"] >= h36m_pairs),
-        **calib, **mem,
+        **calib, **solvers, **mem,
         "workers": args.workers,
+        "fit_threads": available_cores(),
         "quick": args.quick,
     }
     save("labels", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in fig.items()}, args.quick)

@@ -57,20 +57,3 @@ def test_jacobian_refuses_other_observations():
     jac = bundle.Jacobian(args[0], args[1], args[4], args[5])
     with pytest.raises(ValueError, match="other observations"):
         jac(p, args[0].copy(), *args[1:])
-
-
-def test_focal_jacobian_matches_finite_differences():
-    p, args = _problem(5)
-    ncam = args[5]
-    pf = np.concatenate([p, np.random.default_rng(5).uniform(0.6, 1.7, ncam + 1)])
-    Ja = bundle.JacobianFocal(args[0], args[1], args[4], ncam)(pf, *args)
-    Jn = approx_derivative(bundle.residuals_focal, pf, method="3-point", args=args)
-    assert Ja.shape == Jn.shape
-    assert np.all(np.abs(Ja.toarray() - Jn) <= 1e-6 * np.abs(Jn) + 1e-8 * np.abs(Jn).max())
-    # at factors 1 the model is the plain one; camera c's residual is foc (s_c q - obs)
-    pf[-(ncam + 1):] = 1.0
-    assert np.allclose(bundle.residuals_focal(pf, *args), bundle.residuals(p, *args))
-    pf[-(ncam + 1):] = 2.0
-    r1 = bundle.residuals(p, args[0], args[1], np.zeros_like(args[2]), *args[3:])[:-1].reshape(-1, 2)  # foc q
-    expect = 2.0 * r1 - args[3][:, None] * args[2]
-    assert np.allclose(bundle.residuals_focal(pf, *args)[:-1].reshape(-1, 2), expect)

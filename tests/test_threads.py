@@ -4,6 +4,7 @@ checkpoint recorded."""
 import numpy as np
 import torch
 
+from pipeline import cores
 from pipeline.training import loop, threads
 
 
@@ -19,10 +20,10 @@ def test_cpu_threads_order(monkeypatch):
 
 def test_cgroup_quota(tmp_path):
     (tmp_path / "cpu.max").write_text("150000 100000\n")
-    assert threads._quota(tmp_path) == 1.5
+    assert cores._quota(tmp_path) == 1.5
     (tmp_path / "cpu.max").write_text("max 100000\n")
-    assert threads._quota(tmp_path) == float("inf")
-    assert threads._quota(tmp_path / "absent") == float("inf")
+    assert cores._quota(tmp_path) == float("inf")
+    assert cores._quota(tmp_path / "absent") == float("inf")
 
 
 def test_deterministic_sets_and_restores_threads(monkeypatch):

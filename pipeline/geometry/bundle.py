@@ -1,5 +1,6 @@
-"""The bundle adjustment's model: reprojection residuals of a static rig and their analytic,
-sparse Jacobian (what rig.bundle_adjust hands to scipy.optimize.least_squares).
+"""The bundle adjustment's model for scipy: reprojection residuals of a static rig and their
+analytic, sparse Jacobian, what rig.bundle_adjust hands to scipy.optimize.least_squares when a
+robust loss is asked for (least squares, the default, runs schur.solve on the same model).
 
 Parameters p = [ω₁, t₁, …, ω_{V-1}, t_{V-1}, X₁, …, X_N]: camera 0 is the frame (R = I,
 t = 0), every other camera a rotation vector ω (R = exp([ω]×), scipy's Rotation.from_rotvec)
@@ -12,9 +13,6 @@ colour group): with D = f [[1/z, 0, -x/z²], [0, 1/z, -y/z²]] at X_c = R X + t,
 ∂r/∂X = D R, ∂r/∂t = D, ∂r/∂ω = -D R [X]× J_r(ω), J_r the right Jacobian of SO(3):
 I - (1 - cos θ)/θ² [ω]× + (θ - sin θ)/θ³ [ω]×². tests/test_bundle.py checks it against
 scipy's finite differences.
-
-`residuals_focal` / `JacobianFocal`: the same model with one more factor s_c per camera on its
-focal length (residual foc (s_c q - obs)), the quality gate's check of the given intrinsics.
 """
 from __future__ import annotations
 
@@ -138,38 +136,3 @@ class Jacobian:
 def jacobian(p, opt, ocam, obs, foc, npt, ncam, gauge_w) -> csr_matrix:
     """∂residuals/∂p, sparse [2 nobs + 1, 6 ncam + 3 npt] (arguments as residuals)."""
     return Jacobian(opt, ocam, npt, ncam)(p, opt, ocam, obs, foc, npt, ncam, gauge_w)
-
-
-def residuals_focal(pf, opt, ocam, obs, foc, npt, ncam, gauge_w) -> np.ndarray:
-    """residuals with one more factor per camera on its focal length: pf = [p, s₀, …, s_ncam]
-    (camera c's residual foc (s_c q - obs) = (foc s_c)(q - obs / s_c)) -> [2 nobs + 1]."""
-    s = pf[-(ncam + 1):][ocam]
-    return residuals(pf[:-(ncam + 1)], opt, ocam, obs / s[:, None], foc * s, npt, ncam, gauge_w)
-
-
-class JacobianFocal:
-    """∂residuals_focal/∂pf, sparse [2 nobs + 1, 6 ncam + 3 npt + ncam + 1]: Jacobian's columns
-    evaluated with foc s (they do not involve obs), then ∂r/∂s_c = foc q for camera c's rows."""
-
-    def __init__(self, opt: np.ndarray, ocam: np.ndarray, npt: int, ncam: int):
-        self.base = Jacobian(opt, ocam, npt, ncam)
-        n = len(opt)
-        # the CSR pattern of [Jp | Js] built once: each observation row gets one more entry,
-        # camera c's focal column, after its Jacobian entries (no sparse hstack per call)
-        extra = np.concatenate([np.zeros(1, np.int64), np.arange(1, 2 * n + 1), [2 * n]])
-        self.indptr = self.base.indptr + extra
-        row_of = np.repeat(np.arange(2 * n + 1), np.diff(self.base.indptr))
-        self.pos_base = np.arange(len(self.base.indices)) + extra[row_of]
-        self.pos_s = self.indptr[1:2 * n + 1] - 1
-        self.indices = np.empty(self.indptr[-1], np.int64)
-        self.indices[self.pos_base] = self.base.indices
-        self.indices[self.pos_s] = self.base.shape[1] + np.repeat(ocam, 2)
-        self.shape = (2 * n + 1, self.base.shape[1] + ncam + 1)
-
-    def __call__(self, pf, opt, ocam, obs, foc, npt, ncam, gauge_w) -> csr_matrix:
-        p, s = pf[:-(ncam + 1)], pf[-(ncam + 1):]
-        fs = foc * s[ocam]
-        data = np.empty(len(self.indices))
-        data[self.pos_base] = self.base.values(p, opt, ocam, obs, fs, npt, ncam, gauge_w)
-        data[self.pos_s] = residuals(p, opt, ocam, np.zeros_like(obs), foc, npt, ncam, 0.0)[:-1]  # foc q
-        return csr_matrix((data, self.indices, self.indptr), shape=self.shape)

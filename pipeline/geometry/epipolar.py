@@ -121,16 +121,18 @@ def choose_decomposition(E, x1, x2, min_front: float = 0.5, max_second: float = 
 
 
 def is_degenerate(x1: np.ndarray, x2: np.ndarray, thr1: float, thr2: float,
-                  planar_ratio: float = 0.95) -> bool:
+                  planar_ratio: float = 0.95, fit_points: int = 2000) -> bool:
     """True when the correspondences cannot fix a relative pose: the points are collinear in
     either image (a tiny second principal spread), or one homography explains nearly all of
     them (coplanar scene or no parallax: F is then not unique). x [N,2], thresholds in the
-    points' units (the RANSAC threshold)."""
+    points' units (the RANSAC threshold). The homography is fitted to at most fit_points of
+    them, evenly spaced, and tested on all."""
     for x, thr in ((x1, thr1), (x2, thr2)):
         s = np.linalg.svd(x - x.mean(0), compute_uv=False)
         if s[1] <= max(thr, 1e-9 * s[0]) * np.sqrt(len(x)) * 0.5:
             return True
-    H, mask = cv2.findHomography(x1, x2, 0)  # least squares on all points: no RANSAC needed here
+    fit = np.unique(np.linspace(0, len(x1) - 1, min(len(x1), fit_points)).round().astype(np.int64))
+    H, mask = cv2.findHomography(x1[fit], x2[fit], 0)  # least squares: no RANSAC needed here
     if H is None or not np.all(np.isfinite(H)):
         return True
     proj = cv2.perspectiveTransform(x1.reshape(-1, 1, 2), H).reshape(-1, 2)

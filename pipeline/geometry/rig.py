@@ -21,7 +21,8 @@ import numpy as np
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
-from . import bundle, epipolar
+from ..cores import thread_map
+from . import bundle, epipolar, schur
 from . import triangulate as tri
 
 
@@ -153,12 +154,13 @@ def baseline_evidence(uv: np.ndarray, xn: np.ndarray, w: np.ndarray, K: np.ndarr
     P = len(pairs)
     out = {"points": np.zeros(P, np.int64), "coincide": np.full(P, np.nan),
            "rotation_px": np.full(P, np.nan), "epipolar_px": np.full(P, np.nan), "given_px": np.full(P, np.nan)}
-    for p, (i, j) in enumerate(pairs):
+    def one(p: int) -> None:  # pair p's own cells of out
+        i, j = pairs[p]
         x1, x2, fj = pool_pair(xn, w, i, j, max_points, seed + p)
         n = len(x1)
         out["points"][p] = n
         if n < 30:
-            continue
+            return
         d = np.linalg.norm(uv[fj[:, 0], i, fj[:, 1]] - uv[fj[:, 0], j, fj[:, 1]], axis=-1)
         out["coincide"][p] = float(np.mean(d < coincide_px))
         f = 0.25 * (K[i, 0, 0] + K[i, 1, 1] + K[j, 0, 0] + K[j, 1, 1])
@@ -172,6 +174,7 @@ def baseline_evidence(uv: np.ndarray, xn: np.ndarray, w: np.ndarray, K: np.ndarr
         if R is not None and t is not None:
             Rr, tr = tri.relative_pose(R[i], t[i], R[j], t[j])
             out["given_px"][p] = float(np.nanmedian(epipolar.sampson_px(tri.essential_from_pose(Rr, tr), x1, x2, f)))
+    thread_map(one, range(P))  # the pairs' OpenCV fits, on a thread per core
     return out
 
 
@@ -221,22 +224,56 @@ def _select_frames(w: np.ndarray, max_frames: int) -> np.ndarray:
     return good
 
 
-def _deadline(t0: float, max_seconds: float):
-    """least_squares callback that stops the solve once max_seconds have passed since t0."""
+def _deadline(deadline: float):
+    """least_squares callback that stops the solve once time.perf_counter() passes deadline."""
     def cb(intermediate_result):
-        if time.perf_counter() - t0 > max_seconds:
+        if time.perf_counter() > deadline:
             raise StopIteration
     return cb
+
+
+def _residuals(R, t, X, args) -> np.ndarray:
+    """Reprojection residuals [2 nobs] px of the observations args = (opt, ocam, obs, foc, ...)."""
+    opt, ocam, obs, foc = args[:4]
+    return schur.linearise(R, t, np.ones(len(R)), X, opt, ocam, obs, foc, jac=False)[0].ravel()
+
+
+def _solve(R, t, X, keep, args, loss, f_scale_px, max_nfev, deadline, verbose, fit_focal=False):
+    """One refinement on the observations `keep` (their points seen at least twice): the Schur
+    Levenberg-Marquardt (schur.solve) for least squares, fit_focal with it; scipy's trf with
+    the sparse Jacobian (bundle.Jacobian) for a robust loss. -> R, t, X, info (nfev, status, s)."""
+    opt, ocam, obs, foc, npt, ncam, gauge_w = args
+    used = np.flatnonzero(np.bincount(opt[keep], minlength=npt) > 0)
+    remap = np.full(npt, -1)
+    remap[used] = np.arange(len(used))
+    sub = (remap[opt[keep]], ocam[keep], obs[keep], foc[keep])
+    if loss == "linear" or fit_focal:
+        Rn, tn, s, Xu, info = schur.solve(R, t, X[used], *sub, gauge_w, fit_focal=fit_focal, max_nfev=max_nfev,
+                                          deadline=deadline)
+        if verbose:
+            print(f"bundle adjustment: cost {info['cost']:.6g} after {info['nfev']} evaluations, status {info['status']}")
+    else:
+        p = np.concatenate([np.concatenate([Rotation.from_matrix(R[1:]).as_rotvec(), t[1:]], 1).ravel(), X[used].ravel()])
+        a = (*sub, len(used), ncam, gauge_w)
+        sol = least_squares(bundle.residuals, p, jac=bundle.Jacobian(a[0], a[1], len(used), ncam), method="trf",
+                            tr_solver="lsmr", loss=loss, f_scale=f_scale_px, x_scale="jac", max_nfev=max_nfev,
+                            verbose=verbose, args=a, callback=_deadline(deadline))
+        Rn, tn, Xu, _ = bundle.unpack(sol.x, ncam, len(used))
+        s, info = np.ones(len(R)), {"nfev": sol.nfev, "status": sol.status}
+    X = X.copy()
+    X[used] = Xu
+    return Rn, tn, X, {**info, "s": s}
 
 
 def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray,
                   max_frames: int = 2000, loss: str = "linear", f_scale_px: float = 3.0,
                   max_nfev: int = 50, trim_px: float = 12.0, verbose: int = 0, max_initial_px: float = np.inf,
-                  names=None, max_seconds: float = np.inf, fit_focal: bool = False):
+                  names=None, max_seconds: float = np.inf, fit_focal: bool = False, start=None):
     """Refine every camera (all but camera 0, the frame) and the joints jointly.
 
     Reprojection residuals in pixels (normalised residual x focal) over at most max_frames
-    frames; scipy.optimize.least_squares (trf, lsmr) with the exact sparse Jacobian
+    frames; Levenberg-Marquardt with the points eliminated (pipeline.geometry.schur), or with
+    a robust `loss` scipy.optimize.least_squares (trf, lsmr) with the exact sparse Jacobian
     (pipeline.geometry.bundle).
     One more residual keeps |C₁ - C₀| = 1 (the gauge of scale). Robustness: observations
     whose residual exceeds max(trim_px, 3 x the robust σ) are dropped, and the solve repeated
@@ -250,20 +287,19 @@ def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t
     whose median reprojection error exceeds max_initial_px is refused (RigRefused naming the
     cameras, names [V]) before any solving: a garbage rig is not polished for minutes.
     fit_focal: then one more solve from the result, on the kept observations, with a factor on
-    each camera's focal length (bundle.residuals_focal) free: ba_focal_scale_camera [V] (f_true /
+    each camera's focal length (schur.solve's fit_focal) free: ba_focal_scale_camera [V] (f_true /
     f_given: a focal given x0.6 shows about 1.67; NaN without fit_focal). The rig returned is
     the one with the given focal lengths; the extra solve shares the time bound.
+    start: start_points' result for these arguments, when already computed.
     Returns R, t, info (observations kept, residual RMS before/after, evaluations; per camera
     ba_rms_px_camera [V] over its kept observations, ba_kept_camera [V], the share kept, and
     ba_focal_scale_camera [V]).
     """
     t_start = time.perf_counter()
     V = len(R)
-    fr = _select_frames(w, max_frames)
+    fr, X0, okX, wf = start_points(xn, w, K, R, t, max_frames, trim_px) if start is None else start  # X0 [f,J,3]
     if len(fr) == 0:
         raise ValueError("bundle_adjust: no frame sees a joint in two views")
-    focal = 0.5 * (K[:, 0, 0] + K[:, 1, 1])
-    X0, okX, wf = _robust_points(xn[fr], w[fr], R, t, focal, 2.5 * trim_px)  # [f,J,3]
     fi, ji = np.nonzero(okX)
     npt = len(fi)
     obs_pt, obs_cam = [], []
@@ -276,11 +312,10 @@ def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t
     obs_all = xn[fr[fi[opt_all]], ocam_all, ji[opt_all]]
     foc_all = 0.5 * (K[ocam_all, 0, 0] + K[ocam_all, 1, 1])
     ncam = V - 1
-    rv0 = Rotation.from_matrix(R[1:]).as_rotvec()
-    p = np.concatenate([np.concatenate([rv0, t[1:]], 1).ravel(), X0[fi, ji].ravel()])
     gauge_w = np.sqrt(len(opt_all))
     args_all = (opt_all, ocam_all, obs_all, foc_all, npt, ncam, gauge_w)
-    r_first = bundle.residuals(p, *args_all)[:-1]
+    Rs, ts, X = np.concatenate([np.eye(3)[None], R[1:]]), np.concatenate([np.zeros((1, 3)), t[1:]]), X0[fi, ji]
+    r_first = _residuals(Rs, ts, X, args_all)
     start = np.linalg.norm(r_first.reshape(-1, 2), axis=1)
     med0 = np.array([np.median(start[ocam_all == v]) if np.any(ocam_all == v) else np.nan for v in range(V)])
     if np.nanmedian(start) > max_initial_px or np.any(med0 > 2 * max_initial_px):
@@ -292,26 +327,22 @@ def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t
                          "wrong intrinsics?)")
     nfev = 0
     keep = np.ones(len(opt_all), bool)
+    deadline = t_start + max_seconds
     for _ in range(2):
-        r = np.linalg.norm(bundle.residuals(p, *args_all)[:-1].reshape(-1, 2), axis=1)
+        r = np.linalg.norm(_residuals(Rs, ts, X, args_all).reshape(-1, 2), axis=1)
         sigma = 1.4826 * np.median(r) / np.sqrt(np.log(4.0))  # Rayleigh median -> per-axis σ
         keep = r <= max(trim_px, 3.0 * 2.0 * sigma)
-        sub = (opt_all[keep], ocam_all[keep], obs_all[keep], foc_all[keep], npt, ncam, gauge_w)
-        sol = least_squares(bundle.residuals, p, jac=bundle.Jacobian(sub[0], sub[1], npt, ncam), method="trf", tr_solver="lsmr",
-                            loss=loss, f_scale=f_scale_px, x_scale="jac", max_nfev=max_nfev, verbose=verbose,
-                            args=sub, callback=_deadline(t_start, max_seconds))
-        p = sol.x
-        nfev += sol.nfev
+        # a point left with one observation is unconstrained along its ray: held where it is
+        keep &= np.bincount(opt_all[keep], minlength=npt)[opt_all] >= 2
+        Rs, ts, X, sol = _solve(Rs, ts, X, keep, args_all, loss, f_scale_px, max_nfev, deadline, verbose)
+        nfev += sol["nfev"]
     scales = np.full(V, np.nan)
     if fit_focal:  # once more with a factor on each camera's focal length (the rig returned is the one above)
-        sf = least_squares(bundle.residuals_focal, np.concatenate([p, np.ones(V)]), method="trf", tr_solver="lsmr",
-                           jac=bundle.JacobianFocal(sub[0], sub[1], npt, ncam), x_scale="jac", max_nfev=max_nfev,
-                           args=sub, callback=_deadline(t_start, max_seconds))
-        scales = sf.x[-V:]
-        nfev += sf.nfev
-    Rn, tn, _, _ = bundle.unpack(p, ncam, npt)
-    tn = tn / np.linalg.norm(tn[1])  # exact unit baseline
-    r_all = bundle.residuals(p, *args_all)[:-1].reshape(-1, 2)
+        sf = _solve(Rs, ts, X, keep, args_all, "linear", f_scale_px, max_nfev, deadline, verbose, fit_focal=True)[3]
+        scales = sf["s"]
+        nfev += sf["nfev"]
+    Rn, tn = Rs, ts / np.linalg.norm(ts[1])  # exact unit baseline
+    r_all = _residuals(Rs, ts, X, args_all).reshape(-1, 2)
     r_last = r_all[keep].ravel()
     rn = np.linalg.norm(r_all, axis=1)
     cam_rms = np.array([np.sqrt(np.mean(rn[keep & (ocam_all == v)] ** 2)) if np.any(keep & (ocam_all == v))
@@ -323,7 +354,7 @@ def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t
             "ba_rms_px_before": float(np.sqrt(np.mean(r_first ** 2))),
             "ba_rms_px_after": float(np.sqrt(np.mean(r_last ** 2))),
             "ba_median_px_after": float(np.median(np.abs(r_last))),
-            "ba_nfev": int(nfev), "ba_status": int(sol.status)}
+            "ba_nfev": int(nfev), "ba_status": int(sol["status"])}
     return Rn, tn, info
 
 
@@ -361,8 +392,9 @@ def calibrate_rig(xn: np.ndarray, w: np.ndarray, K: np.ndarray, method: str = "e
     if V < 2:
         raise ValueError(f"rig calibration needs at least 2 cameras, got {V}")
     pairs = all_pairs(V)
-    ests = []
-    for p, (i, j) in enumerate(pairs):
+
+    def estimate(p: int) -> epipolar.PairEstimate:
+        i, j = pairs[p]
         x1, x2, _ = pool_pair(xn, w, i, j, max_points, seed + p)
         # the detector's noise level is unknown: widen the inlier threshold until most
         # pooled correspondences agree (3, 6, 12, 24 px by default)
@@ -372,7 +404,8 @@ def calibrate_rig(xn: np.ndarray, w: np.ndarray, K: np.ndarray, method: str = "e
             e.info["threshold_px"] = threshold_px * 2 ** k
             if e.failure != epipolar.TOO_FEW_INLIERS:
                 break
-        ests.append(e)
+        return e
+    ests = thread_map(estimate, range(len(pairs)))  # the pairs' OpenCV fits, on a thread per core
     loop = loop_closure(ests, pairs, V)
     for p in np.flatnonzero(loop > g["max_loop_deg"]):
         ests[p] = epipolar.failed(epipolar.INCONSISTENT, ests[p].n_points, ests[p].n_inliers,
@@ -409,9 +442,11 @@ def calibrate_rig(xn: np.ndarray, w: np.ndarray, K: np.ndarray, method: str = "e
     if len(idx) < 2:
         raise ValueError(f"rig calibration: fewer than 2 cameras could be placed ({unplaced})")
     t = t / np.linalg.norm(t[idx[1]])  # the gauge: |C_b - C_root| = 1 for the first two placed cameras
+    start = None
     if ba and len(idx) > 2:
         # a camera the chained rig cannot explain is left out before refinement (no minutes spent on it)
-        med0 = initial_errors(xn[:, idx], w[:, idx], K[idx], R[idx], t[idx], ba_frames)
+        start = start_points(xn[:, idx], w[:, idx], K[idx], R[idx], t[idx], ba_frames)  # the refinement's too
+        med0 = initial_errors(xn[:, idx], w[:, idx], K[idx], R[idx], t[idx], start=start)
         info["initial_px_camera"] = np.full(V, np.nan)
         info["initial_px_camera"][idx] = med0
         worse = [k for k in range(len(idx)) if med0[k] > g["max_initial_px"]]
@@ -421,6 +456,7 @@ def calibrate_rig(xn: np.ndarray, w: np.ndarray, K: np.ndarray, method: str = "e
                                          f"{g['max_initial_px']:g} px): its relative poses disagree with the others'")
             R[idx[worse]], t[idx[worse]] = np.nan, np.nan
             idx = np.delete(idx, worse)
+            start = None
             Rn = R[idx] @ R[idx[0]].T
             tn = t[idx] - np.einsum("vab,b->va", Rn, t[idx[0]])
             tn /= np.linalg.norm(camera_centre(Rn[1], tn[1]))
@@ -430,7 +466,7 @@ def calibrate_rig(xn: np.ndarray, w: np.ndarray, K: np.ndarray, method: str = "e
             Rb, tb, bainfo = bundle_adjust(xn[:, idx], w[:, idx], K[idx], R[idx], t[idx], ba_frames, ba_loss,
                                            ba_f_scale_px, ba_max_nfev, max_initial_px=g["max_initial_px"],
                                            names=[nm[v] for v in idx], max_seconds=ba_max_seconds / (1 + attempt),
-                                           fit_focal=len(idx) > 2)
+                                           fit_focal=len(idx) > 2, start=start if attempt == 0 else None)
             rms, kept = bainfo["ba_rms_px_camera"], bainfo["ba_kept_camera"]
             bad = [k for k in range(len(idx)) if not (rms[k] <= g["max_rms_px"] and kept[k] >= g["min_kept"])]
             if not bad or attempt == 1:
@@ -479,13 +515,21 @@ def calibrate_rig(xn: np.ndarray, w: np.ndarray, K: np.ndarray, method: str = "e
     return R, t, info
 
 
-def initial_errors(xn, w, K, R, t, max_frames: int = 2000, trim_px: float = 12.0) -> np.ndarray:
-    """Each camera's median reprojection error (px) of the joints triangulated by the views that
-    agree (_robust_points), before any refinement. xn [F,V,J,2], w [F,V,J], K, R [V,3,3], t [V,3].
-    -> [V] (NaN where a camera sees none of them)."""
+def start_points(xn, w, K, R, t, max_frames: int = 2000, trim_px: float = 12.0):
+    """The refinement's starting points: the frames it uses (_select_frames) and their joints
+    triangulated by the views that agree (_robust_points). xn [F,V,J,2], w [F,V,J], K, R [V,3,3],
+    t [V,3] -> frames [f], X [f,J,3], ok [f,J], the weights without outliers [f,V,J]."""
     fr = _select_frames(w, max_frames)
     focal = 0.5 * (K[:, 0, 0] + K[:, 1, 1])
-    X, ok, wf = _robust_points(xn[fr], w[fr], R, t, focal, 2.5 * trim_px)
+    return (fr, *_robust_points(xn[fr], w[fr], R, t, focal, 2.5 * trim_px))
+
+
+def initial_errors(xn, w, K, R, t, max_frames: int = 2000, trim_px: float = 12.0, start=None) -> np.ndarray:
+    """Each camera's median reprojection error (px) of the joints triangulated by the views that
+    agree (start_points, or `start` when given), before any refinement. xn [F,V,J,2], w [F,V,J],
+    K, R [V,3,3], t [V,3]. -> [V] (NaN where a camera sees none of them)."""
+    fr, X, ok, _ = start_points(xn, w, K, R, t, max_frames, trim_px) if start is None else start
+    focal = 0.5 * (K[:, 0, 0] + K[:, 1, 1])
     Xc = np.einsum("vab,fjb->fvja", R, X) + t[None, :, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         e = np.linalg.norm(Xc[..., :2] / Xc[..., 2:3] - xn[fr], axis=-1) * focal[None, :, None]

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from .. import camera
+from ..cores import thread_map
 from .epipolar import sampson_px
 
 __all__ = ["estimate_offsets", "lag_costs", "solve_offsets", "total_cost",
@@ -110,22 +111,25 @@ def lag_costs(xn: np.ndarray, focal: np.ndarray, pairs: np.ndarray, lags: np.nda
         return cost, npts
     at = (lambda fr: fr) if rows is None else (lambda fr: np.searchsorted(rows, fr))  # noqa: E731
     ok = np.all(np.isfinite(xn), -1)  # [F,V,J]
-    for p, (i, j) in enumerate(pairs):
+
+    def score(pk: tuple[int, int]) -> None:  # one (pair, lag): its own cells of cost and npts
+        p, k = pk
+        i, j = pairs[p]
+        d = lags[k]
         f = 0.5 * (focal[i] + focal[j])
-        a1 = xn[at(anchors), i]           # [A,J,2]
-        for k, d in enumerate(lags):
-            m = ok[at(anchors), i] & ok[at(anchors + d), j]
-            npts[p, k] = int(m.sum())
-            if npts[p, k] < max(min_points, 8):
-                continue
-            x1, x2 = a1[m], xn[at(anchors + d), j][m]
-            cv2.setRNGSeed(int(seed) + p)
-            E, _ = cv2.findEssentialMat(x1, x2, np.eye(3), method=cv2.USAC_FAST, prob=0.999,
-                                        threshold=threshold_px / f, maxIters=int(max_iters))
-            if E is None or E.shape[0] < 3 or not np.all(np.isfinite(E)):
-                continue
-            r = sampson_px(E.reshape(-1, 3, 3), x1[None], x2[None], f)  # several solutions: the best
-            cost[p, k] = float(np.nanmin(np.nanmedian(r, axis=-1)))
+        m = ok[at(anchors), i] & ok[at(anchors + d), j]
+        npts[p, k] = int(m.sum())
+        if npts[p, k] < max(min_points, 8):
+            return
+        x1, x2 = xn[at(anchors), i][m], xn[at(anchors + d), j][m]
+        cv2.setRNGSeed(int(seed) + p)  # OpenCV's generator is per thread: the same fit on any thread
+        E, _ = cv2.findEssentialMat(x1, x2, np.eye(3), method=cv2.USAC_FAST, prob=0.999,
+                                    threshold=threshold_px / f, maxIters=int(max_iters))
+        if E is None or E.shape[0] < 3 or not np.all(np.isfinite(E)):
+            return
+        r = sampson_px(E.reshape(-1, 3, 3), x1[None], x2[None], f)  # several solutions: the best
+        cost[p, k] = float(np.nanmin(np.nanmedian(r, axis=-1)))
+    thread_map(score, [(p, k) for p in range(P) for k in range(L)])  # the fits on a thread per core
     return cost, npts
 
 

@@ -2,8 +2,8 @@
 
 `cpu_threads(requested)`: the number asked for (a configuration's num_threads) when set;
 else OMP_NUM_THREADS when it is set (the usual way a user or a scheduler limits a process);
-else the cores this process may run on: its CPU affinity, bounded by a container's CPU quota
-(cgroup v2 cpu.max, v1 cfs_quota/period).
+else the cores this process may run on (pipeline.cores.available_cores: its CPU affinity,
+bounded by a container's CPU quota).
 
 Bits and threads: torch's CPU kernels split reductions by thread, so a network trained or run
 with another thread count differs in the last bits (about 1e-7 relative). The same thread
@@ -22,38 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import math
 import os
 import time
-from pathlib import Path
+
+from ..cores import available_cores  # noqa: F401 (cpu_threads' default; tests patch it here)
 
 # how many trainings share the cores (shared_by): each gets its part of them
 _SHARERS = contextvars.ContextVar("cpu_sharers", default=1)
-
-
-def _quota(root: Path = Path("/sys/fs/cgroup")) -> float:
-    """The cgroup's CPU quota in cores (inf when there is none or it cannot be read)."""
-    try:
-        q, p = (root / "cpu.max").read_text().split()[:2]
-        return math.inf if q == "max" else int(q) / int(p)
-    except (OSError, ValueError):
-        pass
-    try:
-        q = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        p = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        return math.inf if q <= 0 else q / p
-    except (OSError, ValueError):
-        return math.inf
-
-
-def available_cores() -> int:
-    """Cores this process may use: its affinity, bounded by the cgroup quota (at least 1)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    q = _quota()
-    return max(1, min(n, math.floor(q) if math.isfinite(q) else n))
 
 
 def cpu_threads(requested: int | None = None) -> int:

@@ -17,7 +17,7 @@ from ...evaluation import pss, selfcheck
 from ...camera import Cameras
 from ...geometry import label_world
 from ...training import refiner, pose3d
-from ...training.threads import available_cores
+from ...cores import available_cores
 from ...detectors import gt as gt_detector
 from ...registry import check_number, with_defaults
 from ..artifacts import (keypoints, label_rows, label_targets, model_key, model_metrics, split_frames,

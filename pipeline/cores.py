@@ -1,0 +1,57 @@
+"""The cores this process may use, and work spread over them on threads.
+
+`available_cores()`: the process's CPU affinity bounded by its container's CPU quota (cgroup
+v2 cpu.max, v1 cfs_quota/period). The networks' intra-op threads follow it
+(pipeline.training.threads); so do the geometry's independent OpenCV fits (`thread_map`),
+which release the GIL.
+
+`thread_map(fn, items)` returns [fn(x) for x in items] in order, computed on up to
+available_cores() threads. The results equal the sequential ones when each call depends only
+on its item (OpenCV's random generator, which cv2.setRNGSeed seeds, is per thread).
+"""
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _quota(root: Path = Path("/sys/fs/cgroup")) -> float:
+    """The cgroup's CPU quota in cores (inf when there is none or it cannot be read)."""
+    try:
+        q, p = (root / "cpu.max").read_text().split()[:2]
+        return math.inf if q == "max" else int(q) / int(p)
+    except (OSError, ValueError):
+        pass
+    try:
+        q = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        p = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return math.inf if q <= 0 else q / p
+    except (OSError, ValueError):
+        return math.inf
+
+
+def available_cores() -> int:
+    """Cores this process may use: its affinity, bounded by the cgroup quota (at least 1)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    q = _quota()
+    return max(1, min(n, math.floor(q) if math.isfinite(q) else n))
+
+
+def thread_map(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None) -> list[R]:
+    """[fn(x) for x in items], in order, on min(workers or available_cores(), len(items)) threads
+    (inline when that is 1). An exception in a call is raised here."""
+    items = list(items)
+    n = min(int(workers or available_cores()), len(items))
+    if n <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(n) as ex:
+        return list(ex.map(fn, items))
