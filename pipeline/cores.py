@@ -6,16 +6,18 @@ v2 cpu.max, v1 cfs_quota/period). The networks' intra-op threads follow it
 which release the GIL.
 
 `thread_map(fn, items)` returns [fn(x) for x in items] in order, computed on up to
-available_cores() threads. The results equal the sequential ones when each call depends only
+available_cores() threads; `thread_imap` yields them in order with at most that many in
+flight (the memory of a few items' work, not of all). The results equal the sequential ones when each call depends only
 on its item (OpenCV's random generator, which cv2.setRNGSeed seeds, is per thread).
 """
 from __future__ import annotations
 
 import math
 import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -55,3 +57,20 @@ def thread_map(fn: Callable[[T], R], items: Iterable[T], workers: int | None = N
         return [fn(x) for x in items]
     with ThreadPoolExecutor(n) as ex:
         return list(ex.map(fn, items))
+
+
+def thread_imap(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None) -> Iterator[R]:
+    """fn(x) for x in items, yielded in order, computed on up to workers or available_cores()
+    threads with at most that many calls in flight (inline when that is 1)."""
+    n = int(workers or available_cores())
+    if n <= 1:
+        yield from (fn(x) for x in items)
+        return
+    with ThreadPoolExecutor(n) as ex:
+        pending: deque = deque()
+        for x in items:
+            pending.append(ex.submit(fn, x))
+            if len(pending) >= n:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

@@ -40,6 +40,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import camera
+from ..cores import thread_imap
 from ..joints import INDEX, J, PARENTS, ROOT, bone_lengths
 from . import epipolar, median
 from . import rig as rigmod
@@ -406,9 +407,9 @@ def label_chunk(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None,
 
 def make_labels(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, progress: bool = False,
                 client=None) -> dict:
-    """calibrate + label_chunk over all frames (in chunks of cfg["chunk_frames"]; per-frame mode:
-    one chunk, or with a Dask `client`, chunks spread over its workers: label_chunk is a pure
-    function of its frames, so the result is the same).
+    """calibrate + label_chunk over all frames (in chunks of cfg["chunk_frames"], on a thread per
+    core; per-frame mode: one chunk, or with a Dask `client`, chunks spread over its workers:
+    label_chunk is a pure function of its frames, so the result is the same).
 
     Returns label_chunk's frame-indexed arrays plus calibrate's info, which is not
     frame-indexed: in rig mode R_est [V,3,3], t_est [V,3], rig_pairs [P,2] and rig_pair_*
@@ -425,8 +426,8 @@ def make_labels(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None,
         starts = range(0, F, step)
         futures = client.map(label_chunk, [kp2d[s:s + step] for s in starts], cams=cams2, cfg=cfg, pure=False)
         parts = (f.result() for f in futures)  # fetched one at a time, in order
-    else:
-        parts = (label_chunk(kp2d[s:s + step], cams2, cfg, progress=progress) for s in starts)
+    else:  # chunks on a thread per core, at most that many in flight (numpy and numba release the GIL)
+        parts = thread_imap(lambda s: label_chunk(kp2d[s:s + step], cams2, cfg, progress=progress), starts)
     out: dict = {}
     # each chunk's result goes straight into the output (no list of parts then a copy of all:
     # the peak stays the input, the output and one chunk's work)
