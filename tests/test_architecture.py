@@ -11,7 +11,7 @@ import pytest
 from pipeline.orchestration.identity import _project_imports
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE = {"pipeline.joints", "pipeline.camera", "pipeline.registry", "pipeline"}
+CORE = {"pipeline.joints", "pipeline.camera", "pipeline.registry", "pipeline.cores", "pipeline"}
 # package -> the project packages it may import (besides itself and CORE)
 ALLOWED = {
     "pipeline.geometry": set(),
