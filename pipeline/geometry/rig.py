@@ -154,6 +154,7 @@ def baseline_evidence(uv: np.ndarray, xn: np.ndarray, w: np.ndarray, K: np.ndarr
     P = len(pairs)
     out = {"points": np.zeros(P, np.int64), "coincide": np.full(P, np.nan),
            "rotation_px": np.full(P, np.nan), "epipolar_px": np.full(P, np.nan), "given_px": np.full(P, np.nan)}
+
     def one(p: int) -> None:  # pair p's own cells of out
         i, j = pairs[p]
         x1, x2, fj = pool_pair(xn, w, i, j, max_points, seed + p)
@@ -316,13 +317,13 @@ def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t
     args_all = (opt_all, ocam_all, obs_all, foc_all, npt, ncam, gauge_w)
     Rs, ts, X = np.concatenate([np.eye(3)[None], R[1:]]), np.concatenate([np.zeros((1, 3)), t[1:]]), X0[fi, ji]
     r_first = _residuals(Rs, ts, X, args_all)
-    start = np.linalg.norm(r_first.reshape(-1, 2), axis=1)
-    med0 = np.array([np.median(start[ocam_all == v]) if np.any(ocam_all == v) else np.nan for v in range(V)])
-    if np.nanmedian(start) > max_initial_px or np.any(med0 > 2 * max_initial_px):
+    e0 = np.linalg.norm(r_first.reshape(-1, 2), axis=1)
+    med0 = np.array([np.median(e0[ocam_all == v]) if np.any(ocam_all == v) else np.nan for v in range(V)])
+    if np.nanmedian(e0) > max_initial_px or np.any(med0 > 2 * max_initial_px):
         nm = [f"camera {v}" for v in range(V)] if names is None else list(names)
         worst = ", ".join(f"{nm[v]} {med0[v]:.0f} px" for v in np.argsort(-np.nan_to_num(med0))[:3])
         raise RigRefused(f"the chained rig explains the joints badly before refinement: median reprojection error "
-                         f"{np.nanmedian(start):.0f} px (limit {max_initial_px:g}; worst cameras {worst}); "
+                         f"{np.nanmedian(e0):.0f} px (limit {max_initial_px:g}; worst cameras {worst}); "
                          "the pairs' relative poses disagree (wrong people matched, unsynchronised views or "
                          "wrong intrinsics?)")
     nfev = 0
@@ -349,7 +350,8 @@ def bundle_adjust(xn: np.ndarray, w: np.ndarray, K: np.ndarray, R: np.ndarray, t
                         else np.nan for v in range(V)])
     cam_kept = np.array([np.mean(keep[ocam_all == v]) if np.any(ocam_all == v) else 0.0 for v in range(V)])
     info = {"ba_rms_px_camera": cam_rms, "ba_kept_camera": cam_kept, "ba_focal_scale_camera": scales,
-            "ba_median_px_before": float(np.median(start)),"ba_frames": int(len(fr)), "ba_points": int(npt), "ba_observations": int(len(opt_all)),
+            "ba_median_px_before": float(np.median(e0)), "ba_frames": int(len(fr)), "ba_points": int(npt),
+            "ba_observations": int(len(opt_all)),
             "ba_kept": int(keep.sum()),
             "ba_rms_px_before": float(np.sqrt(np.mean(r_first ** 2))),
             "ba_rms_px_after": float(np.sqrt(np.mean(r_last ** 2))),
