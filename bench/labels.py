@@ -220,6 +220,7 @@ def ba_solvers(cams, n_frames=2000, seed=0, repeats=3):
         tq.append(time.perf_counter() - t_)
     out = {"ba_observations": int(len(opt)), "ba_schur_s": min(ts), "ba_scipy_s": min(tq),
            "ba_speedup_vs_scipy": min(tq) / min(ts), "ba_cost_schur": float(info["cost"]), "ba_cost_scipy": float(sol.cost),
+           "ba_cost_scipy_minus_schur": float(sol.cost - info["cost"]),
            "ba_evaluations_schur": int(info["nfev"]), "ba_evaluations_scipy": int(sol.nfev)}
     print(f"bundle adjustment, {len(opt):,} observations: schur {min(ts):.2f} s ({info['nfev']} evaluations), "
           f"scipy trf {min(tq):.2f} s ({sol.nfev}): x{out['ba_speedup_vs_scipy']:.1f}; cost (½ Σ r², px²) "

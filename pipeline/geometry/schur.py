@@ -283,7 +283,8 @@ def solve(R, t, X, opt, ocam, obs, foc, gauge_w: float, fit_focal: bool = False,
         S, b, Vinv = _reduce(U, gc, Vp, gp, W, dU, dV, mu, opt, ocam, off, size, WV)
         try:
             hc = np.linalg.solve(S, b)
-        except np.linalg.LinAlgError:
+        except np.linalg.LinAlgError:  # counted as an evaluation, so that max_nfev bounds a singular run
+            nfev += 1
             mu, nu = mu * nu, nu * 2
             continue
         hp = _back(hc, Vinv, gp, W, off, size)
