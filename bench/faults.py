@@ -146,17 +146,20 @@ def _config_case(ov: dict, match: str, folder: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------ 2. kill -9
+# the guard: train3d's and refine's outputs build side by side in spawned processes, which
+# import this script again
 CHILD = """
 import json, sys, warnings
 sys.path.insert(0, {repo!r})
 warnings.simplefilter("ignore")
 from pipeline.orchestration import ArtifactStore, resolve, run_stage
-cfg = resolve("cpu", json.loads(sys.argv[1]))
-store = ArtifactStore(cfg["store"]["root"])
-for s in json.loads(sys.argv[2]):
-    print(json.dumps({{"start": s}}), flush=True)
-    run_stage(s, cfg, store, progress=False)
-print(json.dumps({{"done": True}}), flush=True)
+if __name__ == "__main__":
+    cfg = resolve("cpu", json.loads(sys.argv[1]))
+    store = ArtifactStore(cfg["store"]["root"])
+    for s in json.loads(sys.argv[2]):
+        print(json.dumps({{"start": s}}), flush=True)
+        run_stage(s, cfg, store, progress=False)
+    print(json.dumps({{"done": True}}), flush=True)
 """
 
 

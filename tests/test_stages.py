@@ -279,3 +279,28 @@ def test_parallel_stage_builds_side_by_side_and_alone_to_the_same_bits(tmp_path,
     assert [e["status"] for e in again["outputs"]] == ["reused", "ran"]
     after = _state(Path(again["location"]["fs"]) / "train" / "final.pt")
     assert before.keys() == after.keys() and all(before[k].tobytes() == after[k].tobytes() for k in before)
+
+
+def test_an_unguarded_script_gets_the_cause_of_a_broken_side_by_side_build(tmp_path):
+    """A user's script that runs a parallel stage (train3d) at import time, without the
+    `if __name__ == "__main__":` guard: the spawned children import it again and die; the error
+    names the stage and the guard instead of multiprocessing's BrokenProcessPool alone."""
+    from pipeline.cores import available_cores
+    if available_cores() < 2:
+        pytest.skip("side by side needs two cores")
+    cfg = toy_config(tmp_path, **{k: v for k, v in TRAIN_OV.items() if k != "train3d.num_threads"})
+    _run(cfg)
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from pipeline.orchestration import ArtifactStore, run_stage\n"
+        "from tests.test_stages_standins import register\n"
+        "register()\n"
+        f"cfg = json.loads({json.dumps(json.dumps(cfg))})\n"
+        "run_stage('train3d', cfg, ArtifactStore(cfg['store']['root']), progress=False)\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, env=env)
+    assert p.returncode != 0
+    assert "train3d: a process building its outputs side by side ended abruptly" in p.stderr
+    assert 'if __name__ == "__main__":' in p.stderr

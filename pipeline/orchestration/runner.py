@@ -188,6 +188,13 @@ def _build_side_by_side(stage: Stage, todo: list[Output], cfg: Mapping, store: A
     # thread at the child's exit, after its result may already have arrived
     _drain(queue, target)
     if errors:
+        from concurrent.futures.process import BrokenProcessPool
+        if isinstance(errors[0], BrokenProcessPool):
+            # multiprocessing's own words name neither the stage nor the usual cause
+            raise RuntimeError(
+                f"{stage.name}: a process building its outputs side by side ended abruptly. A script that runs "
+                "stages must start them under `if __name__ == \"__main__\":` (the spawned processes import the "
+                "script again; its traceback then says so), else the process was killed (out of memory?)") from errors[0]
         raise errors[0]
     return built
 
