@@ -50,13 +50,9 @@ def available_cores() -> int:
 
 def thread_map(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None) -> list[R]:
     """[fn(x) for x in items], in order, on min(workers or available_cores(), len(items)) threads
-    (inline when that is 1). An exception in a call is raised here."""
+    (thread_imap; inline when that is 1). An exception in a call is raised here."""
     items = list(items)
-    n = min(int(workers or available_cores()), len(items))
-    if n <= 1:
-        return [fn(x) for x in items]
-    with ThreadPoolExecutor(n) as ex:
-        return list(ex.map(fn, items))
+    return list(thread_imap(fn, items, min(int(workers or available_cores()), max(len(items), 1))))
 
 
 def thread_imap(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None) -> Iterator[R]:

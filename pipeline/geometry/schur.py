@@ -32,6 +32,8 @@ import time
 import numba
 import numpy as np
 
+from ..camera import rodrigues_to_matrix
+
 __all__ = ["solve", "linearise", "cost"]
 
 _NC = 7  # camera parameters at most: δω, t, s
@@ -191,16 +193,6 @@ def _layout(V: int, fit_focal: bool) -> tuple[np.ndarray, np.ndarray, int]:
     return off, size, int(size.sum())
 
 
-def _rotate(R: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """R exp([w]×) for R [3,3], w [3] (Rodrigues)."""
-    th = float(np.linalg.norm(w))
-    if th < 1e-300:
-        return R.copy()
-    k = w / th
-    Kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return R @ (np.eye(3) + np.sin(th) * Kx + (1 - np.cos(th)) * (Kx @ Kx))
-
-
 def linearise(R, t, s, X, opt, ocam, obs, foc, fit_focal: bool = False, jac: bool = True):
     """Residuals r [n,2] px, camera blocks A [n,2,7] (∂r/∂(δω, t, s); unused columns 0) and point
     blocks B [n,2,3] at R [V,3,3], t [V,3], s [V], X [npt,3]; opt, ocam [n] int, obs [n,2], foc [n]."""
@@ -292,7 +284,7 @@ def solve(R, t, X, opt, ocam, obs, foc, gauge_w: float, fit_focal: bool = False,
         for c in range(V):
             o = off[c]
             if c > 0:
-                Rn[c] = _rotate(R[c], hc[o:o + 3])
+                Rn[c] = R[c] @ rodrigues_to_matrix(hc[o:o + 3])  # the local step R exp([δω]×)
                 tn[c] = t[c] + hc[o + 3:o + 6]
             if fit_focal:
                 sn[c] = s[c] + hc[o + size[c] - 1]
