@@ -35,11 +35,12 @@ def test_a_given_calibration_that_disagrees_with_the_keypoints_is_named():
     """Known mode: each pair's pooled joints under the given rig's own essential matrix against
     a fitted one (median Sampson distance, Hartley & Zisserman eq. 11.9). The true rig: no word
     (the two agree to the noise); camera 2 tilted by 1 degree about its own centre: its pairs
-    named, and camera 2. (A roll about the optical axis moves the joints little and is not seen.)"""
+    named, and camera 2. The sync check trusts the given rig only for the pairs it explains. (A roll about the optical axis moves the joints little and is not seen.)"""
     cams = fg.rig()
     kp = synth.observe(synth.random_poses(300, seed=4), cams, 2.0, seed=5)
     _, diag, msgs = _calibrate(kp, cams, {"mode": "known"})
     assert msgs == [] and np.all(diag["baseline_given_px"] < 1.2 * diag["baseline_epipolar_px"] + 0.1)
+    assert diag["sync_given"].all()  # the sync check scores every pair under the given rig
     R, t = cams.R.copy(), cams.t.copy()
     Q = cv2.Rodrigues(np.array([np.radians(1.0), 0.0, 0.0]))[0]  # about the camera's x axis
     R[2], t[2] = Q @ R[2], Q @ t[2]
@@ -48,6 +49,9 @@ def test_a_given_calibration_that_disagrees_with_the_keypoints_is_named():
     assert len(msgs) == 1 and "camera 2 is the likely culprit" in msgs[0], msgs
     named = diag["baseline_given_px"] > 2 * diag["baseline_epipolar_px"]
     assert named.any() and np.all((diag["baseline_pairs"][named] == 2).any(1))
+    # the pairs the given rig does not explain are fitted in the sync check, which stays quiet
+    np.testing.assert_array_equal(diag["sync_pairs"], diag["baseline_pairs"])
+    assert diag["sync_given"].tolist() == (~named).tolist() and not diag["sync_relative"].any()
 
 
 def test_wild_point_is_missing_counted_and_the_rig_stays_exact():

@@ -70,6 +70,51 @@ def test_known_offsets_smooth_motion(rig, offsets):
     assert np.all(d["cost_at_offset_px"] < 2.0)  # σ = 2 px: the median Sampson distance of the noise
 
 
+def _true_essentials(cams):
+    """[V,V,3,3] the rig's essential matrices at [i, j], i < j (x_j^T E x_i = 0), NaN elsewhere."""
+    E = np.full((cams.V, cams.V, 3, 3), np.nan)
+    for i, j in sync._pairs(cams.V):
+        E[i, j] = tri.essential_from_pose(*tri.relative_pose(cams.R[i], cams.t[i], cams.R[j], cams.t[j]))
+    return E
+
+
+@pytest.mark.parametrize("offsets", [(0, 0, 0, 0), (0, 0, 5, 0), (0, 4, -2, 7)])
+def test_a_given_rig_scores_lags_without_a_fit(rig, offsets):
+    """Pairs with a given essential matrix: the same offsets as the fits, each lag's cost the
+    median Sampson distance (Hartley & Zisserman eq. 11.9) under that one matrix."""
+    kp = synth.observe(fg.smooth_motion(400, seed=3), rig, 2.0, seed=4)
+    for v, o in enumerate(offsets):
+        kp = sync.shift_view(kp, v, o) if o else kp
+    E = _true_essentials(rig)
+    fit, df = sync.estimate_offsets(kp, rig.K, rig.dist, max_lag=10)
+    est, d = sync.estimate_offsets(kp, rig.K, rig.dist, max_lag=10, given_E=E)
+    assert est.tolist() == fit.tolist() == list(offsets)
+    assert d["given"].all() and not df["given"].any()
+    assert d["clear"].tolist() == [o != 0 for o in offsets]
+    # in step, the true matrix explains the joints as well as their own fit (σ = 2 px); out of
+    # step the fit absorbs part of the motion, the true matrix none
+    at = [int(np.flatnonzero(d["lags"] == offsets[b] - offsets[a])[0]) for a, b in d["pairs"]]
+    rows = np.arange(len(at))
+    np.testing.assert_allclose(d["cost_px"][rows, at], df["cost_px"][rows, at], rtol=0.1)
+    away = np.abs(d["lags"][None] - d["lags"][at][:, None]) >= 3
+    assert np.nanmean(d["cost_px"][away]) > np.nanmean(df["cost_px"][away])
+    # one cell by hand: pair (0, 1) at lag +2 over the anchor frames
+    i, j, k = 0, 1, int(np.flatnonzero(d["lags"] == 2)[0])
+    anchors = sync.anchor_frames(len(kp), int(d["max_lag"]), 64)
+    xn = sync.normalised_points(kp, rig.K, rig.dist)
+    x1, x2 = xn[anchors, i].reshape(-1, 2), xn[anchors + 2, j].reshape(-1, 2)
+    both = np.all(np.isfinite(x1), 1) & np.all(np.isfinite(x2), 1)
+    f = 0.5 * (rig.K[i, 0, 0] + rig.K[i, 1, 1] + rig.K[j, 0, 0] + rig.K[j, 1, 1]) / 2
+    want = np.median(epipolar.sampson_px(E[i, j], x1[both], x2[both], f))
+    p = int(np.flatnonzero((d["pairs"] == [i, j]).all(1))[0])
+    np.testing.assert_allclose(d["cost_px"][p, k], want, rtol=1e-12)
+    # a NaN matrix is fitted: the fitted pairs' curves are the fits'
+    E[0, 1] = np.nan
+    _, d2 = sync.estimate_offsets(kp, rig.K, rig.dist, max_lag=10, given_E=E)
+    assert d2["given"].tolist() == [False] + [True] * 5
+    np.testing.assert_array_equal(d2["cost_px"][0], df["cost_px"][0])
+
+
 def test_camera0_out_of_sync_is_named_not_the_others(rig):
     P = fg.smooth_motion(300, seed=5)
     kp = sync.shift_view(synth.observe(P, rig, 2.0, seed=6), 0, 6)

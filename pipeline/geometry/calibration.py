@@ -30,6 +30,7 @@ from ..joints import J
 from . import epipolar
 from . import rig as rigmod
 from . import sync as syncmod
+from . import triangulate as tri
 from .label_settings import LabelWarning, check_inputs, estimator, gate, resolve_cfg, screened
 
 
@@ -72,7 +73,7 @@ def calibrate(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, *
     baseline_points, baseline_coincide, baseline_rotation_px, baseline_epipolar_px,
     baseline_given_px [P] (rig.baseline_evidence; given_px NaN but in known mode), sync_*
     (pipeline.geometry.sync.estimate_offsets: sync_offsets [V], sync_relative [V], sync_ratio [V], sync_sharpness [V], sync_clear [V], sync_cost_px
-    [P',L], sync_pairs [P',2], sync_lags [L], sync_agrees [V], sync_skipped, sync_seconds); in rig mode also
+    [P',L], sync_pairs [P',2], sync_given [P'] (scored under the known rig), sync_lags [L], sync_agrees [V], sync_skipped, sync_seconds); in rig mode also
     per-pair arrays over rig.all_pairs(V) (`rig_pair_*`), R_est, t_est, chain_order and the
     bundle-adjustment figures.
 
@@ -146,10 +147,12 @@ def calibrate(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, *
                 "error): the same camera centre (a duplicated view, or a camera only turned). Such a pair cannot "
                 "triangulate; remove one of the two views (or set label.no_baseline_ratio=0 if they are "
                 "genuinely apart)")
+    given_E = None
     if cfg["mode"] == "known":
         _check_given_rig(ev, kp_pairs, names, cfg)
+        given_E = _trusted_essentials(cams, kp_pairs, ~_given_disagrees(ev, cfg) & np.isfinite(ev["given_px"]))
     # 4. synchronisation
-    diag.update(_sync_check(kp2d, wk, cams, cfg, keep, names))
+    diag.update(_sync_check(kp2d, wk, cams, cfg, keep, names, given_E))
     for v in np.flatnonzero(keep & ~diag.get("sync_agrees", np.ones(V, bool))):
         status[v] = (f"its keypoints agree with no other view's at any frame offset within ±{cfg['sync_max_lag']} "
                      "(out of sync by more, or of another recording)")
@@ -208,6 +211,23 @@ def calibrate(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, *
 GIVEN_WORSE_X = 2.0
 
 
+def _given_disagrees(ev: dict, cfg: dict) -> np.ndarray:
+    """[P] bool: pairs whose given calibration explains their pooled joints clearly worse than
+    their own fitted essential matrix (rig.baseline_evidence's given_px vs epipolar_px)."""
+    given, own = ev["given_px"], ev["epipolar_px"]
+    with np.errstate(invalid="ignore"):
+        return (given > GIVEN_WORSE_X * own) & (given - own > cfg["threshold_px"])
+
+
+def _trusted_essentials(cams: camera.Cameras, pairs: np.ndarray, trusted: np.ndarray) -> np.ndarray:
+    """[V,V,3,3] the given rig's essential matrix of each trusted pair (i, j) at [i, j]
+    (x_j^T E x_i = 0), NaN elsewhere: the sync check scores those pairs' lags without a fit."""
+    E = np.full((cams.V, cams.V, 3, 3), np.nan)
+    for i, j in pairs[trusted]:
+        E[i, j] = tri.essential_from_pose(*tri.relative_pose(cams.R[i], cams.t[i], cams.R[j], cams.t[j]))
+    return E
+
+
 def _check_given_rig(ev: dict, pairs: np.ndarray, names: list[str], cfg: dict) -> None:
     """LabelWarning naming the camera pairs whose given extrinsics explain the pooled joints
     clearly worse than a fitted essential matrix does, and the camera they share most: its
@@ -215,8 +235,7 @@ def _check_given_rig(ev: dict, pairs: np.ndarray, names: list[str], cfg: dict) -
     triangulated with it. Blind to errors that move the joints along their epipolar lines
     (e.g. a roll about the optical axis)."""
     given, own = ev["given_px"], ev["epipolar_px"]
-    with np.errstate(invalid="ignore"):
-        bad = np.flatnonzero((given > GIVEN_WORSE_X * own) & (given - own > cfg["threshold_px"]))
+    bad = np.flatnonzero(_given_disagrees(ev, cfg))
     if not len(bad):
         return
     count = np.bincount(pairs[bad].ravel(), minlength=len(names))
@@ -252,18 +271,21 @@ def _check_estimated_baselines(R: np.ndarray, t: np.ndarray, keep: np.ndarray, n
 SYNC_MIN_ANCHORS = 24
 
 
-def _sync_check(kp2d, w, cams: camera.Cameras, cfg: dict, keep: np.ndarray, names: list[str]) -> dict:
-    """pipeline.geometry.sync on the usable keypoints; sync = "check": ValueError for a view clearly off."""
+def _sync_check(kp2d, w, cams: camera.Cameras, cfg: dict, keep: np.ndarray, names: list[str],
+                given_E: np.ndarray | None = None) -> dict:
+    """pipeline.geometry.sync on the usable keypoints (given_E: the known rig's essential
+    matrices of the pairs it explains, scored without a fit); sync = "check": ValueError for a
+    view clearly off."""
     if cfg["sync"] == "off":
         return {"sync_skipped": "label.sync is off"}
     t0 = time.perf_counter()
     off, d = syncmod.estimate_offsets(kp2d, cams.K, cams.dist, max_lag=cfg["sync_max_lag"],
                                       n_frames=cfg["sync_frames"], min_confidence=cfg["min_confidence"],
                                       threshold_px=cfg["threshold_px"], min_ratio=cfg["sync_min_ratio"],
-                                      cameras=keep, seed=cfg["seed"], usable=w > 0)
+                                      cameras=keep, seed=cfg["seed"], usable=w > 0, given_E=given_E)
     out = {"sync_offsets": off, "sync_relative": d["relative"], "sync_ratio": d["ratio"],
            "sync_sharpness": d["sharpness"], "sync_clear": d["clear"], "sync_cost_px": d["cost_px"],
-           "sync_pairs": d["pairs"], "sync_lags": d["lags"], "sync_skipped": d["skipped"], "sync_agrees": d["agrees"],
+           "sync_pairs": d["pairs"], "sync_given": d["given"], "sync_lags": d["lags"], "sync_skipped": d["skipped"], "sync_agrees": d["agrees"],
            "sync_seconds": time.perf_counter() - t0}
     bad = np.flatnonzero(d["clear"])
     if len(bad):

@@ -6,9 +6,12 @@ only at the true lag d: at any other lag the person has moved between the two im
 essential matrix explains the pooled correspondences. For every camera pair and every lag in
 [-max_lag, max_lag], `lag_costs` fits an essential matrix to the lagged joints of a fixed set
 of anchor frames (cv2.findEssentialMat, USAC, on normalised coordinates) and scores the lag by
-the median Sampson distance of all of them, in pixels. `solve_offsets` turns the pairwise cost
-curves into one offset per camera (camera 0 = 0) by coordinate descent on the mean log cost,
-and `estimate_offsets` does both and says how clear the evidence is.
+the median Sampson distance of all of them, in pixels. A pair whose essential matrix is given
+(a calibration that explains its joints) is scored under that one matrix at every lag, with
+no fit: a fitted matrix absorbs part of a wrong lag's motion, a given one cannot.
+`solve_offsets` turns the pairwise cost curves into one offset per camera (camera 0 = 0) by
+coordinate descent on the mean log cost, and `estimate_offsets` does both and says how clear
+the evidence is.
 
 Convention: offsets[v] = o means view v's keypoints at frame f + o show the instant camera 0
 shows at frame f (view v started recording o frames before camera 0: drop its first o frames
@@ -93,7 +96,8 @@ def anchor_frames(F: int, max_lag: int, n_frames: int) -> np.ndarray:
 
 def lag_costs(xn: np.ndarray, focal: np.ndarray, pairs: np.ndarray, lags: np.ndarray, anchors: np.ndarray,
               threshold_px: float = 3.0, max_iters: int = 100, min_points: int = 40,
-              seed: int = 0, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+              seed: int = 0, rows: np.ndarray | None = None,
+              given: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Epipolar consistency of camera pairs at each lag.
 
     xn [F,V,J,2] undistorted normalised points (NaN missing); focal [V] pixels; pairs [P,2];
@@ -102,9 +106,12 @@ def lag_costs(xn: np.ndarray, focal: np.ndarray, pairs: np.ndarray, lags: np.nda
     essential matrix is fitted (USAC) and the lag scored by the median Sampson distance of
     all those correspondences. Returns cost [P,L] pixels (NaN where fewer than min_points
     correspondences or no model) and points [P,L] int. rows [R] sorted frame numbers: xn holds
-    only those frames (xn[k] is frame rows[k]); default every frame.
+    only those frames (xn[k] is frame rows[k]); default every frame. given [P,3,3]: pair p's
+    essential matrix (x_j^T E x_i = 0, normalised points) scores every lag instead of a fit;
+    a row with a NaN is fitted.
     """
     P, L = len(pairs), len(lags)
+    fixed = np.zeros(P, bool) if given is None else np.all(np.isfinite(given), axis=(1, 2))
     cost = np.full((P, L), np.nan)
     npts = np.zeros((P, L), np.int64)
     if len(anchors) == 0:
@@ -129,7 +136,16 @@ def lag_costs(xn: np.ndarray, focal: np.ndarray, pairs: np.ndarray, lags: np.nda
             return
         r = sampson_px(E.reshape(-1, 3, 3), x1[None], x2[None], f)  # several solutions: the best
         cost[p, k] = float(np.nanmin(np.nanmedian(r, axis=-1)))
-    thread_map(score, [(p, k) for p in range(P) for k in range(L)])  # the fits on a thread per core
+    for p in np.flatnonzero(fixed):  # a given matrix: every lag in one product, no fit
+        i, j = pairs[p]
+        x1 = xn[at(anchors), i]  # [A,J,2]
+        x2 = xn[at(anchors[None] + lags[:, None]), j]  # [L,A,J,2]
+        r = sampson_px(given[p], x1.reshape(1, -1, 2), x2.reshape(L, -1, 2), 0.5 * (focal[i] + focal[j]))
+        npts[p] = np.isfinite(r).sum(-1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a lag with no point: NaN, as below
+            cost[p] = np.where(npts[p] >= max(min_points, 8), np.nanmedian(r, axis=-1), np.nan)
+    thread_map(score, [(p, k) for p in np.flatnonzero(~fixed) for k in range(L)])  # the fits on a thread per core
     return cost, npts
 
 
@@ -223,7 +239,8 @@ def estimate_offsets(kp2d: np.ndarray, K: np.ndarray, dist: np.ndarray | None = 
                      n_frames: int = 64, min_confidence: float = 0.05, threshold_px: float = 3.0,
                      max_iters: int = 100, min_points: int = 40, min_ratio: float = 1.25,
                      min_gain_px: float = 0.25, max_pairs_per_camera: int = 3, cameras=None,
-                     seed: int = 0, usable: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+                     seed: int = 0, usable: np.ndarray | None = None,
+                     given_E: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Each view's frame offset relative to camera 0, from the keypoints alone.
 
     kp2d [F,V,J,3] (x, y, confidence; NaN missing) in original pixels; K [V,3,3]; dist [V,5]
@@ -232,12 +249,15 @@ def estimate_offsets(kp2d: np.ndarray, K: np.ndarray, dist: np.ndarray | None = 
     (estimate_offsets works in chunks of SYNC_CHUNK frames and normalises only the frames its
     anchors reach). The search covers [-max_lag, max_lag], shrunk so that at least 8 anchor
     frames fit (max_lag <= (F - 8) // 2); with fewer than 10 frames nothing is estimated.
+    given_E [V,V,3,3]: for i < j, the essential matrix of a calibration trusted for pair (i, j)
+    (x_j^T E x_i = 0), which scores its lags without a fit (lag_costs); NaN: fitted.
 
     Returns offsets [V] int (module convention: view v's frame f + offsets[v] shows camera
     0's instant f) and diagnostics: lags [L], pairs [P,2], cost_px [P,L], points [P,L],
     reference (the offset most cameras share), relative [V] (offsets - reference),
-    cost_at_offset_px / cost_at_reference_px [V] (geometric mean over the camera's pairs),
-    ratio [V] (at reference / at offset; >= 1), sharpness [V] (its cost at the best other
+    given [P] (pairs scored under given_E), cost_at_offset_px / cost_at_reference_px [V]
+    (geometric mean over the camera's pairs), ratio [V] (at reference / at offset; >= 1),
+    sharpness [V] (its cost at the best other
     offset / at its own: near 1 = no evidence either way, e.g. a still person), clear [V]
     (relative != 0 with ratio >= min_ratio and a gain >= min_gain_px, and one of its pairs
     agreeing at some lag: pairs whose cost stays above BAD_PAIR_X x threshold_px at every lag
@@ -256,7 +276,8 @@ def estimate_offsets(kp2d: np.ndarray, K: np.ndarray, dist: np.ndarray | None = 
     use = np.ones(V, bool) if cameras is None else np.asarray(cameras, bool).copy()
     L = int(min(max_lag, max((F - 8) // 2, 0)))
     lags = np.arange(-L, L + 1)
-    diag = {"lags": lags, "max_lag": L, "reference": 0, "relative": np.zeros(V, np.int64), "agrees": np.ones(V, bool),
+    diag = {"lags": lags, "max_lag": L, "reference": 0, "given": np.zeros(0, bool),
+            "relative": np.zeros(V, np.int64), "agrees": np.ones(V, bool),
             "cost_at_offset_px": np.full(V, np.nan), "cost_at_reference_px": np.full(V, np.nan),
             "ratio": np.full(V, np.nan), "sharpness": np.full(V, np.nan), "clear": np.zeros(V, bool),
             "anchors": 0, "skipped": ""}
@@ -292,8 +313,11 @@ def estimate_offsets(kp2d: np.ndarray, K: np.ndarray, dist: np.ndarray | None = 
             other = np.where(pairs[mine, 0] == v, pairs[mine, 1], pairs[mine, 0])
             keep[mine[np.argsort(-co[v, other], kind="stable")[:max_pairs_per_camera]]] = True
         pairs = pairs[keep]
-    cost, npts = lag_costs(xn, focal, pairs, lags, anchors, threshold_px, max_iters, min_points, seed, rows=rows)
-    diag.update(pairs=pairs, cost_px=cost, points=npts, anchors=int(len(anchors)))
+    given = None if given_E is None else np.asarray(given_E, np.float64)[pairs[:, 0], pairs[:, 1]]
+    cost, npts = lag_costs(xn, focal, pairs, lags, anchors, threshold_px, max_iters, min_points, seed, rows=rows,
+                           given=given)
+    diag.update(pairs=pairs, cost_px=cost, points=npts, anchors=int(len(anchors)),
+                given=np.zeros(len(pairs), bool) if given is None else np.all(np.isfinite(given), axis=(1, 2)))
     if use.sum() < 2 or not np.isfinite(cost).any():
         diag["skipped"] = "fewer than 2 views share enough joints"
         return offsets, diag
