@@ -304,3 +304,24 @@ def test_an_unguarded_script_gets_the_cause_of_a_broken_side_by_side_build(tmp_p
     assert p.returncode != 0
     assert "train3d: a process building its outputs side by side ended abruptly" in p.stderr
     assert 'if __name__ == "__main__":' in p.stderr
+
+
+def test_the_3d_trainings_start_from_the_plans_2d_network(tmp_path, monkeypatch):
+    """With the project's 2D network in the plan, SS and FS start from it (train3d.init:
+    pretrain2d, the paper's recipe): their checkpoints name its file. (A detector that needs the
+    network but gives the ground truth: a 2D network this small would detect nothing to label.)"""
+    import torch
+    from pipeline import detectors
+    monkeypatch.setitem(detectors.DETECTORS, "gt-net", "pipeline.detectors.gt:detect")
+    monkeypatch.setattr(detectors, "NEEDS_NETWORK", detectors.NEEDS_NETWORK | {"gt-net"})
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # SS and FS in this process: spawned ones lack the patch
+    tiny = {"input_size": 32, "epochs": 1, "iters_per_epoch": 2, "batch_size": 8, "num_threads": 1, "amp": False}
+    ov = {**{f"train3d.{k}": v for k, v in tiny.items()}, **{f"pretrain2d.{k}": v for k, v in tiny.items()},
+          "pretrain2d.lr_steps": [1], "train3d.lr_steps": [1], "detect2d.detector": "gt-net",
+          "dataset.size": 32, "dataset.frames": 32}
+    cfg = toy_config(tmp_path, **ov)
+    runs = _run(cfg, LABEL_CHAIN + ["train3d"])
+    net = Path(runs["pretrain2d"]["location"]) / "train" / "final.pt"
+    for key in ("ss", "fs"):
+        ck = torch.load(Path(runs["train3d"]["location"][key]) / "train" / "final.pt", weights_only=True)
+        assert ck["cfg"]["init"] == str(net), (key, ck["cfg"]["init"])

@@ -55,10 +55,20 @@ def test_what_a_change_reruns():
     base = _fps(config.resolve("cpu", {"detect2d.detector": "gt"}))
     det = _fps(config.resolve("cpu"))  # the preset's detector: network
     same = {k for k in base if base[k] == det[k]}
-    # a new detector: detect2d and everything downstream of the labels; nothing upstream,
-    # not the FS baseline (ground truth) nor the PSS reference (ground truth)
-    assert same == {"dataset", "train3d_fs", "pss_reference"}
+    # a new detector: detect2d and everything downstream of the labels; nothing upstream, not
+    # the PSS reference (ground truth). The FS baseline (ground truth) starts from the 2D
+    # network where the plan trains one (train3d.init), so it follows that network alone
+    assert same == {"dataset", "pss_reference"}
     assert base["pretrain2d"] is None and det["pretrain2d"] is not None
+    no_init = {"train3d.init": None}
+    a = _fps(config.resolve("cpu", {"detect2d.detector": "gt", **no_init}))
+    b = _fps(config.resolve("cpu", no_init))
+    assert {k for k in a if a[k] == b[k]} == {"dataset", "train3d_fs", "pss_reference"}
+    # a 2D network trained otherwise: both 3D trainings start elsewhere
+    p2 = _fps(config.resolve("cpu", {"pretrain2d.epochs": 19}))
+    assert {"train3d_ss", "train3d_fs"} <= {k for k in det if det[k] != p2[k]}
+    p2_no_init = _fps(config.resolve("cpu", {"pretrain2d.epochs": 19, **no_init}))
+    assert p2_no_init["train3d_fs"] == b["train3d_fs"]
     lab = _fps(config.resolve("cpu", {"detect2d.detector": "gt", "label.mode": "known"}))
     assert {k for k in base if base[k] != lab[k]} == {"label", "train3d_ss", "refine", "refine_labels", "evaluate", "report"}
     # run settings never touch a fingerprint

@@ -199,3 +199,30 @@ def test_crop_rotations_look_through_the_crop_centre(store):
     d /= np.linalg.norm(d, axis=-1, keepdims=True)
     np.testing.assert_allclose(np.einsum("fvij,fvj->fvi", R, d), np.broadcast_to([0, 0, 1.0], d.shape), atol=1e-9)
     np.testing.assert_allclose(np.linalg.det(R), 1.0)
+
+
+def test_a_network_starts_from_another_but_its_output_layer(store, tmp_path):
+    """loop.seed_weights, the paper's recipe (its 3D networks start from the MPII-trained 2D
+    one, every layer whose shape matches; the output layer, another size, keeps its fresh
+    initialisation): here a 4-deep volume's network seeds an 8-deep one."""
+    src = pose3d.train({**TINY, "depth": 4, "epochs": 1}, store, None, None, tmp_path / "src", progress=False)
+    arch = {k: pose3d.resolve_cfg(TINY)[k] for k in loop.ARCH_KEYS}
+    torch.manual_seed(0)
+    fresh = loop.build_model(arch, "3d").state_dict()
+    torch.manual_seed(0)
+    model = loop.build_model(arch, "3d")
+    left = loop.seed_weights(model, src)
+    assert left == ["head.final.weight", "head.final.bias"]
+    given = torch.load(src, weights_only=True)["model"]
+    got = model.state_dict()
+    for k, v in got.items():
+        assert torch.equal(v, fresh[k] if k in left else given[k]), k
+    # through training: the checkpoint says what it started from, and it differs from a fresh start
+    a = pose3d.train({**TINY, "epochs": 1, "init": str(src)}, store, None, None, tmp_path / "a", progress=False)
+    b = pose3d.train({**TINY, "epochs": 1}, store, None, None, tmp_path / "b", progress=False)
+    ca, cb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    assert ca["cfg"]["init"] == str(src) and cb["cfg"]["init"] is None
+    assert not torch.equal(ca["model"]["backbone.conv1.weight"], cb["model"]["backbone.conv1.weight"])
+    # another width: refused, naming the file and a layer
+    with pytest.raises(ValueError, match=r"init .*src.*differs from this one beyond the output layer \(backbone"):
+        loop.seed_weights(loop.build_model({**arch, "width": 0.25}, "3d"), src)

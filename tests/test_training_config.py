@@ -55,7 +55,7 @@ def test_the_issue_cases():
 
 @pytest.mark.parametrize("key", sorted(pose3d.PRESETS["cpu"]))
 def test_every_training_key_rejects_a_wrong_type(key):
-    if key == "pretrained":  # a path: any string
+    if key in ("pretrained", "init"):  # a path: any string
         _one_line_error(lambda: pose3d.resolve_cfg({key: 3}), key)
         return
     _one_line_error(lambda: pose3d.resolve_cfg({key: "abc"}), key)

@@ -62,11 +62,14 @@ class Context:
         return p
 
     def has(self, key: str) -> bool:
-        return self.plan.get(key) is not None
+        """Whether the plan holds `key` and this output's configuration reads it (Output.uses)."""
+        return self.plan.get(key) is not None and self.output.uses(self.cfg, key)
 
     def input(self, key: str) -> Artifact:
         if key not in self.output.inputs:
             raise StoreError(f"{self.output.key} does not declare {key!r} as an input (declared: {self.output.inputs})")
+        if not self.output.uses(self.cfg, key):
+            raise StoreError(f"{self.output.key}: this configuration does not read its input {key!r}")
         art = self.plan.get(key)
         if art is None:
             raise StoreError(f"{self.output.key}: its input {key!r} is not part of this configuration's plan")

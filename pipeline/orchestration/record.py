@@ -33,12 +33,15 @@ class Output:
     inputs: plan keys of the outputs it reads (one that the plan leaves out is skipped).
     params: fixed settings of this output (part of its fingerprint; the build reads them).
     needed: cfg -> bool; an output not needed is left out of the plan (status "skipped").
+    uses: (cfg, input key) -> bool; False where this configuration does not read that declared
+      input (it is then no part of the output's fingerprint).
     """
     key: str
     name: str | Callable[[Mapping], str]
     inputs: tuple[str, ...] = ()
     params: Mapping = field(default_factory=dict)
     needed: Callable[[Mapping], bool] = _always
+    uses: Callable[[Mapping, str], bool] = lambda cfg, key: True
 
     def folder_name(self, section: Mapping) -> str:
         return self.name(section) if callable(self.name) else self.name

@@ -55,7 +55,7 @@ def plan(cfg: Mapping, store: ArtifactStore) -> dict[str, Artifact | None]:
             if out.params:
                 conf["params"] = dict(out.params)
             A[out.key] = store.artifact(ds_name, stage.name, out.folder_name(section), conf,
-                                        {k: A[k] for k in out.inputs if A[k] is not None})
+                                        {k: A[k] for k in out.inputs if A[k] is not None and out.uses(cfg, k)})
     return A
 
 

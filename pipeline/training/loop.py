@@ -100,6 +100,8 @@ def check_cfg(c: dict, what: str = "train3d") -> None:
         raise ValueError(f"{what}: lr_steps must be a list of epochs (integers >= 1), got {steps!r}")
     if c["pretrained"] is not None and not isinstance(c["pretrained"], str):
         raise ValueError(f"{what}: pretrained must be the path of a ResNet state dict or null, got {c['pretrained']!r}")
+    if c.get("init") is not None and not isinstance(c["init"], str):
+        raise ValueError(f"{what}: init must be the path of an integral network checkpoint or null, got {c['init']!r}")
     aug.resolve(c["augment"])
 
 
@@ -119,6 +121,31 @@ def _device(local_rank: int) -> torch.device:
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
+
+
+# the output layer: 2D heatmaps (J channels) or a 3D volume (J x depth), never carried over
+OUTPUT_LAYER = "head.final."
+
+
+def seed_weights(model: IntegralPoseNet, path: Path) -> list[str]:
+    """Start `model` from another integral network's checkpoint (EpipolarPose's recipe: the 3D
+    network starts from the 2D pose network, every layer but the output one, which keeps its
+    fresh initialisation). Loaded like any checkpoint (load_checkpoint: weights only).
+    Returns the names left as initialised. ValueError naming the file when a layer other than
+    the output one differs in shape (another ResNet depth, width or head)."""
+    src = load_checkpoint(path)["model"]
+    own = model.state_dict()
+    clash = [f"{k}: {tuple(src[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+             if k in src and src[k].shape != v.shape and not k.startswith(OUTPUT_LAYER)]
+    if clash:
+        raise ValueError(f"init {path}: its network differs from this one beyond the output layer ("
+                         + "; ".join(clash[:3]) + "): give both the same resnet, width, deconv_channels "
+                         "and deconv_layers, or set init to null")
+    take = {k: v for k, v in src.items() if k in own and v.shape == own[k].shape and not k.startswith(OUTPUT_LAYER)}
+    if not take:
+        raise ValueError(f"init {path}: no layer of its network matches this one")
+    model.load_state_dict({**own, **take})
+    return [k for k in own if k not in take]
 
 
 # what every integral network checkpoint holds (fit's docstring lists them with their types)
@@ -260,6 +287,8 @@ def fit(cfg: dict, mode: str, images: ImageSource, samples: np.ndarray, targets:
         model = build_model(arch, mode)
         if cfg["pretrained"]:
             load_backbone_weights(model.backbone, cfg["pretrained"])
+        if cfg.get("init"):
+            seed_weights(model, Path(cfg["init"]))
         # channels_last: the faster convolution layout on the GPU and on the CPU alike (oneDNN)
         model = model.to(device, memory_format=torch.channels_last)
         opt = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))

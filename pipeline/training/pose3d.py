@@ -34,14 +34,18 @@ log = logging.getLogger("pipeline")
 
 PRESETS: dict[str, dict] = {
     # Fits the default demo on 2 CPU cores: a narrow ResNet-18 at 64x64, a 16-deep volume.
+    # 6 epochs: started from the 2D network (the train3d stage's init), as good as 12 from scratch
     "cpu": {
         "resnet": 18, "width": 0.25, "deconv_channels": 64, "deconv_layers": 3, "depth": 16,
-        "input_size": 64, "batch_size": 32, "epochs": 12, "iters_per_epoch": 100,
-        "lr": 1e-3, "lr_steps": (9,), "lr_gamma": 0.1, "weight_decay": 0.0,
+        "input_size": 64, "batch_size": 32, "epochs": 6, "iters_per_epoch": 100,
+        "lr": 1e-3, "lr_steps": (5,), "lr_gamma": 0.1, "weight_decay": 0.0,
         "smooth_l1_beta": 0.02, "target_extent": 0.8, "min_valid_joints": 8,
         # num_threads None: every core given (pipeline.training.threads; OMP_NUM_THREADS limits it;
         # on a machine other jobs keep busy, fewer threads than cores run faster: set it there)
         "augment": {}, "pretrained": None, "seed": 0, "amp": True, "num_threads": None,
+        # init: an integral network checkpoint to start from (loop.seed_weights); the train3d
+        # stage sets it to the pretrain2d network when its plan trains one
+        "init": None,
         "max_memory_mb": 4096, "eval_batch_size": 256, "variance_weight": 0.0, "virtual_camera": True,
         # six copies of every crop, one per RGB channel order (ColourPermuted): on the studio
         # with 3 training people, SS MPJPE on the unseen test person went from 174 to 163 mm
@@ -56,7 +60,7 @@ PRESETS: dict[str, dict] = {
         "input_size": 256, "batch_size": 32, "epochs": 140, "iters_per_epoch": None,
         "lr": 1e-3, "lr_steps": (90, 120), "lr_gamma": 0.1, "weight_decay": 0.0,
         "smooth_l1_beta": 0.02, "target_extent": 0.8, "min_valid_joints": 8,
-        "augment": {}, "pretrained": None, "seed": 0, "amp": True, "num_threads": None,
+        "augment": {}, "pretrained": None, "seed": 0, "amp": True, "num_threads": None, "init": None,
         "max_memory_mb": 16384, "eval_batch_size": 128, "variance_weight": 0.0, "virtual_camera": True,
         # off: cuDNN autotuning; at batch 32, 1,131 vs 796 images/s on an H200, 1,057 vs 876 on an
         # H100 (bench/gpu.py, second epoch)

@@ -33,10 +33,16 @@ def _sources(section) -> list:
     return refiner_data.library_files(dict(section))
 
 
+def _uses(cfg, key: str) -> bool:
+    from .train3d import uses_init
+    return uses_init(cfg, key)
+
+
 def _ss_config(ctx: Context) -> dict:
     from . import train3d
-    return {**{k: v for k, v in ctx.cfg["train3d"].items() if k not in train3d.STAGE.own_keys},
-            "preset": ctx.preset}
+    sec = ctx.cfg["train3d"]
+    return {**{k: v for k, v in sec.items() if k not in train3d.STAGE.own_keys},
+            "preset": ctx.preset, "init": train3d.init_file(ctx, sec)}
 
 
 def build(ctx: Context) -> dict:
@@ -75,8 +81,10 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="refine", version=6, doc=__doc__.strip(), module=__name__,
-    outputs=(Output("refine", "ru", inputs=("dataset", "label", "train3d_ss"), params={"targets": "mocap"}),
-             Output("refine_labels", "ru-labels", inputs=("dataset", "label", "train3d_ss"),
-                    params={"targets": "labels"})),
+    name="refine", version=7, doc=__doc__.strip(), module=__name__,
+    # pretrain2d: the network cross-fitted SS trainings start from, as train3d's do
+    outputs=(Output("refine", "ru", inputs=("dataset", "label", "train3d_ss", "pretrain2d"), params={"targets": "mocap"},
+                    uses=_uses),
+             Output("refine_labels", "ru-labels", inputs=("dataset", "label", "train3d_ss", "pretrain2d"),
+                    params={"targets": "labels"}, uses=_uses)),
     parallel=True, build=build, defaults=_defaults, validate=_validate, sources=_sources, result="result")

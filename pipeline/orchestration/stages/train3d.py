@@ -2,7 +2,10 @@
 truth (fully supervised, FS, the baseline). Each trains in its output's working folder,
 where the training loop keeps checkpoints and resumes from them after an interruption.
 The baseline is planned only for a dataset with 3D ground truth (stages/dataset.py
-`ground_truth_3d`)."""
+`ground_truth_3d`). Both start from the pretrain2d network when the plan trains one (`init:
+pretrain2d`, the paper's recipe: its 3D networks start from the MPII-trained 2D one), every
+layer but the output one; otherwise, or with `init: null`, from `pretrained` or at random.
+The checkpoint's cfg records the file it started from."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,12 +22,31 @@ def _has_gt(cfg) -> bool:
     return ground_truth_3d(cfg)
 
 
+# the value of train3d.init that names the pretrain2d stage's network (else: a file, or null)
+FROM_PRETRAIN2D = "pretrain2d"
+
+
 def _defaults(preset: str, _plugin) -> dict:
-    return module_section(pose3d, preset)
+    return {**module_section(pose3d, preset), "init": FROM_PRETRAIN2D}
 
 
 def _validate(section) -> None:
-    pose3d.resolve_cfg({**section, "preset": "cpu"})
+    init = None if section.get("init") == FROM_PRETRAIN2D else section.get("init")
+    pose3d.resolve_cfg({**section, "init": init, "preset": "cpu"})
+
+
+def uses_init(cfg, key: str) -> bool:
+    """Output.uses of the 3D trainings: the pretrain2d network is read only to start from it."""
+    return key != "pretrain2d" or cfg["train3d"].get("init") == FROM_PRETRAIN2D
+
+
+def init_file(ctx: Context, section) -> str | None:
+    """The checkpoint a 3D network of this plan starts from: section["init"], with
+    FROM_PRETRAIN2D read as the pretrain2d network (None when the plan trains none)."""
+    init = section.get("init")
+    if init != FROM_PRETRAIN2D:
+        return init
+    return str(ctx.result_path("pretrain2d")) if ctx.has("pretrain2d") else None
 
 
 def build(ctx: Context) -> dict:
@@ -33,14 +55,17 @@ def build(ctx: Context) -> dict:
         targets, mask = label_targets(ctx.open("label"))
     else:
         targets, mask = None, None  # ground truth, in mm
-    ckpt = Path(pose3d.train({**ctx.params, "preset": ctx.preset}, ds, targets, mask, ctx.work_dir / "train",
-                              progress=ctx.progress))
+    cfg = {**ctx.params, "preset": ctx.preset, "init": init_file(ctx, ctx.params)}
+    ckpt = Path(pose3d.train(cfg, ds, targets, mask, ctx.work_dir / "train", progress=ctx.progress))
     return {"result": ctx.relative(ckpt)}
 
 
 STAGE = Stage(
-    name="train3d", version=6, doc=__doc__.strip(), module=__name__,
-    outputs=(Output("train3d_ss", "ss", inputs=("dataset", "label"), params={"targets": "labels"}),
-             # the baseline depends on the dataset only: a new detector does not retrain it
-             Output("train3d_fs", "fs", inputs=("dataset",), params={"targets": "ground truth"}, needed=_has_gt)),
+    name="train3d", version=7, doc=__doc__.strip(), module=__name__,
+    outputs=(Output("train3d_ss", "ss", inputs=("dataset", "label", "pretrain2d"), params={"targets": "labels"},
+                    uses=uses_init),
+             # the baseline depends on the dataset (and the 2D network it starts from) only: another
+             # detector that also uses the project's network does not retrain it
+             Output("train3d_fs", "fs", inputs=("dataset", "pretrain2d"), params={"targets": "ground truth"},
+                    needed=_has_gt, uses=uses_init)),
     parallel=True, build=build, defaults=_defaults, validate=_validate, result="result")
