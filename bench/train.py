@@ -6,7 +6,8 @@
    on its test subjects (PCK at 0.05/0.1 of the crop box, mean pixel error).
 2. Its keypoints on every frame are turned into pseudo-labels (pipeline.geometry.labels.make_labels,
    rig mode: no extrinsics used).
-3. The 3D network trains on the pseudo-labels (SS) and on ground truth (FS), same preset.
+3. The 3D network trains on the pseudo-labels (SS) and on ground truth (FS), same preset,
+   both starting from the 2D network (the pipeline's train3d.init).
 4. The refinement unit: the self-contained one trains on (a) (SS prediction, pseudo-label)
    pairs of training frames and (b) pseudo-labels plus noise fitted to the SS training errors;
    the paper's (Sec. 3.3) on clean targets from motion capture (the training subjects' 3D) with
@@ -257,7 +258,8 @@ def main(argv=None) -> dict:
     # 3. SS and FS
     t = time.perf_counter()
     tag = "".join(f"-{k}{v}" for k, v in sorted(a.train3d.items())).replace(" ", "")
-    o3 = {**over, **o3_base, **a.train3d}
+    # both start from the 2D network, as the pipeline's train3d does (init: pretrain2d)
+    o3 = {**over, **o3_base, "init": str(ck2), **a.train3d}
     ck_ss = pose3d.train(o3, ds, lab, lmask, work / "nets" / f"ss-{a.detector}{tag}")
     timings["train_ss_s"] = time.perf_counter() - t
     t = time.perf_counter()
