@@ -98,3 +98,18 @@ def test_override_of_the_presets_plugin_wins():
     assert resolve("cpu")["detect2d"]["detector"] == "network"
     cfg = resolve("cpu", ["detect2d.detector=gt"])
     assert cfg["detect2d"]["detector"] == "gt" and cfg["detect2d"]["invisible_conf"] == 0.5
+
+
+def test_the_3d_schedule_follows_where_the_networks_start():
+    """cpu: 6 epochs for 3D networks started from the 2D network (detect2d network, init
+    pretrain2d or a file), the preset's from-scratch schedule (pose3d.FROM_SCRATCH) where the
+    plan has no 2D network or init is null; a schedule the user set is kept as set."""
+    from pipeline.training import pose3d
+    sched = lambda c: (c["train3d"]["epochs"], list(c["train3d"]["lr_steps"]))  # noqa: E731
+    scratch = (pose3d.FROM_SCRATCH["cpu"]["epochs"], list(pose3d.FROM_SCRATCH["cpu"]["lr_steps"]))
+    assert sched(config.resolve("cpu")) == (6, [5])
+    assert sched(config.resolve("cpu", {"train3d.init": "/models/own.pt", "detect2d.detector": "gt"})) == (6, [5])
+    for ov in ({"detect2d.detector": "gt"}, {"detect2d.detector": "mediapipe"}, {"train3d.init": None}):
+        assert sched(config.resolve("cpu", ov)) == scratch, ov
+    assert sched(config.resolve("cpu", {"detect2d.detector": "gt", "train3d.epochs": 3})) == (3, [5])
+    assert sched(config.resolve("paper", {"detect2d.detector": "gt"})) == (140, [90, 120])

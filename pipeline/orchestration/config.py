@@ -178,9 +178,9 @@ def resolve(preset: str = "cpu", overrides: Iterable[str] | Mapping[str, Any] | 
         cfg[stage.name] = stage.defaults(preset, plugin)
     for k, v in ov.items():
         set_dotted(cfg, k, v)
+    cfg["preset"] = preset
     for stage in _stages():  # keys that follow other sections (e.g. the crop size, the input size)
         if stage.derive is not None:
             stage.derive(cfg, set(ov))
-    cfg["preset"] = preset
     validate(cfg)
     return cfg

@@ -4,8 +4,9 @@ where the training loop keeps checkpoints and resumes from them after an interru
 The baseline is planned only for a dataset with 3D ground truth (stages/dataset.py
 `ground_truth_3d`). Both start from the pretrain2d network when the plan trains one (`init:
 pretrain2d`, the paper's recipe: its 3D networks start from the MPII-trained 2D one), every
-layer but the output one; otherwise, or with `init: null`, from `pretrained` or at random.
-The checkpoint's cfg records the file it started from."""
+layer but the output one; otherwise, or with `init: null`, from `pretrained` or at random,
+with the preset's longer from-scratch schedule (pose3d.FROM_SCRATCH) where the user set no
+epochs. The checkpoint's cfg records the file it started from."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,6 +34,23 @@ def _defaults(preset: str, _plugin) -> dict:
 def _validate(section) -> None:
     init = None if section.get("init") == FROM_PRETRAIN2D else section.get("init")
     pose3d.resolve_cfg({**section, "init": init, "preset": "cpu"})
+
+
+def starts_from_2d(cfg) -> bool:
+    """Whether this configuration's 3D trainings start from a network (init: a file, or the
+    pretrain2d network when the plan trains one)."""
+    from ... import detectors
+    init = cfg["train3d"].get("init")
+    return init is not None and (init != FROM_PRETRAIN2D or detectors.needs_network(cfg["detect2d"]["detector"]))
+
+
+def _derive(cfg: dict, overridden: set) -> None:
+    """A plan whose 3D networks start from scratch takes the preset's from-scratch schedule
+    (pose3d.FROM_SCRATCH), unless the user set any of its keys (a schedule is one choice)."""
+    scratch = pose3d.FROM_SCRATCH.get(cfg["preset"], {})
+    if starts_from_2d(cfg) or any(f"train3d.{k}" in overridden for k in scratch):
+        return
+    cfg["train3d"].update(scratch)
 
 
 def uses_init(cfg, key: str) -> bool:
@@ -68,4 +86,4 @@ STAGE = Stage(
              # detector that also uses the project's network does not retrain it
              Output("train3d_fs", "fs", inputs=("dataset", "pretrain2d"), params={"targets": "ground truth"},
                     needed=_has_gt, uses=uses_init)),
-    parallel=True, build=build, defaults=_defaults, validate=_validate, result="result")
+    parallel=True, build=build, defaults=_defaults, validate=_validate, derive=_derive, result="result")
