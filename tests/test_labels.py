@@ -200,3 +200,17 @@ def test_per_frame_labels_on_dask_equal_those_in_process(world):
     for k in [k for k in here if not k.endswith("_seconds")]:  # timings differ
         a, b = np.asarray(here[k]), np.asarray(there[k])
         assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), k
+
+
+def test_per_frame_chunks_on_threads_are_the_one_chunk(world):
+    """make_labels' per-frame mode works in whole blocks on a thread per core; each frame's
+    fits are seeded by the pair alone, so the result is label_chunk's over every frame, bit
+    for bit (300 frames: two chunks of PER_FRAME_BLOCK and the rest)."""
+    cams, P, _ = world
+    kp = synth.observe(P, cams, 2.0, seed=9)
+    kp[::7, 1, 3] += 150.0  # an outlier in some frames
+    one = labels.label_chunk(kp, cams, {"mode": "per-frame"})
+    many = labels.make_labels(kp, cams, {"mode": "per-frame"})
+    assert len(P) > labels.PER_FRAME_BLOCK
+    for k, v in one.items():
+        np.testing.assert_array_equal(many[k], v, err_msg=k)

@@ -40,7 +40,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import camera
-from ..cores import thread_imap
+from ..cores import available_cores, thread_imap
 from ..joints import INDEX, J, PARENTS, ROOT, bone_lengths
 from . import epipolar, median
 from . import rig as rigmod
@@ -407,9 +407,10 @@ def label_chunk(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None,
 
 def make_labels(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, progress: bool = False,
                 client=None) -> dict:
-    """calibrate + label_chunk over all frames (in chunks of cfg["chunk_frames"], on a thread per
-    core; per-frame mode: one chunk, or with a Dask `client`, chunks spread over its workers:
-    label_chunk is a pure function of its frames, so the result is the same).
+    """calibrate + label_chunk over all frames (in chunks of cfg["chunk_frames"], per-frame mode:
+    of whole PER_FRAME_BLOCKs, about 4 per core; on a thread per core, or in per-frame mode with
+    a Dask `client`, spread over its workers: label_chunk is a pure function of its frames, so
+    the result is the same).
 
     Returns label_chunk's frame-indexed arrays plus calibrate's info, which is not
     frame-indexed: in rig mode R_est [V,3,3], t_est [V,3], rig_pairs [P,2] and rig_pair_*
@@ -418,7 +419,10 @@ def make_labels(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None,
     cfg = resolve_cfg(cfg)
     cams2, info = calibrate(kp2d, cams, cfg)
     F = len(kp2d)
-    step = max(1, int(cfg["chunk_frames"])) if cfg["mode"] != "per-frame" else max(F, 1)
+    if cfg["mode"] != "per-frame":
+        step = max(1, int(cfg["chunk_frames"]))
+    else:  # a RANSAC per frame and pair: blocks enough to keep every core busy (OpenCV releases the GIL)
+        step = PER_FRAME_BLOCK * max(1, -(-F // (PER_FRAME_BLOCK * 4 * available_cores())))
     starts = range(0, max(F, 1), step)
     if client is not None and cfg["mode"] == "per-frame" and F > 1:
         # the per-frame mode costs a RANSAC per frame and pair: worth spreading; 4 chunks a worker
@@ -427,7 +431,8 @@ def make_labels(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None,
         futures = client.map(label_chunk, [kp2d[s:s + step] for s in starts], cams=cams2, cfg=cfg, pure=False)
         parts = (f.result() for f in futures)  # fetched one at a time, in order
     else:  # chunks on a thread per core, at most that many in flight (numpy and numba release the GIL)
-        parts = thread_imap(lambda s: label_chunk(kp2d[s:s + step], cams2, cfg, progress=progress), starts)
+        inner = progress and len(starts) == 1  # several chunks: the bar below counts them
+        parts = thread_imap(lambda s: label_chunk(kp2d[s:s + step], cams2, cfg, progress=inner), starts)
     out: dict = {}
     # each chunk's result goes straight into the output (no list of parts then a copy of all:
     # the peak stays the input, the output and one chunk's work)
