@@ -51,6 +51,8 @@ def test_whole_chain_tiny_studio(tmp_path):
     # the networks' training curves, read from their checkpoints (gt detector: no 2D network)
     assert "![training curves](training_curves.png)" in text
     assert all(f"| {n} | " in text for n in ("SS", "FS", "RU")) and "2D detector" not in text
+    # what each network started from: no 2D network in this plan, so at random
+    assert "| starts from |" in text and "| SS | random |" in text and "| FS | random |" in text
     # `epipose inspect` on a training output: its record and its loss curve
     from pipeline.orchestration.inspection import inspect_store
     out = inspect_store(runs["train3d"]["location"]["ss"], plot_dir=str(tmp_path / "insp"))

@@ -41,6 +41,7 @@ def results(tmp_path_factory):
         "timings": {"dataset": 1.5, "label": 12.25},
         "config": {"detector": "gt"},
         "training": {"SS": {"loss": [0.3, 0.1, 0.05], "images_per_s": 321.0, "note": "smooth L1",
+                            "start": "the 2D detector",
                             "validation": [{"loss": 0.4, "mpjpe": 120.0, "nmpjpe": 110.0, "units": "mm"},
                                            {"loss": 0.2, "mpjpe": 100.0, "nmpjpe": 95.0, "units": "mm"},
                                            {"loss": 0.25, "mpjpe": 105.0, "nmpjpe": 97.0, "units": "mm"}]},
@@ -65,8 +66,9 @@ def test_full_report(results, tmp_path):
     assert "| 97.0 |" in text  # label coverage
     assert "| sum of build times | 13.8 |" in text  # not called a total: a run's wall clock differs
     # the held-out validation per epoch: last epoch's MPJPE / NMPJPE and the best epoch
-    assert "| SS | 3 | 0.3 | 0.05 | 105.0 / 97.0 (best 100.0 at epoch 2) mm | 321.0 | smooth L1 |" in text
-    assert "| RU | 2 | 1 | 0.5 | - | – |" in text and "Validation: a held-out clip" in text
+    assert ("| SS | the 2D detector | 3 | 0.3 | 0.05 | 105.0 / 97.0 (best 100.0 at epoch 2) mm | 321.0 | smooth L1 |"
+            in text)
+    assert "| RU | - | 2 | 1 | 0.5 | - | – |" in text and "Validation: a held-out clip" in text
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert {"qualitative.png", "pss_centres_k50.png", "per_action_mpjpe.png", "error_cdf.png", "training_curves.png",
             "worst_FS.png", "worst_SS.png", "worst_SS___RU.png"} <= set(pngs)

@@ -243,12 +243,12 @@ def _training_section(training: dict, out_dir: Path) -> list[str]:
         best = int(np.nanargmin(v["mpjpe"]))
         return (f"{v['mpjpe'][-1]:.1f} / {v['nmpjpe'][-1]:.1f} (best {v['mpjpe'][best]:.1f} at epoch {best + 1})"
                 f" {v['units']}")
-    rows = [[n, str(c.size), f"{c[0]:.4g}", f"{c[-1]:.4g}", held(vals[n]),
+    rows = [[n, training[n].get("start", "-"), str(c.size), f"{c[0]:.4g}", f"{c[-1]:.4g}", held(vals[n]),
              _fmt(training[n].get("images_per_s"), "num"), training[n].get("note", "")]
             for n, c in curves.items()]
     lines = ["## Training", "",
-             _table(["network", "epochs", "first loss", "last loss", "validation MPJPE / NMPJPE, last epoch",
-                     "images/s", "loss"], rows), ""]
+             _table(["network", "starts from", "epochs", "first loss", "last loss",
+                     "validation MPJPE / NMPJPE, last epoch", "images/s", "loss"], rows), ""]
     if any_val:
         lines += ["Validation: a held-out clip of the training people (never the test people), left out of "
                   "training and scored after every epoch against the training targets (pseudo-labels for SS, "

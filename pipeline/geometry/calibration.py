@@ -72,9 +72,10 @@ def calibrate(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, *
     out), usable_joints [V], keypoints_outside [V] (wild points), baseline_pairs [P,2] with
     baseline_points, baseline_coincide, baseline_rotation_px, baseline_epipolar_px,
     baseline_given_px [P] (rig.baseline_evidence; given_px NaN but in known mode), sync_*
-    (pipeline.geometry.sync.estimate_offsets: sync_offsets [V], sync_relative [V], sync_ratio [V], sync_sharpness [V], sync_clear [V], sync_cost_px
-    [P',L], sync_pairs [P',2], sync_given [P'] (scored under the known rig), sync_lags [L], sync_agrees [V], sync_skipped, sync_seconds); in rig mode also
-    per-pair arrays over rig.all_pairs(V) (`rig_pair_*`), R_est, t_est, chain_order and the
+    (pipeline.geometry.sync.estimate_offsets: sync_offsets [V], sync_relative [V], sync_ratio
+    [V], sync_sharpness [V], sync_clear [V], sync_cost_px [P',L], sync_pairs [P',2],
+    sync_given [P'] (scored under the known rig), sync_lags [L], sync_agrees [V], sync_skipped,
+    sync_seconds); in rig mode also per-pair arrays over rig.all_pairs(V) (`rig_pair_*`), R_est, t_est, chain_order and the
     bundle-adjustment figures.
 
     extra [N,V,J,3]: more people's keypoints (pipeline.geometry.people.rows: the bystanders

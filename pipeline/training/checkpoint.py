@@ -191,10 +191,14 @@ def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None,
 def training_record(checkpoint: Path) -> dict:
     """What a training checkpoint (train3d, pretrain2d, refine) says of its training: losses per
     epoch, images/s, epoch, samples, units, architecture, the held-out validation per epoch
-    (a list of {"loss", "mpjpe", "nmpjpe", "units"}; None where it does not say).
+    (a list of {"loss", "mpjpe", "nmpjpe", "units"}), what it started from: init (the network
+    checkpoint whose layers seeded it) and pretrained (a backbone weights file); None where it
+    does not say.
 
     Loaded with weights_only=True; a missing, corrupt or refused file is a
     CheckpointError (ValueError) naming it."""
     ck = load_checkpoint(checkpoint, ("integral", "refiner"), mmap=True, what="a training (integral or refiner)")
-    return {k: ck.get(k) for k in ("losses", "images_per_s", "epoch", "n_samples", "n_train", "units", "arch",
-                                   "validation")}
+    cfg = ck.get("cfg") if isinstance(ck.get("cfg"), dict) else {}
+    return {**{k: ck.get(k) for k in ("losses", "images_per_s", "epoch", "n_samples", "n_train", "units", "arch",
+                                      "validation")},
+            "init": cfg.get("init"), "pretrained": cfg.get("pretrained")}

@@ -83,8 +83,8 @@ def build(ctx: Context) -> dict:
 STAGE = Stage(
     name="refine", version=7, doc=__doc__.strip(), module=__name__,
     # pretrain2d: the network cross-fitted SS trainings start from, as train3d's do
-    outputs=(Output("refine", "ru", inputs=("dataset", "label", "train3d_ss", "pretrain2d"), params={"targets": "mocap"},
-                    uses=_uses),
+    outputs=(Output("refine", "ru", inputs=("dataset", "label", "train3d_ss", "pretrain2d"),
+                    params={"targets": "mocap"}, uses=_uses),
              Output("refine_labels", "ru-labels", inputs=("dataset", "label", "train3d_ss", "pretrain2d"),
                     params={"targets": "labels"}, uses=_uses)),
     parallel=True, build=build, defaults=_defaults, validate=_validate, sources=_sources, result="result")

@@ -2,6 +2,8 @@
 the training curves and the stage timings of the outputs it reads."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ...data import contract
@@ -21,6 +23,15 @@ CURVES = (("pretrain2d", "2D detector", "smooth L1 + heatmap terms, crop coordin
           ("train3d_fs", "FS", "smooth L1, ground truth"),
           ("refine", "RU", "L1, intermediate + final, motion-capture targets"),
           ("refine_labels", "RU (labels)", "L1, intermediate + final, pseudo-label targets"))
+
+
+def _start(ctx: Context, rec: dict) -> str:
+    """What a network started from, in words: the plan's 2D detector, a file, or at random."""
+    if rec.get("init"):
+        if ctx.has("pretrain2d") and Path(rec["init"]) == ctx.result_path("pretrain2d"):
+            return "the 2D detector"
+        return Path(rec["init"]).name
+    return f"backbone {Path(rec['pretrained']).name}" if rec.get("pretrained") else "random"
 
 
 def _validate(section) -> None:
@@ -78,7 +89,7 @@ def build(ctx: Context) -> dict:
             rec = training_record(ctx.result_path(key))
             training[title] = {"loss": [float(x) for x in rec["losses"] or []],
                                "images_per_s": rec["images_per_s"], "note": note,
-                               "validation": list(rec.get("validation") or [])}
+                               "validation": list(rec.get("validation") or []), "start": _start(ctx, rec)}
     results = {"dataset": ctx.cfg["dataset"]["name"], "labels": dict(e.attrs.get("labels", {})),
                "models": models, "pss_reference": pss.read_reference(ctx.open("pss_reference")),
                "pss_stability": list(e.attrs.get("pss_stability", [])), "samples": samples,
@@ -91,7 +102,7 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="report", version=10, doc=__doc__.strip(), module=__name__,
+    name="report", version=11, doc=__doc__.strip(), module=__name__,
     outputs=(Output("report", "report", inputs=("dataset", "evaluate", "pss_reference", "pretrain2d",
                                                  "train3d_ss", "train3d_fs", "refine", "refine_labels", "label",
                                                  "detect2d")),),
