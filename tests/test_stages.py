@@ -325,3 +325,6 @@ def test_the_3d_trainings_start_from_the_plans_2d_network(tmp_path, monkeypatch)
     for key in ("ss", "fs"):
         ck = torch.load(Path(runs["train3d"]["location"][key]) / "train" / "final.pt", weights_only=True)
         assert ck["cfg"]["init"] == str(net), (key, ck["cfg"]["init"])
+    # `epipose inspect` says it too
+    from pipeline.orchestration.inspection import inspect_store
+    assert f"started from {net}" in inspect_store(runs["train3d"]["location"]["ss"])

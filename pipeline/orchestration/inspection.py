@@ -89,6 +89,10 @@ def _training_section(t: dict) -> list[str]:
     out = [f"training:    {len(loss)} epochs, loss {loss[0]:.4g} -> {loss[-1]:.4g}" if loss else "training:    no losses"]
     if t.get("images_per_s"):
         out.append(f"             {float(t['images_per_s']):.0f} images/s")
+    if t.get("init"):  # the network whose layers it started from (train3d: the 2D detector)
+        out.append(f"             started from {t['init']}")
+    elif t.get("pretrained"):
+        out.append(f"             backbone from {t['pretrained']}")
     val = t.get("validation") or []
     if val:
         e = [float(v["mpjpe"]) for v in val]
