@@ -113,3 +113,23 @@ def test_the_3d_schedule_follows_where_the_networks_start():
         assert sched(config.resolve("cpu", ov)) == scratch, ov
     assert sched(config.resolve("cpu", {"detect2d.detector": "gt", "train3d.epochs": 3})) == (3, [5])
     assert sched(config.resolve("paper", {"detect2d.detector": "gt"})) == (140, [90, 120])
+
+
+def test_the_weight_files_a_training_starts_from_are_in_its_fingerprint(tmp_path):
+    """init and pretrained name files: another file at the same path is another start, so the
+    training and what follows rebuild (the files are sources, identified by content); a
+    missing one is named before anything runs."""
+    import os
+    import pytest
+    w = tmp_path / "start.pt"
+    w.write_bytes(b"one")
+    ov = {"train3d.init": str(w), "pretrain2d.pretrained": str(w)}
+    a = _fps(config.resolve("cpu", ov))
+    w.write_bytes(b"two")
+    os.utime(w, ns=(1, 1))  # another content, whatever the clock says
+    b = _fps(config.resolve("cpu", ov))
+    assert {k for k in a if a[k] != b[k]} == {"pretrain2d", "detect2d", "label", "train3d_ss", "train3d_fs",
+                                              "refine", "refine_labels", "evaluate", "report"}
+    w.unlink()
+    with pytest.raises(ValueError, match="start.pt cannot be read"):
+        _fps(config.resolve("cpu", ov))

@@ -75,8 +75,8 @@ def calibrate(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, *
     (pipeline.geometry.sync.estimate_offsets: sync_offsets [V], sync_relative [V], sync_ratio
     [V], sync_sharpness [V], sync_clear [V], sync_cost_px [P',L], sync_pairs [P',2],
     sync_given [P'] (scored under the known rig), sync_lags [L], sync_agrees [V], sync_skipped,
-    sync_seconds); in rig mode also per-pair arrays over rig.all_pairs(V) (`rig_pair_*`), R_est, t_est, chain_order and the
-    bundle-adjustment figures.
+    sync_seconds); in rig mode also per-pair arrays over rig.all_pairs(V) (`rig_pair_*`), R_est,
+    t_est, chain_order and the bundle-adjustment figures.
 
     extra [N,V,J,3]: more people's keypoints (pipeline.geometry.people.rows: the bystanders
     associated with the subject), screened the same way and pooled with kp2d for the rig's
@@ -286,7 +286,8 @@ def _sync_check(kp2d, w, cams: camera.Cameras, cfg: dict, keep: np.ndarray, name
                                       cameras=keep, seed=cfg["seed"], usable=w > 0, given_E=given_E)
     out = {"sync_offsets": off, "sync_relative": d["relative"], "sync_ratio": d["ratio"],
            "sync_sharpness": d["sharpness"], "sync_clear": d["clear"], "sync_cost_px": d["cost_px"],
-           "sync_pairs": d["pairs"], "sync_given": d["given"], "sync_lags": d["lags"], "sync_skipped": d["skipped"], "sync_agrees": d["agrees"],
+           "sync_pairs": d["pairs"], "sync_given": d["given"], "sync_lags": d["lags"], "sync_skipped": d["skipped"],
+           "sync_agrees": d["agrees"],
            "sync_seconds": time.perf_counter() - t0}
     bad = np.flatnonzero(d["clear"])
     if len(bad):

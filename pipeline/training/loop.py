@@ -123,6 +123,12 @@ def _device(local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+def start_files(cfg: dict) -> list[str]:
+    """The files a training starts from (`pretrained`, `init`, where set): its stage lists
+    them as sources, so that another file at the same path retrains it."""
+    return [str(cfg[k]) for k in ("pretrained", "init") if cfg.get(k)]
+
+
 # the output layer: 2D heatmaps (J channels) or a 3D volume (J x depth), never carried over
 OUTPUT_LAYER = "head.final."
 

@@ -20,6 +20,11 @@ def _validate(section) -> None:
     detector2d.resolve_cfg({**section, "preset": "cpu"})
 
 
+def _sources(section) -> list:
+    from ...training.loop import start_files
+    return start_files(section)
+
+
 def build(ctx: Context) -> dict:
     ds = ctx.open("dataset")
     ckpt = Path(detector2d.train({**ctx.params, "preset": ctx.preset}, ds, ctx.work_dir / "train",
@@ -31,4 +36,4 @@ STAGE = Stage(
     name="pretrain2d", version=5, doc=__doc__.strip(), module=__name__,
     outputs=(Output("pretrain2d", "network", inputs=("dataset",),
                     needed=lambda cfg: detectors.needs_network(cfg["detect2d"]["detector"])),),
-    build=build, defaults=_defaults, validate=_validate, result="result")
+    build=build, defaults=_defaults, validate=_validate, sources=_sources, result="result")

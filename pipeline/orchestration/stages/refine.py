@@ -18,6 +18,7 @@ from ..config import module_section
 from ..context import Context
 from ..record import Output, Stage
 from ..store import StoreError
+from .train3d import STAGE as TRAIN3D, init_file, uses_init
 
 
 def _defaults(preset: str, _plugin) -> dict:
@@ -33,16 +34,10 @@ def _sources(section) -> list:
     return refiner_data.library_files(dict(section))
 
 
-def _uses(cfg, key: str) -> bool:
-    from .train3d import uses_init
-    return uses_init(cfg, key)
-
-
 def _ss_config(ctx: Context) -> dict:
-    from . import train3d
     sec = ctx.cfg["train3d"]
-    return {**{k: v for k, v in sec.items() if k not in train3d.STAGE.own_keys},
-            "preset": ctx.preset, "init": train3d.init_file(ctx, sec)}
+    return {**{k: v for k, v in sec.items() if k not in TRAIN3D.own_keys},
+            "preset": ctx.preset, "init": init_file(ctx, sec)}
 
 
 def build(ctx: Context) -> dict:
@@ -84,7 +79,7 @@ STAGE = Stage(
     name="refine", version=7, doc=__doc__.strip(), module=__name__,
     # pretrain2d: the network cross-fitted SS trainings start from, as train3d's do
     outputs=(Output("refine", "ru", inputs=("dataset", "label", "train3d_ss", "pretrain2d"),
-                    params={"targets": "mocap"}, uses=_uses),
+                    params={"targets": "mocap"}, uses=uses_init),
              Output("refine_labels", "ru-labels", inputs=("dataset", "label", "train3d_ss", "pretrain2d"),
-                    params={"targets": "labels"}, uses=_uses)),
+                    params={"targets": "labels"}, uses=uses_init)),
     parallel=True, build=build, defaults=_defaults, validate=_validate, sources=_sources, result="result")

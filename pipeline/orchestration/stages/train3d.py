@@ -38,10 +38,16 @@ def _validate(section) -> None:
 
 def starts_from_2d(cfg) -> bool:
     """Whether this configuration's 3D trainings start from a network (init: a file, or the
-    pretrain2d network when the plan trains one)."""
-    from ... import detectors
+    pretrain2d network when the plan trains one: that stage's `needed`)."""
+    from .pretrain2d import STAGE as PRETRAIN2D
     init = cfg["train3d"].get("init")
-    return init is not None and (init != FROM_PRETRAIN2D or detectors.needs_network(cfg["detect2d"]["detector"]))
+    return init is not None and (init != FROM_PRETRAIN2D or PRETRAIN2D.outputs[0].needed(cfg))
+
+
+def _sources(section) -> list:
+    """The weight files it starts from (the pretrain2d network is an input, not a source)."""
+    from ...training.loop import start_files
+    return start_files({**section, "init": None if section.get("init") == FROM_PRETRAIN2D else section.get("init")})
 
 
 def _derive(cfg: dict, overridden: set) -> None:
@@ -86,4 +92,5 @@ STAGE = Stage(
              # detector that also uses the project's network does not retrain it
              Output("train3d_fs", "fs", inputs=("dataset", "pretrain2d"), params={"targets": "ground truth"},
                     needed=_has_gt, uses=uses_init)),
-    parallel=True, build=build, defaults=_defaults, validate=_validate, derive=_derive, result="result")
+    parallel=True, build=build, defaults=_defaults, validate=_validate, derive=_derive,
+    sources=_sources, result="result")
