@@ -74,7 +74,7 @@ def calibrate(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, *
     baseline_given_px [P] (rig.baseline_evidence; given_px NaN but in known mode), sync_*
     (pipeline.geometry.sync.estimate_offsets: sync_offsets [V], sync_relative [V], sync_ratio
     [V], sync_sharpness [V], sync_clear [V], sync_cost_px [P',L], sync_pairs [P',2],
-    sync_given [P'] (scored under the known rig), sync_lags [L], sync_agrees [V], sync_skipped,
+    sync_given [P'] (scored under the known rig: all, or none), sync_lags [L], sync_agrees [V], sync_skipped,
     sync_seconds); in rig mode also per-pair arrays over rig.all_pairs(V) (`rig_pair_*`), R_est,
     t_est, chain_order and the bundle-adjustment figures.
 
@@ -151,7 +151,10 @@ def calibrate(kp2d: np.ndarray, cams: camera.Cameras, cfg: dict | None = None, *
     given_E = None
     if cfg["mode"] == "known":
         _check_given_rig(ev, kp_pairs, names, cfg)
-        given_E = _trusted_essentials(cams, kp_pairs, ~_given_disagrees(ev, cfg) & np.isfinite(ev["given_px"]))
+        # all pairs or none: a view out of step makes its own pairs disagree with the given rig,
+        # and given and fitted curves mixed in one solve misplace it (docs/calibration.md)
+        if np.all(np.isfinite(ev["given_px"]) & ~_given_disagrees(ev, cfg)):
+            given_E = _given_essentials(cams, kp_pairs)
     # 4. synchronisation
     diag.update(_sync_check(kp2d, wk, cams, cfg, keep, names, given_E))
     for v in np.flatnonzero(keep & ~diag.get("sync_agrees", np.ones(V, bool))):
@@ -220,11 +223,11 @@ def _given_disagrees(ev: dict, cfg: dict) -> np.ndarray:
         return (given > GIVEN_WORSE_X * own) & (given - own > cfg["threshold_px"])
 
 
-def _trusted_essentials(cams: camera.Cameras, pairs: np.ndarray, trusted: np.ndarray) -> np.ndarray:
-    """[V,V,3,3] the given rig's essential matrix of each trusted pair (i, j) at [i, j]
-    (x_j^T E x_i = 0), NaN elsewhere: the sync check scores those pairs' lags without a fit."""
+def _given_essentials(cams: camera.Cameras, pairs: np.ndarray) -> np.ndarray:
+    """[V,V,3,3] the given rig's essential matrix of each pair (i, j) at [i, j] (x_j^T E x_i =
+    0), NaN elsewhere: the sync check scores those pairs' lags without a fit."""
     E = np.full((cams.V, cams.V, 3, 3), np.nan)
-    for i, j in pairs[trusted]:
+    for i, j in pairs:
         E[i, j] = tri.essential_from_pose(*tri.relative_pose(cams.R[i], cams.t[i], cams.R[j], cams.t[j]))
     return E
 
@@ -275,8 +278,8 @@ SYNC_MIN_ANCHORS = 24
 def _sync_check(kp2d, w, cams: camera.Cameras, cfg: dict, keep: np.ndarray, names: list[str],
                 given_E: np.ndarray | None = None) -> dict:
     """pipeline.geometry.sync on the usable keypoints (given_E: the known rig's essential
-    matrices of the pairs it explains, scored without a fit); sync = "check": ValueError for a
-    view clearly off."""
+    matrices, when it explains every pair: scored without a fit); sync = "check": ValueError
+    for a view clearly off."""
     if cfg["sync"] == "off":
         return {"sync_skipped": "label.sync is off"}
     t0 = time.perf_counter()
