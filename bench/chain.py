@@ -164,6 +164,52 @@ print((time.perf_counter() - t0) / int(sys.argv[3]) * 1000)
 """
 
 
+FILL = """
+import sys, time, numpy as np, torch
+import torch.utils.deterministic as tud
+import pipeline.training
+from pipeline.training import augment as aug
+from pipeline.training.loop import build_model
+from pipeline.training import pose3d
+torch.set_num_threads(1)
+torch.use_deterministic_algorithms(True, warn_only=True)
+c = pose3d.PRESETS["cpu"]
+m = build_model(c, "3d").to(memory_format=torch.channels_last)
+opt = torch.optim.Adam(m.parameters(), 1e-3)
+rng = np.random.default_rng(0)
+S, B, cfg = c["input_size"], c["batch_size"], aug.resolve({})
+crops = torch.from_numpy(rng.integers(0, 256, (B, S, S, 3), dtype=np.uint8))
+def step():  # as the training loop's: augmented crops, the heatmaps kept
+    x = aug.normalise(aug.augment_images(aug.to_float(crops), aug.sample_params(rng, B, cfg)))
+    pred, prob = m(x.contiguous(memory_format=torch.channels_last), return_prob=True)
+    loss = pred.pow(2).mean()
+    opt.zero_grad(); loss.backward(); opt.step()
+ms = {True: [], False: []}
+for _ in range(3):
+    step()
+for r in range(int(sys.argv[1])):
+    for fill in (True, False):  # alternated, so the machine's drift falls on both
+        tud.fill_uninitialized_memory = fill
+        step()
+        t0 = time.perf_counter()
+        for _ in range(4):
+            step()
+        ms[fill].append((time.perf_counter() - t0) / 4 * 1000)
+print(sorted(ms[True])[len(ms[True]) // 2], sorted(ms[False])[len(ms[False]) // 2])
+"""
+
+
+def fill_steps(rounds: int = 12) -> dict:
+    """Median milliseconds per 3D training step (1 thread, deterministic algorithms) with torch's
+    NaN fill of uninitialised memory and without it (loop.deterministic turns it off), blocks of
+    4 steps alternated in one process."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    p = subprocess.run([sys.executable, "-c", FILL, str(rounds)], cwd=REPO, env=env, capture_output=True,
+                       text=True, check=True)
+    fill, nofill = (float(v) for v in p.stdout.strip().splitlines()[-1].split())
+    return {"1 thread, deterministic, NaN fill": round(fill, 1), "1 thread, deterministic, no fill": round(nofill, 1)}
+
+
 def training_steps(iters: int = 25) -> dict:
     """Milliseconds per training step of the cpu preset's 3D network (batch 32, one fresh
     process each, since OpenMP reads its wait policy once): threads 1 and 2, waiting threads
@@ -212,13 +258,14 @@ def main() -> None:
         print(f"{k:<14}{st[k]:>12.1f}{reused.get(k, float('nan')):>14.2f}")
     print(f"{'whole demo':<14}{demo_s:>12.1f}{rerun_s:>14.1f}   (second / first = {rerun_s / demo_s:.3f})")
     print(f"first run: {cpu_s:.0f} CPU s over {demo_s:.0f} s on {cores} cores = {util:.2f} of the machine")
-    steps = training_steps(10 if a.quick else 25)
+    steps = {**training_steps(10 if a.quick else 25), **fill_steps(4 if a.quick else 12)}
     print("training step of the cpu preset's 3D network, ms (one process each):")
     for k, v in steps.items():
         print(f"  {k:<32}{v:>8.1f}")
     print(f"  2 threads: spin / passive on the idle machine {steps['2 threads, spin, idle'] / steps['2 threads, passive, idle']:.2f}, "
           f"beside a busy process {steps['2 threads, spin, busy'] / steps['2 threads, passive, busy']:.2f}; "
-          f"channels_last / NCHW {steps['2 threads, spin, idle'] / steps['2 threads, spin, NCHW, idle']:.2f}")
+          f"channels_last / NCHW {steps['2 threads, spin, idle'] / steps['2 threads, spin, NCHW, idle']:.2f}; "
+          f"NaN fill / none {steps['1 thread, deterministic, NaN fill'] / steps['1 thread, deterministic, no fill']:.2f}")
     sp = label_speedup(root, overrides, 20_000 if a.quick else 100_000)
     print(f"labelling {sp['label_frames']} frames in {sp['label_chunks']} chunks on Dask: 1 worker {sp['label_chunks_1w_s']:.2f} s, "
           f"2 workers {sp['label_chunks_2w_s']:.2f} s, speed-up {sp['dask_speedup_2w']:.2f}x "

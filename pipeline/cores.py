@@ -1,4 +1,4 @@
-"""The cores this process may use, and work spread over them on threads.
+"""The cores this process may use, and work spread over them on threads or processes.
 
 `available_cores()`: the process's CPU affinity bounded by its container's CPU quota (cgroup
 v2 cpu.max, v1 cfs_quota/period). The networks' intra-op threads follow it
@@ -9,6 +9,8 @@ which release the GIL.
 available_cores() threads; `thread_imap` yields them in order with at most that many in
 flight (the memory of a few items' work, not of all). The results equal the sequential ones when each call depends only
 on its item (OpenCV's random generator, which cv2.setRNGSeed seeds, is per thread).
+`process_imap` does the same in spawned processes, for numpy work on small arrays that holds
+the GIL (the studio's rendering).
 """
 from __future__ import annotations
 
@@ -67,6 +69,32 @@ def thread_imap(fn: Callable[[T], R], items: Iterable[T], workers: int | None = 
         for x in items:
             pending.append(ex.submit(fn, x))
             if len(pending) >= n:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def process_imap(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None,
+                 initializer: Callable | None = None, initargs: tuple = ()) -> Iterator[R]:
+    """fn(x) for x in items, yielded in order, computed in up to workers or available_cores()
+    spawned processes (for work that holds the GIL) with at most twice that many calls in
+    flight; inline when that is 1. fn, the items and the results must pickle; initializer(*initargs)
+    runs once in each process (or here, inline) to hand it what every call shares. A script
+    that calls this needs the `if __name__ == "__main__":` guard (spawned processes import it)."""
+    n = int(workers or available_cores())
+    if n <= 1:
+        if initializer is not None:
+            initializer(*initargs)
+        yield from map(fn, items)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=initializer,
+                             initargs=initargs) as ex:
+        pending: deque = deque()
+        for x in items:
+            pending.append(ex.submit(fn, x))
+            if len(pending) >= 2 * n:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()

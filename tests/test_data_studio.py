@@ -113,6 +113,28 @@ def test_build_is_deterministic_and_resumes(tiny, shared_data, tmp_path):
     assert np.array_equal(g["keypoints2d_gt"][:], tiny["keypoints2d_gt"][:])
 
 
+def test_rendering_in_processes_equals_in_process(tiny, shared_data, tmp_path, monkeypatch):
+    """Enough chunks render in a process per core (here from the first); the bits are those of
+    the in-process rendering (the tiny studio's few chunks render in-process)."""
+    assert len(range(0, tiny["images"].shape[0], tiny["images"].chunks[0])) < studio.PROCESS_CHUNKS
+    monkeypatch.setattr(studio, "PROCESS_CHUNKS", 1)
+    monkeypatch.setattr(studio, "process_imap", _counting(studio.process_imap))
+    g = zarr.open_group(tmp_path / "procs.zarr", mode="w")
+    studio.build(_cfg(shared_data), g, progress=False)
+    assert np.array_equal(g["images"][:], tiny["images"][:])
+    assert np.array_equal(g["keypoints2d_gt"][:], tiny["keypoints2d_gt"][:])
+    assert _counting.workers == [None]  # a process per core, not inline
+
+
+def _counting(fn):
+    _counting.workers = []
+
+    def wrapped(f, items, workers=None, *a):
+        _counting.workers.append(workers)
+        return fn(f, items, workers, *a)
+    return wrapped
+
+
 def test_sheet_png(tiny, tmp_path):
     p = save_sheet(tiny, 5, tmp_path / "sheet.png", upscale=2)
     img = cv2.imread(str(p))

@@ -34,6 +34,7 @@ import zarr
 from tqdm.auto import tqdm
 
 from ..camera import Cameras, project, world_to_camera
+from ..cores import process_imap
 from ..joints import J, JOINTS
 from . import fetch, motion, render, rigs
 from ..registry import with_defaults
@@ -304,6 +305,28 @@ def config_hash(cfg: dict) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# from this many chunks of images on, they render in worker processes (below, starting them
+# costs more than it saves)
+PROCESS_CHUNKS = 8
+_SHARED: tuple = ()
+
+
+def _render_setup(shared: tuple) -> None:
+    """In each rendering process: what every chunk shares (cameras, backgrounds, settings)."""
+    global _SHARED
+    _SHARED = shared
+
+
+def _render_chunk(args: tuple) -> tuple:
+    """(f1, poses, views, boxes, appearance, background index, noise seeds) of a chunk ->
+    (f1, images [n,S,S,3], visible [n,J]), with _render_setup's shared inputs."""
+    f1, poses, vw, boxes, app, bg_index, noise = args
+    cams, backgrounds, bg_scale, S, sigma = _SHARED
+    imgs, vis = render.render_crops(poses, cams, vw, boxes, app, backgrounds, bg_index, bg_scale, S,
+                                    noise_seed=noise, noise_sigma=sigma)
+    return f1, imgs, vis
+
+
 def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
     """Write the dataset contract (docs/stores.md) for the studio into `out`.
 
@@ -381,15 +404,24 @@ def build(cfg: dict, out: zarr.Group, progress: bool = True) -> None:
     amb = np.array([p["ambient"] for p in people])
     kp_arr, img_arr = out["keypoints2d_gt"], out["images"]
     starts = range(done, F, chunk)
-    for f0 in tqdm(starts, desc="render", disable=not progress, total=len(starts)):
+
+    def chunk_args(f0: int) -> tuple:
         f1 = min(F, f0 + chunk)
         fl = np.repeat(np.arange(f0, f1), V)
         vw = np.tile(np.arange(V), f1 - f0)
         who = fr["subject"][fl]
         app = dict(colours=colours[who], thickness=thick[who], light=light[who], ambient=amb[who])
         noise = (np.int64(cfg["seed"]) * 1_000_003 + fl * V + vw) if cfg["noise"] else None
-        imgs, vis = render.render_crops(poses[fl], cams, vw, boxes[fl, vw].astype(np.float64), app, backgrounds,
-                                        who * V + vw, bg_scale, S, noise_seed=noise, noise_sigma=float(cfg["noise"]))
+        return f1, poses[fl], vw, boxes[fl, vw].astype(np.float64), app, who * V + vw, noise
+
+    # the rendering (numpy on small arrays: it holds the GIL) runs in a process per core when
+    # there are enough chunks to pay for starting them; each image depends only on its frame and
+    # view, and the chunks are written in order, so images_done always counts a finished prefix
+    shared = (cams, backgrounds, bg_scale, S, float(cfg["noise"]))
+    workers = 1 if len(starts) < PROCESS_CHUNKS else None
+    done_chunks = process_imap(_render_chunk, map(chunk_args, starts), workers, _render_setup, (shared,))
+    for f0, (f1, imgs, vis) in zip(starts, tqdm(done_chunks, desc="render", disable=not progress,
+                                                total=len(starts))):
         img_arr[f0:f1] = imgs.reshape(f1 - f0, V, S, S, 3)
         kp = kp_arr[f0:f1]
         kp[..., 2] = vis.reshape(f1 - f0, V, J)

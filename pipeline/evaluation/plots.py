@@ -37,13 +37,16 @@ def plot_skeleton_3d(ax, pose: np.ndarray, color: str | None = None, alpha: floa
                      label: str | None = None, camera_frame: bool = True) -> None:
     """Draw pose [J,3] on a matplotlib 3D axis. camera_frame: OpenCV axes (y down, z forward),
     shown with z as depth and -y as up so the figure stands upright."""
+    from mpl_toolkits.mplot3d.art3d import Line3DCollection
     P = np.asarray(pose, dtype=float)
     if camera_frame:
         P = np.stack([P[:, 0], P[:, 2], -P[:, 1]], axis=1)
-    for i, (j, p) in enumerate(BONES):
-        if np.all(np.isfinite(P[[j, p]])):
-            ax.plot(*P[[j, p]].T, color=color or COLORS_MPL[side(j)], alpha=alpha,
-                    label=label if i == 0 else None, lw=2)
+    seg = P[np.array(BONES)]  # [bones, 2, 3]: child, parent
+    keep = np.isfinite(seg).all((1, 2))
+    if keep.any():  # one artist for the skeleton: a line per bone costs a report seconds
+        colors = [color or COLORS_MPL[side(j)] for (j, _), k in zip(BONES, keep) if k]
+        ax.add_collection3d(Line3DCollection(seg[keep], colors=colors, alpha=alpha, linewidths=2, label=label),
+                            autolim=False)
     ok = np.all(np.isfinite(P), axis=1)
     if ok.any():
         c = P[ok].mean(0)

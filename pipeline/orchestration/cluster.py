@@ -20,6 +20,15 @@ def local_cluster_config():
     return dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
 
 
+def worth_a_cluster(d: dict, frames: int) -> bool:
+    """Whether `frames` frames of labelling go to Dask: always to a configured scheduler; to a
+    LocalCluster from `min_frames` frames on (below, its start costs more than it saves and
+    the work stays in this process, on its threads), never with `n_workers` 0."""
+    if d.get("address"):
+        return True
+    return d.get("n_workers") != 0 and frames >= int(d.get("min_frames") or 0)
+
+
 def dask_client(d: dict):
     """A dask.distributed Client for the `dask` section: the configured scheduler, or a
     LocalCluster sized to the machine. Returns (client, close), or (None, noop) when

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -183,21 +184,41 @@ def load_model(path: Path, mode: str | None = None) -> tuple[IntegralPoseNet, di
     return model, meta
 
 
+def _deterministic_algorithms(on: bool, warn_only: bool = True) -> None:
+    """torch.use_deterministic_algorithms without its import of torch._inductor (about 2 s in
+    every process that trains or predicts) where that is not loaded: the flag it sets there is
+    read by torch.compile only, which this project does not use."""
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None or "torch._inductor" in sys.modules:
+        torch.use_deterministic_algorithms(on, warn_only=warn_only)
+    else:
+        setter(on, warn_only=warn_only)
+
+
 @contextlib.contextmanager
 def deterministic(threads: int | None, on: bool = True):
     """Deterministic algorithms (on) or cuDNN's autotuned ones (off: 20-40 % faster training on
     an H100/H200, not reproducible bit for bit); threads.cpu_threads(`threads`) CPU threads
-    (None: chosen from the cores given). Restored on exit."""
+    (None: chosen from the cores given). Restored on exit.
+
+    With `on`, torch would also fill every new uninitialised tensor with NaN (a guard against
+    kernels that read memory they did not write): no kernel of these networks does, so the
+    bits are the same without it, and on the CPU the fill costs a few per cent of a 3D training
+    step (bench/chain.py measures it); it is switched off here."""
+    import torch.utils.deterministic as tud
     prev = torch.are_deterministic_algorithms_enabled()
     prev_bench = torch.backends.cudnn.benchmark
     prev_threads = torch.get_num_threads()
-    torch.use_deterministic_algorithms(bool(on), warn_only=True)
+    prev_fill = tud.fill_uninitialized_memory
+    _deterministic_algorithms(bool(on))
+    tud.fill_uninitialized_memory = False
     torch.backends.cudnn.benchmark = not on
     torch.set_num_threads(cpu_threads(threads))
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(prev)
+        _deterministic_algorithms(prev, warn_only=False)
+        tud.fill_uninitialized_memory = prev_fill
         torch.backends.cudnn.benchmark = prev_bench
         torch.set_num_threads(prev_threads)
 

@@ -22,7 +22,7 @@ from ...detectors import gt as gt_detector
 from ...registry import check_number, with_defaults
 from ..artifacts import (keypoints, label_rows, label_targets, model_key, model_metrics, split_frames,
                          write_predictions)
-from ..cluster import dask_client
+from ..cluster import dask_client, worth_a_cluster
 from ..context import Context
 from ..record import Output, Stage
 from ..store import open_group, read_provenance, to_jsonable
@@ -64,9 +64,10 @@ def _label_rows(ctx: Context, ds, ref, ks, pck) -> dict:
     from .label import OWN as LABEL_OWN
     lcfg = {k: v for k, v in ctx.cfg["label"].items() if k not in LABEL_OWN}
     trained = label_rows(ctx.open("label"), train, known=mode == "known")
-    # the per-frame rows (a RANSAC per frame and pair) on the Dask workers: every core
+    # the per-frame rows (a RANSAC per frame and pair) on every core: on Dask's workers by the
+    # label stage's rule (cluster.worth_a_cluster), else on make_labels' threads
     d = ctx.cfg["dask"]
-    spread = d.get("address") or (d.get("n_workers") != 0 and available_cores() > 1)
+    spread = available_cores() > 1 and worth_a_cluster(d, len(train))
     client, close = dask_client(d) if spread else (None, lambda: None)
     try:
         return to_jsonable(ev.label_table(sources, ds, train, lcfg, (det, mode), trained, ref, ks, pck, client=client))

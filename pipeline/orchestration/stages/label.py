@@ -9,7 +9,7 @@ import numpy as np
 
 from ...geometry import labels as labelling
 from ...camera import Cameras
-from ..cluster import dask_client
+from ..cluster import dask_client, worth_a_cluster
 from ..config import module_section
 from ..context import Context
 from ..progress import Progress
@@ -98,7 +98,7 @@ def build(ctx: Context) -> dict:
     lcfg = ctx.params
     d = ctx.cfg["dask"]
     left = sum(w.frames(i).stop - w.frames(i).start for i in todo)
-    use_dask = len(todo) > 1 and (d.get("address") or left >= int(d.get("min_frames") or 0))
+    use_dask = len(todo) > 1 and worth_a_cluster(d, left)
     client, close = dask_client(d) if use_dask else (None, lambda: None)
     with Progress(len(todo), "label", ctx.progress) as bar:
         try:
