@@ -79,6 +79,8 @@ CONFIG_CASES = [
     ({"detect2d.detector": "gt", "detect2d.sigma_px": -1}, "sigma_px must be >= 0"),
     ({"pss_reference.ks": [1]}, "ks must be a list of integers >= 2"),
     ({"store.root": ""}, "store.root"),
+    # a weight file the 3D networks start from that is not there
+    ({"train3d.init": "missing.pt"}, "train3d.init: "),
     # videos without keypoints: nothing places the crops the networks would train on
     ({"dataset.name": "videos", "dataset.root": "myvideos", "detect2d.detector": "gt"}, "stores no crops"),
 ]

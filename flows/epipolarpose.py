@@ -71,13 +71,15 @@ class StageFailed(RuntimeError):
 
 def check_chain(cfg: dict, only: Optional[str] = None) -> List[str]:
     """The stages a run executes (all, or up to `only`), checked before anything is built:
-    ValueError for an unknown stage or a chain whose networks would need crops that nothing
-    places (orch.check_crops)."""
+    ValueError for an unknown stage, a chain whose networks would need crops that nothing
+    places (orch.check_crops), or a file its settings name that does not exist (orch.check_sources:
+    the key, e.g. train3d.init)."""
     names = orch.stage_names()
     if only is not None and only not in names:
         raise ValueError(f"only: unknown stage {only!r}; choose one of {list(names)}")
     chain = list(names[: names.index(only) + 1]) if only else list(names)
     orch.check_crops(cfg, chain)
+    orch.check_sources(cfg, chain)
     return chain
 
 

@@ -157,6 +157,35 @@ def _c_inspect_truncated_final(folder: Path) -> tuple[str, str]:
     return f"{PY} -m flows.cli inspect {shlex.quote(str(loc))}", f"epipose inspect: {ck}: not a checkpoint"
 
 
+_INIT = """
+import zarr
+from pipeline.training import pose3d
+store = zarr.open_group({ds!r}, mode="r")
+try:
+    pose3d.train({cfg!r}, store, None, None, {out!r}, progress=False)
+    print("TRAINED")
+except ValueError as e:
+    print(e)
+"""
+
+
+def _c_init_other_architecture(folder: Path) -> tuple[str, str]:
+    """A 3D training told to start (init) from a network of another width: refused, naming the file."""
+    ds, out = tiny_training(folder, epochs=1)
+    cfg = {**TINY, "width": 0.25, "init": str(out / "final.pt")}
+    cmd = _script(folder, "init.py", _INIT.format(ds=str(ds), cfg=cfg, out=str(Path(folder) / "wide")))
+    return cmd, f"init {out / 'final.pt'}: its network differs from this one beyond the output layer"
+
+
+def _c_init_crafted(folder: Path) -> tuple[str, str]:
+    """A 3D training told to start (init) from a crafted checkpoint: refused unread."""
+    ds, _ = tiny_training(folder, epochs=1)
+    ck = write_crafted(Path(folder) / "start.pt", Path(folder) / MARKER)
+    cmd = _script(folder, "init.py", _INIT.format(ds=str(ds), cfg={**TINY, "init": str(ck)},
+                                                  out=str(Path(folder) / "from-crafted")))
+    return cmd, f"{ck}: refused"
+
+
 def _c_refiner_crafted(folder: Path) -> tuple[str, str]:
     ck = write_crafted(Path(folder) / "ru.pt", Path(folder) / MARKER, kind="refiner")
     cmd = _script(folder, "apply.py", f"""
@@ -281,6 +310,8 @@ CASES: dict[str, Callable[[Path], tuple[str, str]]] = {
     "truncated final.pt in a training store, epipose inspect": _c_inspect_truncated_final,
     "crafted refiner checkpoint, refiner.apply_refiner": _c_refiner_crafted,
     "crafted pretrained backbone weights, models.resnet": _c_pretrained_crafted,
+    "init: a network of another width, 3D training": _c_init_other_architecture,
+    "init: a crafted checkpoint, 3D training": _c_init_crafted,
     "truncated newest epoch checkpoint, training resumes": _c_truncated_newest_epoch,
     "crafted newest epoch checkpoint, training resumes": _c_crafted_newest_epoch,
     "truncated final.pt in a working folder, rebuilt": _c_truncated_final,

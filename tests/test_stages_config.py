@@ -2,6 +2,8 @@
 fingerprints a change touches (the plan decides what re-runs)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipeline import orchestration as stages
@@ -131,5 +133,22 @@ def test_the_weight_files_a_training_starts_from_are_in_its_fingerprint(tmp_path
     assert {k for k in a if a[k] != b[k]} == {"pretrain2d", "detect2d", "label", "train3d_ss", "train3d_fs",
                                               "refine", "refine_labels", "evaluate", "report"}
     w.unlink()
-    with pytest.raises(ValueError, match="start.pt cannot be read"):
+    with pytest.raises(ValueError, match=r"pretrain2d.pretrained: .*start.pt does not exist: give an existing file"):
         _fps(config.resolve("cpu", ov))
+
+
+def test_a_missing_start_file_is_one_line_at_the_cli_naming_its_key(tmp_path):
+    """`epipose run` with train3d.init naming no file: one line naming the key and the file,
+    exit status 2, before Prefect starts and before anything is written (orch.check_sources).
+    Run as a user runs it: its own process (the CLI sets up Prefect's logging)."""
+    import os
+    import subprocess
+    import sys
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--no-progress", "--set", "train3d.init=missing.pt",
+                        "--root", str(tmp_path / "a")], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(repo)})
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines() == [
+        f"epipose run: train3d.init: {tmp_path / 'missing.pt'} does not exist: give an existing file, or null"]
+    assert list(tmp_path.iterdir()) == []

@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from typing import Mapping
+from pathlib import Path
+from typing import Iterable, Mapping
 
 from ..training import threads
 
@@ -41,7 +42,7 @@ def plan(cfg: Mapping, store: ArtifactStore) -> dict[str, Artifact | None]:
     for stage in STAGES:
         section = cfg[stage.name]
         outs = [o for o in stage.outputs if o.needed(cfg)]
-        sources = sources_identity(stage.sources(section)) if outs else {}
+        sources = sources_identity(_existing_sources(stage, section)) if outs else {}
         for out in stage.outputs:
             if out not in outs:
                 A[out.key] = None
@@ -57,6 +58,32 @@ def plan(cfg: Mapping, store: ArtifactStore) -> dict[str, Artifact | None]:
             A[out.key] = store.artifact(ds_name, stage.name, out.folder_name(section), conf,
                                         {k: A[k] for k in out.inputs if A[k] is not None and out.uses(cfg, k)})
     return A
+
+
+def _existing_sources(stage: Stage, section: Mapping) -> list:
+    """The stage's source files; a missing one is a ValueError naming the key that names it
+    (e.g. train3d.init), else the stage, and what to do."""
+    paths = list(stage.sources(section))
+    for p in paths:
+        if Path(p).is_file():
+            continue
+        keys = [f"{stage.name}.{k}" for k, v in section.items()
+                for x in (v if isinstance(v, (list, tuple)) else [v])
+                if isinstance(x, str) and x and Path(x).expanduser().resolve() == Path(p).expanduser().resolve()]
+        what = "is not a file" if Path(p).exists() else "does not exist"
+        if keys:
+            raise ValueError(f"{keys[0]}: {Path(p).expanduser().resolve()} {what}: give an existing file, or null")
+        raise ValueError(f"{stage.name}: its source file {p} {what}: check the {stage.name} settings that name it")
+    return paths
+
+
+def check_sources(cfg: Mapping, chain: Iterable[str]) -> None:
+    """Every source file of the chain's needed stages exists: the planning's refusal
+    (_existing_sources), before anything runs or a server starts."""
+    for name in chain:
+        stage = stage_of(name)
+        if any(o.needed(cfg) for o in stage.outputs):
+            _existing_sources(stage, cfg[name])
 
 
 def stage_of(name: str) -> Stage:
