@@ -57,6 +57,17 @@ def thread_map(fn: Callable[[T], R], items: Iterable[T], workers: int | None = N
     return list(thread_imap(fn, items, min(int(workers or available_cores()), max(len(items), 1))))
 
 
+def _in_order(ex, fn: Callable[[T], R], items: Iterable[T], in_flight: int) -> Iterator[R]:
+    """fn(x) for x in items submitted to executor ex, yielded in order, at most in_flight pending."""
+    pending: deque = deque()
+    for x in items:
+        pending.append(ex.submit(fn, x))
+        if len(pending) >= in_flight:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def thread_imap(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None) -> Iterator[R]:
     """fn(x) for x in items, yielded in order, computed on up to workers or available_cores()
     threads with at most that many calls in flight (inline when that is 1)."""
@@ -65,13 +76,7 @@ def thread_imap(fn: Callable[[T], R], items: Iterable[T], workers: int | None = 
         yield from (fn(x) for x in items)
         return
     with ThreadPoolExecutor(n) as ex:
-        pending: deque = deque()
-        for x in items:
-            pending.append(ex.submit(fn, x))
-            if len(pending) >= n:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        yield from _in_order(ex, fn, items, n)
 
 
 def process_imap(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None,
@@ -91,10 +96,4 @@ def process_imap(fn: Callable[[T], R], items: Iterable[T], workers: int | None =
     from concurrent.futures import ProcessPoolExecutor
     with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=initializer,
                              initargs=initargs) as ex:
-        pending: deque = deque()
-        for x in items:
-            pending.append(ex.submit(fn, x))
-            if len(pending) >= 2 * n:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        yield from _in_order(ex, fn, items, 2 * n)

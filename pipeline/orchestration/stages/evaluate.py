@@ -65,9 +65,10 @@ def _label_rows(ctx: Context, ds, ref, ks, pck) -> dict:
     lcfg = {k: v for k, v in ctx.cfg["label"].items() if k not in LABEL_OWN}
     trained = label_rows(ctx.open("label"), train, known=mode == "known")
     # the per-frame rows (a RANSAC per frame and pair) on every core: on Dask's workers by the
-    # label stage's rule (cluster.worth_a_cluster), else on make_labels' threads
+    # label stage's rule (cluster.worth_a_cluster; a LocalCluster only with cores to spread
+    # over), else on make_labels' threads
     d = ctx.cfg["dask"]
-    spread = available_cores() > 1 and worth_a_cluster(d, len(train))
+    spread = worth_a_cluster(d, len(train)) and bool(d.get("address") or available_cores() > 1)
     client, close = dask_client(d) if spread else (None, lambda: None)
     try:
         return to_jsonable(ev.label_table(sources, ds, train, lcfg, (det, mode), trained, ref, ks, pck, client=client))

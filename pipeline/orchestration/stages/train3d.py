@@ -31,9 +31,13 @@ def _defaults(preset: str, _plugin) -> dict:
     return {**module_section(pose3d, preset), "init": FROM_PRETRAIN2D}
 
 
+def _given_init_file(section) -> str | None:
+    """section["init"] when it names a file (FROM_PRETRAIN2D names a network of the plan)."""
+    return None if section.get("init") == FROM_PRETRAIN2D else section.get("init")
+
+
 def _validate(section) -> None:
-    init = None if section.get("init") == FROM_PRETRAIN2D else section.get("init")
-    pose3d.resolve_cfg({**section, "init": init, "preset": "cpu"})
+    pose3d.resolve_cfg({**section, "init": _given_init_file(section), "preset": "cpu"})
 
 
 def starts_from_2d(cfg) -> bool:
@@ -47,7 +51,7 @@ def starts_from_2d(cfg) -> bool:
 def _sources(section) -> list:
     """The weight files it starts from (the pretrain2d network is an input, not a source)."""
     from ...training.loop import start_files
-    return start_files({**section, "init": None if section.get("init") == FROM_PRETRAIN2D else section.get("init")})
+    return start_files({**section, "init": _given_init_file(section)})
 
 
 def _derive(cfg: dict, overridden: set) -> None:
