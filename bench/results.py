@@ -32,6 +32,8 @@ README_FIGURES = [
     ("train-gt", "ss_over_fs", "SS ÷ FS test MPJPE on the studio, ground-truth 2D (the paper's GT 2D)", "{:.2f}"),
     ("train", "ru_gain_mocap", "refinement unit the paper's way (targets from motion capture): MPJPE gain on SS",
      "{:+.1%}"),
+    ("train", "seeds_ru_gain_mocap_mean", "the same over the seeds of the 3D networks (mean; each seed in "
+     "docs/results.md)", "{:+.1%}"),
     ("train", "ss_ru_mpss50", "mPSS@50 of SS + RU (SS alone beside it in docs/results.md)", "{:.1%}"),
     ("train", "ru_gain", "self-contained refinement unit (trained on SS's own pseudo-label pairs): MPJPE gain on SS",
      "{:+.1%}"),
@@ -85,6 +87,19 @@ def _commit() -> str:
         return "unknown"
 
 
+def cpu_model() -> str:
+    """The CPU's model name and its widest vector extension: timings and even the last digits of
+    trained metrics (oneDNN and numpy pick kernels by it) are comparable only on the same kind."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "unknown")
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    simd = next((f for f in ("avx512f", "avx2", "avx", "sse4_2") if f in flags), "")
+    return f"{name} ({simd})" if simd else name
+
+
 def save(name: str, result: dict, quick: bool = False) -> Path:
     """Print the result as the benchmark's last line (one JSON object) and keep it."""
     line = json.dumps(result)
@@ -92,7 +107,7 @@ def save(name: str, result: dict, quick: bool = False) -> Path:
     path = OUT / f"{name}{'.quick' if quick else ''}.json"
     meta = {"benchmark": name, "quick": quick, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "commit": _commit(), "cpus": os.cpu_count(), "machine": platform.machine(),
-            "python": platform.python_version(), "argv": sys.argv[1:]}
+            "cpu": cpu_model(), "python": platform.python_version(), "argv": sys.argv[1:]}
     path.write_text(json.dumps({"meta": meta, "result": result}, indent=1, sort_keys=True) + "\n")
     print(line, flush=True)
     return path
@@ -147,7 +162,8 @@ def render() -> str:
             meta, res = data["meta"], data["result"]
             parts += [f"## {TITLES.get(name, name)}{' (quick)' if meta['quick'] else ''}", "",
                       f"`python bench/{name}.py {' '.join(meta.get('argv', []))}`".replace(" `", "`") +
-                      f" at commit `{meta['commit']}`, {meta['date']}, {meta['cpus']} CPUs ({meta['machine']}).", ""]
+                      f" at commit `{meta['commit']}`, {meta['date']}, {meta['cpus']} CPUs "
+                      f"({meta.get('cpu') or meta['machine']}).", ""]
             goals = _goal_rows(name, res)
             if goals:
                 parts += ["| goal | measured | target | |", "|---|---|---|---|", *goals, ""]
@@ -177,7 +193,7 @@ def render_readme_block() -> str:
             continue
         m = res["meta"]
         rows.append(f"| {what} | {_readme_value(res['result'][key], fmt)} | `{cmd}` at `{m['commit']}`, "
-                    f"{m['date'][:10]}, {m['cpus']} CPUs |")
+                    f"{m['date'][:10]}, {m['cpus']} CPUs{' (' + m['cpu'] + ')' if m.get('cpu') else ''} |")
     return "\n".join([README_BEGIN, *rows, README_END])
 
 

@@ -11,7 +11,8 @@
 4. The refinement unit: the self-contained one trains on (a) (SS prediction, pseudo-label)
    pairs of training frames and (b) pseudo-labels plus noise fitted to the SS training errors;
    the paper's (Sec. 3.3) on clean targets from motion capture (the training subjects' 3D) with
-   (c) the SS predictions on those frames or (d) that 3D plus the modelled SS errors. All are
+   (c) the SS predictions on those frames, (d) that 3D plus the modelled SS errors or (e, full
+   size) cross-fitted SS predictions (2 folds of the training people: test-like errors). All are
    applied to SS; mPSS@50 of SS and SS + RU against the training subjects' 3D reference; a
    figure (ru_why.png in --work) of the per-joint errors and the share of poses each improves.
 5. On the test subjects: MPJPE (SS scaled by the dataset's mean bone length in mm), NMPJPE,
@@ -163,28 +164,42 @@ def why_figure(ss_mm: np.ndarray, refined: dict, gt: np.ndarray, mask: np.ndarra
 
 
 def seed_study(a, ds, lab, lmask, test, gt, gmask, mb, o3: dict, tag: str, work: Path, res: dict,
-               timings: dict) -> dict:
+               timings: dict, ru: dict) -> dict:
     """SS and FS with seeds 1 .. a.seeds - 1 beside seed o3's (already in res): test MPJPE per
-    seed, SS / FS per seed, their mean and sample standard deviation. {} for one seed."""
+    seed, SS / FS per seed, their mean and sample standard deviation; and the paper's refinement
+    unit (targets from motion capture, inputs that seed's SS predictions on the training images;
+    ru = {"frames", "keep", "clean", "mask", "over", "gain", "tag"}: seed o3's unit already measured) trained
+    again on each seed's SS with that seed, its MPJPE gain per seed. {} for one seed."""
     if a.seeds < 2:
         return {}
     base = int(o3.get("seed", 0))
     ss, fs = [res["SS"]["mpjpe"]], [res["FS"]["mpjpe"]]
+    gains = [ru["gain"]]
     t = time.perf_counter()
     others = [s for s in range(a.seeds + 1) if s != base][:a.seeds - 1]
     for s in others:
         cfg = {**o3, "seed": s}
         ck_ss = pose3d.train(cfg, ds, lab, lmask, work / "nets" / f"ss-{a.detector}{tag}-seed{s}")
         ck_fs = pose3d.train(cfg, ds, None, None, work / "nets" / f"fs{tag}-seed{s}")
-        ss.append(scores(pose3d.predict(ck_ss, ds, test) * mb, gt[test], gmask[test])["mpjpe"])
+        pred_ss = pose3d.predict(ck_ss, ds, test)
+        ss.append(scores(pred_ss * mb, gt[test], gmask[test])["mpjpe"])
         fs.append(scores(pose3d.predict(ck_fs, ds, test), gt[test], gmask[test])["mpjpe"])
-        print(f"seed {s}: SS {ss[-1]:.1f} mm, FS {fs[-1]:.1f} mm, SS / FS {ss[-1] / fs[-1]:.3f}", flush=True)
+        rc = {"training_data": "predictions", "seed": s, **ru["over"]}
+        x, y = refiner.make_pairs(rc, pose3d.predict(ck_ss, ds, ru["frames"])[ru["keep"]], ru["clean"], ru["mask"])
+        ck = refiner.train_refiner(rc, x, y, work / "nets" / f"ru-mocap-predictions-{a.detector}{ru['tag']}-seed{s}")
+        r = refiner.apply_refiner(ck, pred_ss.reshape(-1, *pred_ss.shape[2:])).reshape(pred_ss.shape)
+        gains.append(1 - scores(r * mb, gt[test], gmask[test])["mpjpe"] / ss[-1])
+        print(f"seed {s}: SS {ss[-1]:.1f} mm, FS {fs[-1]:.1f} mm, SS / FS {ss[-1] / fs[-1]:.3f}, "
+              f"RU (motion capture) gain {gains[-1]:+.1%}", flush=True)
     timings["seeds_s"] = time.perf_counter() - t
     ratio = np.array(ss) / np.array(fs)
     sd = lambda x: float(np.std(x, ddof=1))  # noqa: E731
     print(f"{a.seeds} seeds ({[base, *others]}): SS {np.mean(ss):.1f} ± {sd(ss):.1f} mm, FS {np.mean(fs):.1f} ± "
-          f"{sd(fs):.1f} mm, SS / FS {ratio.mean():.3f} ± {sd(ratio):.3f} (mean ± sample std)")
+          f"{sd(fs):.1f} mm, SS / FS {ratio.mean():.3f} ± {sd(ratio):.3f}, RU (motion capture) gain "
+          f"{np.mean(gains):+.1%} ± {sd(gains):.1%} (mean ± sample std)")
     return {"seeds": [base, *others], "seeds_ss_mpjpe": [round(v, 2) for v in ss],
+            "seeds_ru_gain_mocap": [round(float(v), 4) for v in gains],
+            "seeds_ru_gain_mocap_mean": float(np.mean(gains)), "seeds_ru_gain_mocap_std": sd(gains),
             "seeds_fs_mpjpe": [round(v, 2) for v in fs], "seeds_ss_over_fs": [round(float(v), 4) for v in ratio],
             "seeds_ss_over_fs_mean": float(ratio.mean()), "seeds_ss_over_fs_std": sd(ratio),
             "seeds_ss_mpjpe_std": sd(ss), "seeds_fs_mpjpe_std": sd(fs)}
@@ -198,6 +213,8 @@ def main(argv=None) -> dict:
                     help="2D keypoints for the labels: the trained detector, or ground-truth 2D")
     ap.add_argument("--fps", type=float, default=None, help="studio frame rate override (default: the adapter's)")
     ap.add_argument("--store", type=Path, default=None, help="use this dataset store instead of building the studio")
+    ap.add_argument("--ru", type=json.loads, default={},
+                    help='refinement unit overrides as JSON, e.g. \'{"epochs": 60}\' (pipeline.training.refiner keys)')
     ap.add_argument("--train3d", type=json.loads, default={},
                     help='JSON overrides of the 3D preset, e.g. \'{"epochs": 12}\' (trained into their own folders)')
     ap.add_argument("--fresh", action="store_true", help="delete earlier trained networks in --work")
@@ -227,7 +244,7 @@ def main(argv=None) -> dict:
     # SS and FS train on every training clip, as the figures before validation did (the
     # pipeline's default holds one out for its per-epoch validation; bench/train.py compares)
     o3_base = {"val_clips": 0}
-    ru_over = {"epochs": 2, "hidden": 128} if a.quick else {}
+    ru_over = {**({"epochs": 2, "hidden": 128} if a.quick else {}), **a.ru}
 
     # 1. the 2D detector
     t = time.perf_counter()
@@ -258,6 +275,7 @@ def main(argv=None) -> dict:
     # 3. SS and FS
     t = time.perf_counter()
     tag = "".join(f"-{k}{v}" for k, v in sorted(a.train3d.items())).replace(" ", "")
+    rtag = tag + "".join(f"-ru{k}{v}" for k, v in sorted(a.ru.items())).replace(" ", "")  # the units' folders
     # both start from the 2D network, as the pipeline's train3d does (init: pretrain2d)
     o3 = {**over, **o3_base, "init": str(ck2), **a.train3d}
     ck_ss = pose3d.train(o3, ds, lab, lmask, work / "nets" / f"ss-{a.detector}{tag}")
@@ -286,7 +304,7 @@ def main(argv=None) -> dict:
         t = time.perf_counter()
         rc = {"training_data": kind, **ru_over}
         x, y = refiner.make_pairs(rc, P, L, M)
-        ck = refiner.train_refiner(rc, x, y, work / "nets" / f"ru-{kind}-{a.detector}{tag}")
+        ck = refiner.train_refiner(rc, x, y, work / "nets" / f"ru-{kind}-{a.detector}{rtag}")
         timings[f"ru_{kind}_s"] = time.perf_counter() - t
         r = refiner.apply_refiner(ck, flat).reshape(pred_ss.shape)
         res[f"SS+RU({kind})"] = scores(r * mb, gt[test], gmask[test])
@@ -301,11 +319,26 @@ def main(argv=None) -> dict:
         t = time.perf_counter()
         rc = {"training_data": kind, **ru_over}
         x, y = refiner.make_pairs(rc, pred_tr[someg], clean[someg], cmask[someg])
-        ck = refiner.train_refiner(rc, x, y, work / "nets" / f"ru-mocap-{kind}-{a.detector}{tag}")
+        ck = refiner.train_refiner(rc, x, y, work / "nets" / f"ru-mocap-{kind}-{a.detector}{rtag}")
         timings[f"ru_mocap_{kind}_s"] = time.perf_counter() - t
         r = refiner.apply_refiner(ck, flat).reshape(pred_ss.shape)
         res[f"SS+RU(mocap,{kind})"] = scores(r * mb, gt[test], gmask[test])
         refined[f"SS+RU(mocap,{kind})"] = r * mb
+    mocap_kinds = ["predictions", "noise"]
+    if not a.quick:
+        # (e) inputs with test-like errors: cross-fitted SS predictions (2 folds of the training
+        # people, each predicted by an SS network that never saw that person)
+        t = time.perf_counter()
+        held = refiner_data.crossfit_predictions(o3, ds, lab, lmask, trainf, 2,
+                                                 work / "nets" / f"crossfit-{a.detector}{tag}")
+        rc = {"training_data": "crossfit", **ru_over}
+        x, y = refiner.make_pairs(rc, pred_tr[someg], clean[someg], cmask[someg], heldout=held[someg])
+        ck = refiner.train_refiner(rc, x, y, work / "nets" / f"ru-mocap-crossfit-{a.detector}{rtag}")
+        timings["ru_mocap_crossfit_s"] = time.perf_counter() - t
+        r = refiner.apply_refiner(ck, flat).reshape(pred_ss.shape)
+        res["SS+RU(mocap,crossfit)"] = scores(r * mb, gt[test], gmask[test])
+        refined["SS+RU(mocap,crossfit)"] = r * mb
+        mocap_kinds.append("crossfit")
     # mPSS@50 against a reference of the training subjects' 3D (the pss_reference stage's default)
     from pipeline.evaluation import pss
     ref50 = pss.build_reference(pss.reference_poses(ds, trainf), ks=(50,), seed=0)
@@ -315,7 +348,7 @@ def main(argv=None) -> dict:
     # the SS network's own training error, which the noise model copies
     train_err = float(np.nanmean(metrics.mpjpe(P * mb, L * mb, M)))
     study = {} if a.quick else ru_study(pred_ss, gt[test], lab[test], lmask[test], np.asarray(ds["clip"][:])[test],
-                                        mb, work / "nets" / f"study-{a.detector}{tag}", ru_over)
+                                        mb, work / "nets" / f"study-{a.detector}{rtag}", ru_over)
 
     print(f"\n{'model':<20}{'MPJPE':>9}{'NMPJPE':>9}{'PMPJPE':>9}   (mm, test subjects, {test.size} frames x {V} views)")
     for k, v in res.items():
@@ -329,9 +362,11 @@ def main(argv=None) -> dict:
     for kind, g in gains.items():
         print(f"RU gain on SS, trained on {kind}: MPJPE {g['mpjpe']:+.1%}  NMPJPE {g['nmpjpe']:+.1%}  "
               f"PMPJPE {g['pmpjpe']:+.1%}  (paper: 20 %)")
-    gm = {kind: 1 - res[f"SS+RU(mocap,{kind})"]["mpjpe"] / res["SS"]["mpjpe"] for kind in ("predictions", "noise")}
+    gm = {kind: 1 - res[f"SS+RU(mocap,{kind})"]["mpjpe"] / res["SS"]["mpjpe"] for kind in mocap_kinds}
     print(f"RU gain on SS, targets from motion capture (training subjects' 3D): inputs SS predictions "
-          f"{gm['predictions']:+.1%}, 3D + modelled SS errors {gm['noise']:+.1%}  (paper: 20 %; goal >= 10 %)")
+          f"{gm['predictions']:+.1%}, 3D + modelled SS errors {gm['noise']:+.1%}"
+          + (f", cross-fitted SS predictions {gm['crossfit']:+.1%}" if "crossfit" in gm else "")
+          + "  (paper: 20 %; goal >= 10 %)")
     print("mPSS@50 (%): " + ", ".join(f"{k} {100 * v:.1f}" for k, v in mpss50.items()))
     fig = why_figure(pred_ss * mb, refined, gt[test], gmask[test], work / "ru_why.png")
     print(f"per-joint error of SS and SS + RU: {fig}")
@@ -340,7 +375,9 @@ def main(argv=None) -> dict:
         print(f"SS test poses closer to ground truth after a left/right relabel: {study['flip_share']:.1%}")
         print("RU trained on one test clip's (prediction, pseudo-label) pairs, MPJPE gain on the other: "
               + ", ".join(f"{k} {v:+.1%}" for k, v in study["heldout_ru_gain"].items()))
-    seeds = seed_study(a, ds, lab, lmask, test, gt, gmask, mb, o3, tag, work, res, timings)
+    seeds = seed_study(a, ds, lab, lmask, test, gt, gmask, mb, o3, tag, work, res, timings,
+                       {"frames": trainf, "keep": someg, "clean": clean[someg], "mask": cmask[someg],
+                        "over": ru_over, "gain": gm["predictions"], "tag": rtag})
     print(f"training images/s (cpu preset, num_threads={threads}, {os.cpu_count()} cores): SS {ips:.0f}, FS {ips_fs:.0f}")
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     out = {"quick": a.quick, "detector": a.detector, "frames": int(F_), "views": int(V),
@@ -352,6 +389,8 @@ def main(argv=None) -> dict:
            "ru_gain": gains[best]["mpjpe"], "ru_gain_predictions": gains["predictions"]["mpjpe"],
            "ru_gain_noise": gains["noise"]["mpjpe"],
            "ru_gain_mocap": gm["predictions"], "ru_gain_mocap_noise": gm["noise"],
+           **({"ru_gain_mocap_crossfit": gm["crossfit"],
+               "ss_ru_crossfit_mpss50": mpss50["SS+RU(mocap,crossfit)"]} if "crossfit" in gm else {}),
            "ss_mpss50": mpss50["SS"], "ss_ru_mpss50": mpss50["SS+RU(mocap,predictions)"],
            "ss_ru_labels_mpss50": mpss50[f"SS+RU({best})"],
            "detector_pck": det["pck@0.1"], "detector_pck_005": det["pck@0.05"], "detector_mean_px": det["mean_px"],

@@ -1,6 +1,7 @@
 """The README's measured figures and docs/results.md are what bench/results.py writes from
 the saved benchmark results (bench/results/*.json): no figure typed by hand can hide there."""
 import importlib.util
+import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,3 +32,7 @@ def test_a_saved_result_reaches_the_readme(tmp_path, monkeypatch):
     block = r.render_readme_block()
     assert "| 1.07 | `python bench/train.py --detector gt` at `abc1234`" in block
     assert "wall clock (s) | not measured yet" in block
+    # the CPU is named beside the figure: timings and trained metrics hold for one kind of CPU
+    cpu = json.loads((tmp_path / "train-gt.json").read_text())["meta"]["cpu"]
+    assert cpu and cpu == r.cpu_model()
+    assert f"CPUs ({cpu}) |" in block

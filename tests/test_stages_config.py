@@ -152,3 +152,18 @@ def test_a_missing_start_file_is_one_line_at_the_cli_naming_its_key(tmp_path):
     assert r.stderr.strip().splitlines() == [
         f"epipose run: train3d.init: {tmp_path / 'missing.pt'} does not exist: give an existing file, or null"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_later_stages_missing_file_does_not_stop_an_earlier_stage(tmp_path):
+    """`epipose run --only dataset` with train3d.init naming no file: the dataset does not
+    depend on train3d, so its plan (runner.plan upto) neither reads nor refuses that key; the
+    same plan up to train3d refuses it, naming the key."""
+    from pipeline.orchestration import runner
+    cfg = config.resolve("cpu", {"train3d.init": str(tmp_path / "missing.pt"), "store.root": str(tmp_path)})
+    store = ArtifactStore(str(tmp_path))
+    assert runner.status("dataset", cfg, store)["status"] == "pending"
+    assert set(runner.plan(cfg, store, upto="label")) == {"dataset", "pretrain2d", "detect2d", "label"}
+    with pytest.raises(ValueError, match=r"^train3d.init: .*missing.pt does not exist"):
+        runner.status("train3d", cfg, store)
+    with pytest.raises(ValueError, match="unknown stage 'labels'"):
+        runner.plan(cfg, store, upto="labels")

@@ -35,11 +35,14 @@ from .store import Artifact, ArtifactStore, StoreError, read_provenance, to_json
 log = logging.getLogger("pipeline")
 
 
-def plan(cfg: Mapping, store: ArtifactStore) -> dict[str, Artifact | None]:
-    """Every output's Artifact for a configuration, by plan key; None where not needed."""
+def plan(cfg: Mapping, store: ArtifactStore, upto: str | None = None) -> dict[str, Artifact | None]:
+    """Every output's Artifact for a configuration, by plan key; None where not needed. With
+    `upto` (a stage name), the stages up to and including it only: what a stage builds depends
+    on earlier stages alone, so a later stage's settings (a missing train3d.init) cannot stop it."""
     ds_name = cfg["dataset"]["name"]
     A: dict[str, Artifact | None] = {}
-    for stage in STAGES:
+    last = STAGES.index(stage_of(upto)) if upto is not None else len(STAGES) - 1
+    for stage in STAGES[:last + 1]:
         section = cfg[stage.name]
         outs = [o for o in stage.outputs if o.needed(cfg)]
         sources = sources_identity(_existing_sources(stage, section)) if outs else {}
@@ -129,7 +132,7 @@ def _summary(stage: Stage, events: list[dict], t0: float) -> dict:
 def status(name: str, cfg: Mapping, store: ArtifactStore) -> dict:
     """What `run_stage` would do, without doing it: status "reused", "skipped" or "pending"."""
     stage, t0 = stage_of(name), time.perf_counter()
-    A = plan(cfg, store)
+    A = plan(cfg, store, upto=name)
     events = []
     for out in stage.outputs:
         art = A[out.key]
@@ -146,7 +149,7 @@ def run_stage(name: str, cfg: Mapping, store: ArtifactStore, force: bool = False
     (one output's, or {name: location}), "result" (its main file, if any), "seconds",
     "outputs": [per-output events]}. `force` rebuilds complete outputs from scratch."""
     stage, t0 = stage_of(name), time.perf_counter()
-    A = plan(cfg, store)
+    A = plan(cfg, store, upto=name)
     needed = [o for o in stage.outputs if A[o.key] is not None]
     sharers = len(needed) if stage.parallel and not _gpu() else 1
     reusable: set[str] = set()
