@@ -91,6 +91,12 @@ def _runs(X: np.ndarray, k: int, runs: int, n_init: int, pred, test) -> tuple[li
     return labels, mp
 
 
+def _mean_iou(labels: list, k: int = 50) -> float:
+    """Mean cluster_iou over every pair of the runs' labels (the paper's stability figure)."""
+    return float(np.mean([pss.cluster_iou(labels[a], labels[b], k)
+                          for a in range(len(labels)) for b in range(a + 1, len(labels))]))
+
+
 def _consensus(X: np.ndarray, k: int, seed: int, R: int):
     """k-means of X started from the weighted k-means of the centres of R single-start runs."""
     from sklearn.cluster import KMeans
@@ -131,7 +137,7 @@ def why(ref: np.ndarray, pred: np.ndarray, test: np.ndarray, quick: bool, max_po
     for n_init in ((1, 4) if quick else (1, 4, 10, 32)):
         t = time.perf_counter()
         L, mp = _runs(X, 50, runs, n_init, pred, test)
-        iou = float(np.mean([pss.cluster_iou(L[a], L[b], 50) for a in range(runs) for b in range(a + 1, runs)]))
+        iou = _mean_iou(L)
         sweep.append((n_init, iou, float(100 * np.std(mp))))
         print(f"why (a): n_init {n_init:3d}: IoU@50 {iou:.3f}, mPSS spread {100 * np.std(mp):.2f} pp "
               f"({runs} runs, {time.perf_counter() - t:.0f} s)")
@@ -152,7 +158,7 @@ def why(ref: np.ndarray, pred: np.ndarray, test: np.ndarray, quick: bool, max_po
         lib, _, what = bvh_poses(quick)
         Xl = pss.normalise(lib[np.random.default_rng(0).permutation(len(lib))[:max_poses]])
         Ll, _ = _runs(Xl, 50, runs, pss.DEFAULTS["n_init"], lib[:200], lib[:200])
-        lib_iou = float(np.mean([pss.cluster_iou(Ll[a], Ll[b], 50) for a in range(runs) for b in range(a + 1, runs)]))
+        lib_iou = _mean_iou(Ll)
         print(f"why (c): {what}: {len(Xl)} reference poses, IoU@50 {lib_iou:.3f} (n_init {pss.DEFAULTS['n_init']}, {runs} runs)")
         res["why_iou_k50_bvh_library"] = round(lib_iou, 4)
     # (d) consensus of R single-start runs
@@ -166,7 +172,7 @@ def why(ref: np.ndarray, pred: np.ndarray, test: np.ndarray, quick: bool, max_po
             L.append(km.labels_)
             inertia.append(km.inertia_)
             mp.append(pss.mpss(pred, test, km.cluster_centers_.reshape(50, J, 3)))
-        iou = float(np.mean([pss.cluster_iou(L[a], L[b], 50) for a in range(runs) for b in range(a + 1, runs)]))
+        iou = _mean_iou(L)
         best = KMeans(50, n_init=pss.DEFAULTS["n_init"], random_state=0).fit(X).inertia_
         print(f"why (d): consensus of {R} starts: IoU@50 {iou:.3f}, mPSS spread {100 * np.std(mp):.2f} pp, "
               f"inertia {np.mean(inertia):.2f} (k-means++ x{pss.DEFAULTS['n_init']}: {best:.2f}; lower is a better "
@@ -178,17 +184,12 @@ def why(ref: np.ndarray, pred: np.ndarray, test: np.ndarray, quick: bool, max_po
     # (e) the stage's motion-capture reference
     mocap_iou = None
     if not quick:
-        from pipeline.evaluation import selfcheck
         from pipeline.orchestration.stages import pss_reference as stage
-        cfg = dict(stage.DEFAULTS)
-        world, src = stage.mocap_poses(cfg)
-        rot = selfcheck.virtual_rotations(int(cfg["n_yaw"]), cfg["elevations_deg"])
-        P = selfcheck.mocap_reference_poses(world, rot).reshape(-1, J, 3)
-        Xm = pss.normalise(P[np.random.default_rng(0).permutation(len(P))[:cfg["max_poses"]]])
+        P, what = stage.mocap_reference(dict(stage.DEFAULTS))
+        Xm = pss.normalise(P[np.random.default_rng(0).permutation(len(P))[:stage.DEFAULTS["max_poses"]]])
         Lm, _ = _runs(Xm, 50, runs, pss.DEFAULTS["n_init"], test[:200], test[:200])
-        mocap_iou = float(np.mean([pss.cluster_iou(Lm[a], Lm[b], 50) for a in range(runs) for b in range(a + 1, runs)]))
-        print(f"why (e): the stage's mocap reference ({src.split(',')[0]}, {len(Xm)} poses seen by "
-              f"{cfg['n_yaw'] * len(cfg['elevations_deg'])} virtual cameras): IoU@50 {mocap_iou:.3f} "
+        mocap_iou = _mean_iou(Lm)
+        print(f"why (e): the stage's reference, {what}; {len(Xm)} poses clustered: IoU@50 {mocap_iou:.3f} "
               f"(n_init {pss.DEFAULTS['n_init']}, {runs} runs)")
         res["why_iou_k50_stage_mocap"] = round(mocap_iou, 4)
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))

@@ -131,6 +131,13 @@ def ru_study(pred: np.ndarray, gt: np.ndarray, lab: np.ndarray, lmask: np.ndarra
     return out
 
 
+def refine_with(rc: dict, x: np.ndarray, y: np.ndarray, out_dir: Path, pred: np.ndarray) -> np.ndarray:
+    """Train the unit `rc` on pairs (x, y) in out_dir (reused when complete there) and apply it
+    to SS predictions pred [f,V,J,3] -> refined [f,V,J,3], same units."""
+    ck = refiner.train_refiner(rc, x, y, out_dir)
+    return refiner.apply_refiner(ck, pred.reshape(-1, *pred.shape[2:])).reshape(pred.shape)
+
+
 def why_figure(ss_mm: np.ndarray, refined: dict, gt: np.ndarray, mask: np.ndarray, path: Path) -> Path:
     """Per-joint MPJPE (mm) of SS and each SS + RU on the test frames ([f,V,J,3] each), and the
     share of test poses each makes better: where a unit helps and where it cannot."""
@@ -186,8 +193,7 @@ def seed_study(a, ds, lab, lmask, test, gt, gmask, mb, o3: dict, tag: str, work:
         fs.append(scores(pose3d.predict(ck_fs, ds, test), gt[test], gmask[test])["mpjpe"])
         rc = {"training_data": "predictions", "seed": s, **ru["over"]}
         x, y = refiner.make_pairs(rc, pose3d.predict(ck_ss, ds, ru["frames"])[ru["keep"]], ru["clean"], ru["mask"])
-        ck = refiner.train_refiner(rc, x, y, work / "nets" / f"ru-mocap-predictions-{a.detector}{ru['tag']}-seed{s}")
-        r = refiner.apply_refiner(ck, pred_ss.reshape(-1, *pred_ss.shape[2:])).reshape(pred_ss.shape)
+        r = refine_with(rc, x, y, work / "nets" / f"ru-mocap-predictions-{a.detector}{ru['tag']}-seed{s}", pred_ss)
         gains.append(1 - scores(r * mb, gt[test], gmask[test])["mpjpe"] / ss[-1])
         print(f"seed {s}: SS {ss[-1]:.1f} mm, FS {fs[-1]:.1f} mm, SS / FS {ss[-1] / fs[-1]:.3f}, "
               f"RU (motion capture) gain {gains[-1]:+.1%}", flush=True)
@@ -298,47 +304,39 @@ def main(argv=None) -> dict:
     pred_tr = pose3d.predict(ck_ss, ds, trainf)
     some = lmask[trainf].any(-1)
     P, L, M = pred_tr[some], lab[trainf][some], lmask[trainf][some]
-    flat = pred_ss.reshape(-1, *pred_ss.shape[2:])
     refined = {}
     for kind in ("predictions", "noise"):
         t = time.perf_counter()
         rc = {"training_data": kind, **ru_over}
         x, y = refiner.make_pairs(rc, P, L, M)
-        ck = refiner.train_refiner(rc, x, y, work / "nets" / f"ru-{kind}-{a.detector}{rtag}")
+        r = refine_with(rc, x, y, work / "nets" / f"ru-{kind}-{a.detector}{rtag}", pred_ss)
         timings[f"ru_{kind}_s"] = time.perf_counter() - t
-        r = refiner.apply_refiner(ck, flat).reshape(pred_ss.shape)
         res[f"SS+RU({kind})"] = scores(r * mb, gt[test], gmask[test])
         refined[f"SS+RU({kind})"] = r * mb
     # 4b. the paper's unit (Sec. 3.3): clean targets from motion capture (here the training
     # subjects' own 3D in each camera's frame), inputs the SS predictions on the training images
-    # ("predictions", as the official code) or that 3D plus the modelled SS errors ("noise")
+    # ("predictions", as the official code), that 3D plus the modelled SS errors ("noise") or, at
+    # full size, (e) inputs with test-like errors: cross-fitted SS predictions ("crossfit": 2
+    # folds of the training people, each predicted by an SS network that never saw that person)
     from pipeline.training import refiner_data
     clean, cmask = refiner_data.clean_targets(ds, trainf)
     someg = cmask.any(-1)
-    for kind in ("predictions", "noise"):
-        t = time.perf_counter()
-        rc = {"training_data": kind, **ru_over}
-        x, y = refiner.make_pairs(rc, pred_tr[someg], clean[someg], cmask[someg])
-        ck = refiner.train_refiner(rc, x, y, work / "nets" / f"ru-mocap-{kind}-{a.detector}{rtag}")
-        timings[f"ru_mocap_{kind}_s"] = time.perf_counter() - t
-        r = refiner.apply_refiner(ck, flat).reshape(pred_ss.shape)
-        res[f"SS+RU(mocap,{kind})"] = scores(r * mb, gt[test], gmask[test])
-        refined[f"SS+RU(mocap,{kind})"] = r * mb
-    mocap_kinds = ["predictions", "noise"]
-    if not a.quick:
-        # (e) inputs with test-like errors: cross-fitted SS predictions (2 folds of the training
-        # people, each predicted by an SS network that never saw that person)
+    mocap_kinds = ("predictions", "noise") if a.quick else ("predictions", "noise", "crossfit")
+    held = None
+    if "crossfit" in mocap_kinds:
         t = time.perf_counter()
         held = refiner_data.crossfit_predictions(o3, ds, lab, lmask, trainf, 2,
-                                                 work / "nets" / f"crossfit-{a.detector}{tag}")
-        rc = {"training_data": "crossfit", **ru_over}
-        x, y = refiner.make_pairs(rc, pred_tr[someg], clean[someg], cmask[someg], heldout=held[someg])
-        ck = refiner.train_refiner(rc, x, y, work / "nets" / f"ru-mocap-crossfit-{a.detector}{rtag}")
-        timings["ru_mocap_crossfit_s"] = time.perf_counter() - t
-        r = refiner.apply_refiner(ck, flat).reshape(pred_ss.shape)
-        res["SS+RU(mocap,crossfit)"] = scores(r * mb, gt[test], gmask[test])
-        refined["SS+RU(mocap,crossfit)"] = r * mb
-        mocap_kinds.append("crossfit")
+                                                 work / "nets" / f"crossfit-{a.detector}{tag}")[someg]
+        timings["crossfit_ss_s"] = time.perf_counter() - t
+    for kind in mocap_kinds:
+        t = time.perf_counter()
+        rc = {"training_data": kind, **ru_over}
+        x, y = refiner.make_pairs(rc, pred_tr[someg], clean[someg], cmask[someg],
+                                  heldout=held if kind == "crossfit" else None)
+        r = refine_with(rc, x, y, work / "nets" / f"ru-mocap-{kind}-{a.detector}{rtag}", pred_ss)
+        timings[f"ru_mocap_{kind}_s"] = time.perf_counter() - t
+        res[f"SS+RU(mocap,{kind})"] = scores(r * mb, gt[test], gmask[test])
+        refined[f"SS+RU(mocap,{kind})"] = r * mb
     # mPSS@50 against a reference of the training subjects' 3D (the pss_reference stage's default)
     from pipeline.evaluation import pss
     ref50 = pss.build_reference(pss.reference_poses(ds, trainf), ks=(50,), seed=0)

@@ -80,6 +80,16 @@ def mocap_poses(c: dict, progress: bool = False) -> tuple[np.ndarray, str]:
     return np.concatenate(out), source
 
 
+def mocap_reference(c: dict, progress: bool = False) -> tuple[np.ndarray, str]:
+    """The motion-capture reference poses [N*K,J,3] (mm, root-relative, each virtual camera's frame) of the
+    section c (mocap_poses seen by its n_yaw x elevations_deg virtual cameras), and what they are."""
+    world, source = mocap_poses(c, progress)
+    R = selfcheck.virtual_rotations(int(c["n_yaw"]), c["elevations_deg"])
+    what = (f"motion capture ({source}, {len(world)} poses) seen by {len(R)} virtual cameras "
+            f"({c['n_yaw']} around the subject at elevations {c['elevations_deg']} degrees)")
+    return selfcheck.mocap_reference_poses(world, R), what
+
+
 def build(ctx: Context) -> dict:
     ds = ctx.open("dataset")
     c = ctx.params
@@ -91,11 +101,7 @@ def build(ctx: Context) -> dict:
         poses = pss.reference_poses(ds, split_frames(ds, 0))
         what = "the training subjects' ground truth in every camera's frame"
     else:
-        world, source = mocap_poses(c, ctx.progress)
-        R = selfcheck.virtual_rotations(int(c["n_yaw"]), c["elevations_deg"])
-        poses = selfcheck.mocap_reference_poses(world, R)
-        what = (f"motion capture ({source}, {len(world)} poses) seen by {len(R)} virtual cameras "
-                f"({c['n_yaw']} around the subject at elevations {c['elevations_deg']} degrees)")
+        poses, what = mocap_reference(c, ctx.progress)
     ref = pss.build_reference(poses, ks=tuple(c["ks"]), seed=int(c["seed"]), n_init=int(c["n_init"]),
                               max_poses=c["max_poses"])
     ref["attrs"]["poses_from"] = what
