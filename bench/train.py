@@ -12,11 +12,16 @@
    pairs of training frames and (b) pseudo-labels plus noise fitted to the SS training errors;
    the paper's (Sec. 3.3) on clean targets from motion capture (the training subjects' 3D) with
    (c) the SS predictions on those frames, (d) that 3D plus the modelled SS errors or (e, full
-   size) cross-fitted SS predictions (2 folds of the training people: test-like errors). All are
-   applied to SS; mPSS@50 of SS and SS + RU against the training subjects' 3D reference; a
-   figure (ru_why.png in --work) of the per-joint errors and the share of poses each improves.
-5. On the test subjects: MPJPE (SS scaled by the dataset's mean bone length in mm), NMPJPE,
-   PMPJPE; SS/FS ratios; RU gains; training images/s.
+   size) cross-fitted SS predictions (2 folds of the training people: test-like errors); the
+   targets are in each pose's own mean bones (the SS unit), and (f) with (c)'s inputs once more
+   with the people's sizes kept (divided by the dataset's mean bone), to show what the one test
+   person's size does to MPJPE. All are applied to SS; mPSS@50 of SS and SS + RU against the
+   training subjects' 3D reference; a figure (ru_why.png in --work) of the per-joint errors and
+   the share of poses each improves. (full size) (c) and (f) judged on unseen training people
+   too (ru_validation: the cross-fitted networks), the way to choose a unit's settings.
+5. On the test subjects: MPJPE (SS scaled by the dataset's mean bone length in mm), MPJPE at
+   each person's own size (an oracle scale: what no pose in mean bones shows), NMPJPE, PMPJPE;
+   SS/FS ratios; RU gains by metric (figure ru_scale.png in --work); training images/s.
 6. (full size only) Why the RU gains little: the share of SS test poses closer to ground truth
    after a left/right relabel, and an RU trained on one test clip's pairs applied to the other.
 7. (--seeds N) SS and FS trained again with N - 1 more seeds of the 3D networks (same data,
@@ -89,10 +94,31 @@ def mean_bone_mm(ds) -> float:
     return float(np.nanmean(canonical_scale(np.asarray(ds["poses3d_world"][:])[train])))
 
 
-def scores(pred_mm: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> dict:
-    return {"mpjpe": float(np.nanmean(metrics.mpjpe(pred_mm, gt, mask))),
-            "nmpjpe": float(np.nanmean(metrics.nmpjpe(pred_mm, gt, mask))),
-            "pmpjpe": float(np.nanmean(metrics.pmpjpe(pred_mm, gt, mask)))}
+def scores(pred_mm: np.ndarray, gt: np.ndarray, mask: np.ndarray, own: np.ndarray | None = None) -> dict:
+    """MPJPE, NMPJPE, PMPJPE (mm); with own [f] (person_scale of the frames), "mpjpe_own": the
+    MPJPE of SS poses scaled to each person's own size instead of the dataset's mean."""
+    out = {"mpjpe": float(np.nanmean(metrics.mpjpe(pred_mm, gt, mask))),
+           "nmpjpe": float(np.nanmean(metrics.nmpjpe(pred_mm, gt, mask))),
+           "pmpjpe": float(np.nanmean(metrics.pmpjpe(pred_mm, gt, mask)))}
+    if own is not None:
+        out["mpjpe_own"] = float(np.nanmean(metrics.mpjpe(pred_mm * own[:, None, None, None], gt, mask)))
+    return out
+
+
+# JSON key parts of the RU's gains by targets and by metric
+KIND_KEY = {"per pose": "", "sizes kept": "_sizes_kept"}
+METRIC_KEY = {"mpjpe": "", "mpjpe_own": "_own", "nmpjpe": "_nmpjpe", "pmpjpe": "_pmpjpe"}
+
+
+def person_scale(ds, frames: np.ndarray) -> np.ndarray:
+    """[f]: each frame's person's mean bone length over the dataset's (mean_bone_mm), the
+    factor that would turn SS's millimetres (mean bones x the dataset's mean) into that
+    person's: an oracle, since no pose in mean bones shows a person's size."""
+    from pipeline.joints import mean_bone_length
+    subj = np.asarray(ds["subject"][:])
+    b = mean_bone_length(np.asarray(ds["poses3d_world"][:]))
+    per = {q: float(np.nanmean(b[subj == q])) for q in np.unique(subj)}
+    return np.array([per[q] for q in subj[frames]]) / mean_bone_mm(ds)
 
 
 def ru_study(pred: np.ndarray, gt: np.ndarray, lab: np.ndarray, lmask: np.ndarray, clip: np.ndarray,
@@ -138,6 +164,62 @@ def refine_with(rc: dict, x: np.ndarray, y: np.ndarray, out_dir: Path, pred: np.
     return refiner.apply_refiner(ck, pred.reshape(-1, *pred.shape[2:])).reshape(pred.shape)
 
 
+def ru_validation(ds, trainf: np.ndarray, folds_dir: Path, clean: np.ndarray, cmask: np.ndarray, gt: np.ndarray,
+                  gmask: np.ndarray, ru_over: dict, work: Path) -> dict:
+    """The paper's unit judged on training people it never saw (how to choose its settings
+    without the test people): each cross-fitted SS network (folds_dir/fold<f>, trained without
+    fold f's people) predicts its own training people, whose 3D (clean [f,V,J,3] per-pose mean
+    bones, mask cmask) trains a unit, applied to its predictions of fold f's people; targets per
+    pose and with the people's sizes kept. -> {kind: {metric: gain}} (scores' metrics, the mean
+    over the folds)."""
+    from pipeline.training import refiner_data
+    subj = np.asarray(ds["subject"][:])[trainf]
+    mb = mean_bone_mm(ds)
+    size = person_scale(ds, trainf)
+    out: dict = {"per pose": [], "sizes kept": []}
+    for f, hold in enumerate(refiner_data.crossfit_folds(subj, 2)):
+        ck = folds_dir / f"fold{f}" / "final.pt"
+        ho = np.isin(subj, hold)
+        p_tr, p_ho = pose3d.predict(ck, ds, trainf[~ho]), pose3d.predict(ck, ds, trainf[ho])
+        some = cmask[~ho].any(-1)
+        g, m, o = gt[trainf[ho]], gmask[trainf[ho]], size[ho]
+        s0 = scores(p_ho * mb, g, m, o)
+        for kind, targets in (("per pose", clean), ("sizes kept", clean * size[:, None, None, None])):
+            rc = {"training_data": "predictions", **ru_over}
+            x, y = refiner.make_pairs(rc, p_tr[some], targets[~ho][some], cmask[~ho][some])
+            s1 = scores(refine_with(rc, x, y, work / f"{kind.replace(' ', '-')}-fold{f}", p_ho) * mb, g, m, o)
+            out[kind].append({k: 1 - s1[k] / s0[k] for k in s0})
+    return {kind: {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} for kind, rows in out.items()}
+
+
+def scale_figure(test_g: dict, val_g: dict, sizes: str, path: Path) -> Path:
+    """The RU's gains on SS by metric (MPJPE, MPJPE at the person's own size, NMPJPE, PMPJPE),
+    for targets per pose and with sizes kept, on the test people and (when measured) on unseen
+    training people: what part of an MPJPE gain is the one test person's size."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels = ["MPJPE", "MPJPE at own size", "NMPJPE", "PMPJPE"]
+    rows = {f"test, targets {k}": g for k, g in test_g.items()}
+    rows.update({f"validation, targets {k}": g for k, g in val_g.items()})
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    x = np.arange(len(labels))
+    w = 0.8 / len(rows)
+    for i, (name, g) in enumerate(rows.items()):
+        ax.bar(x + i * w, [100 * g[m] for m in METRIC_KEY], w, label=name,
+               color=f"C{i % 2}", alpha=1.0 if name.startswith("test") else 0.5)
+    ax.axhline(10, color="k", ls=":", lw=1, label="goal (MPJPE)")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xticks(x + 0.4 - w / 2, labels)
+    ax.set_ylabel("gain of SS + RU over SS (%)")
+    ax.set_title(sizes, fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def why_figure(ss_mm: np.ndarray, refined: dict, gt: np.ndarray, mask: np.ndarray, path: Path) -> Path:
     """Per-joint MPJPE (mm) of SS and each SS + RU on the test frames ([f,V,J,3] each), and the
     share of test poses each makes better: where a unit helps and where it cannot."""
@@ -181,7 +263,7 @@ def seed_study(a, ds, lab, lmask, test, gt, gmask, mb, o3: dict, tag: str, work:
         return {}
     base = int(o3.get("seed", 0))
     ss, fs = [res["SS"]["mpjpe"]], [res["FS"]["mpjpe"]]
-    gains = [ru["gain"]]
+    gains, gains_own = [ru["gain"]], [ru["gain_own"]]
     t = time.perf_counter()
     others = [s for s in range(a.seeds + 1) if s != base][:a.seeds - 1]
     for s in others:
@@ -193,19 +275,24 @@ def seed_study(a, ds, lab, lmask, test, gt, gmask, mb, o3: dict, tag: str, work:
         fs.append(scores(pose3d.predict(ck_fs, ds, test), gt[test], gmask[test])["mpjpe"])
         rc = {"training_data": "predictions", "seed": s, **ru["over"]}
         x, y = refiner.make_pairs(rc, pose3d.predict(ck_ss, ds, ru["frames"])[ru["keep"]], ru["clean"], ru["mask"])
-        r = refine_with(rc, x, y, work / "nets" / f"ru-mocap-predictions-{a.detector}{ru['tag']}-seed{s}", pred_ss)
-        gains.append(1 - scores(r * mb, gt[test], gmask[test])["mpjpe"] / ss[-1])
+        r = refine_with(rc, x, y, work / "nets" / f"ru-mocap-perpose-predictions-{a.detector}{ru['tag']}-seed{s}", pred_ss)
+        s0, s1 = (scores(p * mb, gt[test], gmask[test], ru["own"]) for p in (pred_ss, r))
+        gains.append(1 - s1["mpjpe"] / s0["mpjpe"])
+        gains_own.append(1 - s1["mpjpe_own"] / s0["mpjpe_own"])
         print(f"seed {s}: SS {ss[-1]:.1f} mm, FS {fs[-1]:.1f} mm, SS / FS {ss[-1] / fs[-1]:.3f}, "
-              f"RU (motion capture) gain {gains[-1]:+.1%}", flush=True)
+              f"RU (motion capture) gain {gains[-1]:+.1%}, at the person's own size {gains_own[-1]:+.1%}", flush=True)
     timings["seeds_s"] = time.perf_counter() - t
     ratio = np.array(ss) / np.array(fs)
     sd = lambda x: float(np.std(x, ddof=1))  # noqa: E731
     print(f"{a.seeds} seeds ({[base, *others]}): SS {np.mean(ss):.1f} ± {sd(ss):.1f} mm, FS {np.mean(fs):.1f} ± "
           f"{sd(fs):.1f} mm, SS / FS {ratio.mean():.3f} ± {sd(ratio):.3f}, RU (motion capture) gain "
-          f"{np.mean(gains):+.1%} ± {sd(gains):.1%} (mean ± sample std)")
+          f"{np.mean(gains):+.1%} ± {sd(gains):.1%}, at the person's own size {np.mean(gains_own):+.1%} ± "
+          f"{sd(gains_own):.1%} (mean ± sample std)")
     return {"seeds": [base, *others], "seeds_ss_mpjpe": [round(v, 2) for v in ss],
             "seeds_ru_gain_mocap": [round(float(v), 4) for v in gains],
             "seeds_ru_gain_mocap_mean": float(np.mean(gains)), "seeds_ru_gain_mocap_std": sd(gains),
+            "seeds_ru_gain_mocap_own": [round(float(v), 4) for v in gains_own],
+            "seeds_ru_gain_mocap_own_mean": float(np.mean(gains_own)),
             "seeds_fs_mpjpe": [round(v, 2) for v in fs], "seeds_ss_over_fs": [round(float(v), 4) for v in ratio],
             "seeds_ss_over_fs_mean": float(ratio.mean()), "seeds_ss_over_fs_std": sd(ratio),
             "seeds_ss_mpjpe_std": sd(ss), "seeds_fs_mpjpe_std": sd(fs)}
@@ -298,7 +385,8 @@ def main(argv=None) -> dict:
     mb = mean_bone_mm(ds)
     pred_fs = pose3d.predict(ck_fs, ds, test)
     pred_ss = pose3d.predict(ck_ss, ds, test)
-    res = {"FS": scores(pred_fs, gt[test], gmask[test]), "SS": scores(pred_ss * mb, gt[test], gmask[test])}
+    own = person_scale(ds, test)
+    res = {"FS": scores(pred_fs, gt[test], gmask[test]), "SS": scores(pred_ss * mb, gt[test], gmask[test], own)}
 
     # 4. the refinement unit, two kinds of training data
     pred_tr = pose3d.predict(ck_ss, ds, trainf)
@@ -311,7 +399,7 @@ def main(argv=None) -> dict:
         x, y = refiner.make_pairs(rc, P, L, M)
         r = refine_with(rc, x, y, work / "nets" / f"ru-{kind}-{a.detector}{rtag}", pred_ss)
         timings[f"ru_{kind}_s"] = time.perf_counter() - t
-        res[f"SS+RU({kind})"] = scores(r * mb, gt[test], gmask[test])
+        res[f"SS+RU({kind})"] = scores(r * mb, gt[test], gmask[test], own)
         refined[f"SS+RU({kind})"] = r * mb
     # 4b. the paper's unit (Sec. 3.3): clean targets from motion capture (here the training
     # subjects' own 3D in each camera's frame), inputs the SS predictions on the training images
@@ -333,10 +421,25 @@ def main(argv=None) -> dict:
         rc = {"training_data": kind, **ru_over}
         x, y = refiner.make_pairs(rc, pred_tr[someg], clean[someg], cmask[someg],
                                   heldout=held if kind == "crossfit" else None)
-        r = refine_with(rc, x, y, work / "nets" / f"ru-mocap-{kind}-{a.detector}{rtag}", pred_ss)
+        r = refine_with(rc, x, y, work / "nets" / f"ru-mocap-perpose-{kind}-{a.detector}{rtag}", pred_ss)
         timings[f"ru_mocap_{kind}_s"] = time.perf_counter() - t
-        res[f"SS+RU(mocap,{kind})"] = scores(r * mb, gt[test], gmask[test])
+        res[f"SS+RU(mocap,{kind})"] = scores(r * mb, gt[test], gmask[test], own)
         refined[f"SS+RU(mocap,{kind})"] = r * mb
+    # (f) targets that keep each person's size (the 3D divided by one length, the dataset's mean
+    # bone, for everyone), against per-pose mean bones (the SS network's unit, the default)
+    t = time.perf_counter()
+    rc = {"training_data": "predictions", **ru_over}
+    kept = clean * person_scale(ds, trainf)[:, None, None, None]
+    x, y = refiner.make_pairs(rc, pred_tr[someg], kept[someg], cmask[someg])
+    r = refine_with(rc, x, y, work / "nets" / f"ru-mocap-sizes-kept-{a.detector}{rtag}", pred_ss)
+    res["SS+RU(mocap,sizes kept)"] = scores(r * mb, gt[test], gmask[test], own)
+    timings["ru_mocap_sizes_kept_s"] = time.perf_counter() - t
+    val = {}
+    if held is not None:
+        t = time.perf_counter()
+        val = ru_validation(ds, trainf, work / "nets" / f"crossfit-{a.detector}{tag}", clean, cmask, gt, gmask,
+                            ru_over, work / "nets" / f"ru-val-{a.detector}{rtag}")
+        timings["ru_validation_s"] = time.perf_counter() - t
     # mPSS@50 against a reference of the training subjects' 3D (the pss_reference stage's default)
     from pipeline.evaluation import pss
     ref50 = pss.build_reference(pss.reference_poses(ds, trainf), ks=(50,), seed=0)
@@ -348,9 +451,9 @@ def main(argv=None) -> dict:
     study = {} if a.quick else ru_study(pred_ss, gt[test], lab[test], lmask[test], np.asarray(ds["clip"][:])[test],
                                         mb, work / "nets" / f"study-{a.detector}{rtag}", ru_over)
 
-    print(f"\n{'model':<20}{'MPJPE':>9}{'NMPJPE':>9}{'PMPJPE':>9}   (mm, test subjects, {test.size} frames x {V} views)")
+    print(f"\n{'model':<26}{'MPJPE':>9}{'NMPJPE':>9}{'PMPJPE':>9}   (mm, test subjects, {test.size} frames x {V} views)")
     for k, v in res.items():
-        print(f"{k:<20}{v['mpjpe']:>9.1f}{v['nmpjpe']:>9.1f}{v['pmpjpe']:>9.1f}")
+        print(f"{k:<26}{v['mpjpe']:>9.1f}{v['nmpjpe']:>9.1f}{v['pmpjpe']:>9.1f}")
     ratio = {m: res["SS"][m] / res["FS"][m] for m in ("mpjpe", "nmpjpe", "pmpjpe")}
     gains = {kind: {m: 1 - res[f"SS+RU({kind})"][m] / res["SS"][m] for m in ("mpjpe", "nmpjpe", "pmpjpe")}
              for kind in ("predictions", "noise")}
@@ -366,6 +469,20 @@ def main(argv=None) -> dict:
           + (f", cross-fitted SS predictions {gm['crossfit']:+.1%}" if "crossfit" in gm else "")
           + "  (paper: 20 %; goal >= 10 %)")
     print("mPSS@50 (%): " + ", ".join(f"{k} {100 * v:.1f}" for k, v in mpss50.items()))
+    metric_names = ("mpjpe", "mpjpe_own", "nmpjpe", "pmpjpe")
+    test_g = {kind: {m: 1 - res[row][m] / res["SS"][m] for m in metric_names}
+              for kind, row in (("per pose", "SS+RU(mocap,predictions)"), ("sizes kept", "SS+RU(mocap,sizes kept)"))}
+    ratios = person_scale(ds, trainf)
+    sizes = (f"test person's mean bone {own.mean():.3f} x the training people's mean "
+             f"(training people {ratios.min():.3f} .. {ratios.max():.3f})")
+    print(f"{sizes}; RU (motion capture, SS predictions) gains on SS, per metric "
+          "(MPJPE, MPJPE at the person's own size, NMPJPE, PMPJPE):")
+    for kind, g in test_g.items():
+        print(f"  targets {kind:<10} test: " + "  ".join(f"{g[m]:+.1%}" for m in metric_names)
+              + ("" if kind not in val else "   validation (unseen training people): "
+                 + "  ".join(f"{val[kind][m]:+.1%}" for m in metric_names)))
+    fig2 = scale_figure(test_g, val, sizes, work / "ru_scale.png")
+    print(f"the RU's gain by metric, test and validation: {fig2}")
     fig = why_figure(pred_ss * mb, refined, gt[test], gmask[test], work / "ru_why.png")
     print(f"per-joint error of SS and SS + RU: {fig}")
     print(f"SS training error vs its labels (train frames): {train_err:.1f} mm; mean bone {mb:.1f} mm")
@@ -375,7 +492,8 @@ def main(argv=None) -> dict:
               + ", ".join(f"{k} {v:+.1%}" for k, v in study["heldout_ru_gain"].items()))
     seeds = seed_study(a, ds, lab, lmask, test, gt, gmask, mb, o3, tag, work, res, timings,
                        {"frames": trainf, "keep": someg, "clean": clean[someg], "mask": cmask[someg],
-                        "over": ru_over, "gain": gm["predictions"], "tag": rtag})
+                        "over": ru_over, "gain": gm["predictions"], "tag": rtag, "own": own,
+                        "gain_own": test_g["per pose"]["mpjpe_own"]})
     print(f"training images/s (cpu preset, num_threads={threads}, {os.cpu_count()} cores): SS {ips:.0f}, FS {ips_fs:.0f}")
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     out = {"quick": a.quick, "detector": a.detector, "frames": int(F_), "views": int(V),
@@ -387,6 +505,9 @@ def main(argv=None) -> dict:
            "ru_gain": gains[best]["mpjpe"], "ru_gain_predictions": gains["predictions"]["mpjpe"],
            "ru_gain_noise": gains["noise"]["mpjpe"],
            "ru_gain_mocap": gm["predictions"], "ru_gain_mocap_noise": gm["noise"],
+           **{f"{pre}ru_gain_mocap{KIND_KEY[kind]}{METRIC_KEY[m]}": g[m] for pre, gains_ in (("", test_g), ("val_", val))
+              for kind, g in gains_.items() for m in metric_names if pre or kind != "per pose" or m != "mpjpe"},
+           "test_person_bone_ratio": float(own.mean()),
            **({"ru_gain_mocap_crossfit": gm["crossfit"],
                "ss_ru_crossfit_mpss50": mpss50["SS+RU(mocap,crossfit)"]} if "crossfit" in gm else {}),
            "ss_mpss50": mpss50["SS"], "ss_ru_mpss50": mpss50["SS+RU(mocap,predictions)"],

@@ -235,10 +235,21 @@ def quaternion_to_matrix(q: np.ndarray, scalar_first: bool = True) -> np.ndarray
         *q.shape[:-1], 3, 3)
 
 
+def rotation_magnitude_deg(R: np.ndarray) -> np.ndarray:
+    """Angle of rotations R [...,3,3] about their axes, degrees in [0, 180] -> [...]; NaN where
+    R has a NaN."""
+    R = np.asarray(R, dtype=np.float64)
+    # atan2(sin, cos) from the skew and trace parts: exact near 0, where arccos of the trace
+    # resolves no finer than sqrt(2 eps) ~ 1e-6 degrees
+    s = 0.5 * np.linalg.norm(np.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0],
+                                       R[..., 1, 0] - R[..., 0, 1]], -1), axis=-1)
+    c = (np.trace(R, axis1=-2, axis2=-1) - 1) / 2
+    return np.degrees(np.arctan2(s, c))
+
+
 def rotation_angle_deg(Ra: np.ndarray, Rb: np.ndarray) -> np.ndarray:
     """Geodesic angle between rotations, degrees. [...,3,3] x [...,3,3] -> [...]."""
-    c = (np.trace(np.swapaxes(Ra, -1, -2) @ Rb, axis1=-2, axis2=-1) - 1) / 2
-    return np.degrees(np.arccos(np.clip(c, -1.0, 1.0)))
+    return rotation_magnitude_deg(np.swapaxes(Ra, -1, -2) @ Rb)
 
 
 def look_at(center: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:

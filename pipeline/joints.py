@@ -44,6 +44,17 @@ def bone_lengths(poses: np.ndarray) -> np.ndarray:
     return np.linalg.norm(poses[..., _CHILD, :] - poses[..., _PARENT, :], axis=-1)
 
 
+def mean_bone_length(poses: np.ndarray) -> np.ndarray:
+    """Mean length of the 16 bones of BONES. poses [...,J,3] -> [...]: the canonical scale of
+    labels and of the SS network's poses. Bones with a missing (NaN) end are left out of the
+    mean; NaN when no bone is whole."""
+    lengths = bone_lengths(poses)
+    ok = np.isfinite(lengths)
+    n = ok.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, np.where(ok, lengths, 0).sum(-1) / n, np.nan)
+
+
 def side(j: int) -> str:
     """'l', 'r' or 'c' (centre) for joint j: used for colours in plots."""
     return "l" if j in LEFT else "r" if j in RIGHT else "c"

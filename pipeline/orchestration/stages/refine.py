@@ -76,7 +76,7 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="refine", version=7, doc=__doc__.strip(), module=__name__,
+    name="refine", version=8, doc=__doc__.strip(), module=__name__,
     # pretrain2d: the network cross-fitted SS trainings start from, as train3d's do
     outputs=(Output("refine", "ru", inputs=("dataset", "label", "train3d_ss", "pretrain2d"),
                     params={"targets": "mocap"}, uses=uses_init),
