@@ -16,12 +16,13 @@
    targets are in each pose's own mean bones (the SS unit), and (f) with (c)'s inputs once more
    with the people's sizes kept (divided by the dataset's mean bone), to show what the one test
    person's size does to MPJPE. All are applied to SS; mPSS@50 of SS and SS + RU against the
-   training subjects' 3D reference; a figure (ru_why.png in --work) of the per-joint errors and
-   the share of poses each improves. (full size) (c) and (f) judged on unseen training people
-   too (ru_validation: the cross-fitted networks), the way to choose a unit's settings.
+   training subjects' 3D reference; a figure (bench/results/train_ru_why.png) of the per-joint
+   errors and the share of poses each improves. (full size) (c) and (f) judged on unseen
+   training people too (ru_validation: the cross-fitted networks), the way to choose a unit's
+   settings.
 5. On the test subjects: MPJPE (SS scaled by the dataset's mean bone length in mm), MPJPE at
    each person's own size (an oracle scale: what no pose in mean bones shows), NMPJPE, PMPJPE;
-   SS/FS ratios; RU gains by metric (figure ru_scale.png in --work); training images/s.
+   SS/FS ratios; RU gains by metric (figure bench/results/train_ru_scale.png); training images/s.
 6. (full size only) Why the RU gains little: the share of SS test poses closer to ground truth
    after a left/right relabel, and an RU trained on one test clip's pairs applied to the other.
 7. (--seeds N) SS and FS trained again with N - 1 more seeds of the 3D networks (same data,
@@ -473,17 +474,20 @@ def main(argv=None) -> dict:
     test_g = {kind: {m: 1 - res[row][m] / res["SS"][m] for m in metric_names}
               for kind, row in (("per pose", "SS+RU(mocap,predictions)"), ("sizes kept", "SS+RU(mocap,sizes kept)"))}
     ratios = person_scale(ds, trainf)
-    sizes = (f"test person's mean bone {own.mean():.3f} x the training people's mean "
-             f"(training people {ratios.min():.3f} .. {ratios.max():.3f})")
+    sizes = (f"the test people's mean bone: {own.mean():.3f} of the training people's mean "
+             f"(training people: {ratios.min():.3f} .. {ratios.max():.3f})")
     print(f"{sizes}; RU (motion capture, SS predictions) gains on SS, per metric "
           "(MPJPE, MPJPE at the person's own size, NMPJPE, PMPJPE):")
     for kind, g in test_g.items():
         print(f"  targets {kind:<10} test: " + "  ".join(f"{g[m]:+.1%}" for m in metric_names)
               + ("" if kind not in val else "   validation (unseen training people): "
                  + "  ".join(f"{val[kind][m]:+.1%}" for m in metric_names)))
-    fig2 = scale_figure(test_g, val, sizes, work / "ru_scale.png")
+    # full-size figures beside the results (bench/results/train[-gt]_ru_*.png), quick ones in --work
+    figs = work if a.quick else Path(__file__).resolve().parent / "results"
+    stem = "train" if a.detector == "network" else f"train-{a.detector}"
+    fig2 = scale_figure(test_g, val, sizes, figs / f"{stem}_ru_scale.png")
     print(f"the RU's gain by metric, test and validation: {fig2}")
-    fig = why_figure(pred_ss * mb, refined, gt[test], gmask[test], work / "ru_why.png")
+    fig = why_figure(pred_ss * mb, refined, gt[test], gmask[test], figs / f"{stem}_ru_why.png")
     print(f"per-joint error of SS and SS + RU: {fig}")
     print(f"SS training error vs its labels (train frames): {train_err:.1f} mm; mean bone {mb:.1f} mm")
     if study:
