@@ -30,10 +30,17 @@ README_FIGURES = [
     ("train", "seeds_ss_over_fs_mean", "the same over several seeds of the 3D networks (mean; each seed in "
      "docs/results.md)", "{:.2f}"),
     ("train-gt", "ss_over_fs", "SS ÷ FS test MPJPE on the studio, ground-truth 2D (the paper's GT 2D)", "{:.2f}"),
-    ("train", "ru_gain_mocap", "refinement unit the paper's way (targets from motion capture): MPJPE gain on SS",
-     "{:+.1%}"),
+    ("train", "ru_gain_mocap", "refinement unit the paper's way (targets from motion capture, each pose in its own "
+     "mean bones): MPJPE gain on SS", "{:+.1%}"),
     ("train", "seeds_ru_gain_mocap_mean", "the same over the seeds of the 3D networks (mean; each seed in "
      "docs/results.md)", "{:+.1%}"),
+    ("train", "ru_gain_mocap_pmpjpe", "the same unit's PMPJPE gain on SS (the pose's structure, without scale and "
+     "rotation)", "{:+.1%}"),
+    ("train", "val_ru_gain_mocap", "the same unit's MPJPE gain on training people the networks never saw "
+     "(cross-fitted networks: validation)", "{:+.1%}"),
+    ("train", "ru_gain_mocap_sizes_kept", "the unit with targets that keep each person's size: MPJPE gain on the "
+     "studio's one test person, its smallest (at the person's own size and in validation: docs/results.md)",
+     "{:+.1%}"),
     ("train", "ss_ru_mpss50", "mPSS@50 of SS + RU (SS alone beside it in docs/results.md)", "{:.1%}"),
     ("train", "ru_gain", "self-contained refinement unit (trained on SS's own pseudo-label pairs): MPJPE gain on SS",
      "{:+.1%}"),
@@ -164,6 +171,9 @@ def render() -> str:
                       f"`python bench/{name}.py {' '.join(meta.get('argv', []))}`".replace(" `", "`") +
                       f" at commit `{meta['commit']}`, {meta['date']}, {meta['cpus']} CPUs "
                       f"({meta.get('cpu') or meta['machine']}).", ""]
+            if not meta["quick"]:  # the figures a full run drew beside its results
+                pngs = sorted(OUT.glob(f"{name}_*.png"))
+                parts += [" ".join(f"![{f.stem}](../bench/results/{f.name})" for f in pngs), ""] if pngs else []
             goals = _goal_rows(name, res)
             if goals:
                 parts += ["| goal | measured | target | |", "|---|---|---|---|", *goals, ""]
