@@ -7,8 +7,8 @@ reference, not a model). When the studio adapter is missing or fails, BVH mocap
 (/work/shared/data/motion/bandai_namco_1, through pipeline/data/motion.py) seen by a
 4-camera ring stands in, and the output says so.
 
-Side by side in one run: our default reference (k-means++, n_init = pss.DEFAULTS) and the paper's literal
-"random initialisation" (init="random", n_init=1), the same runs and pairs.
+Side by side in one run: our default reference (pss.DEFAULTS: the consensus of 20 starts) and
+the paper's literal "random initialisation" (init="random", n_init=1), the same runs and pairs.
 
     .venv/bin/python bench/pss.py [--quick] [--runs 20]
 Last line: one JSON object.
@@ -82,12 +82,15 @@ def bvh_poses(quick: bool, every: int = 2) -> tuple[np.ndarray, np.ndarray, str]
     return np.concatenate(tr), np.concatenate(te), f"BVH mocap bandai_namco_1 ({len(files)} clips, 10 fps, 4 views)"
 
 
-def _runs(X: np.ndarray, k: int, runs: int, n_init: int, pred, test) -> tuple[list, list]:
+# k-means++ restarts of the why study's comparisons (scikit-learn's long-standing n_init)
+KPP = 10
+
+
+def _runs(X: np.ndarray, k: int, runs: int, n_init: int, pred, test, init: str = "k-means++") -> tuple[list, list]:
     """Labels of the reference and mPSS of (pred, test) for `runs` k-means fits (seeds 100 + r)."""
-    from sklearn.cluster import KMeans
     labels, mp = [], []
     for r in range(runs):
-        km = KMeans(k, n_init=n_init, random_state=100 + r).fit(X)
+        km = pss._fit(X, k, 100 + r, n_init, init, 300)
         labels.append(km.labels_)
         mp.append(pss.mpss(pred, test, km.cluster_centers_.reshape(k, J, 3)))
     return labels, mp
@@ -100,17 +103,8 @@ def _mean_iou(labels: list, k: int = 50) -> float:
 
 
 def _consensus(X: np.ndarray, k: int, seed: int, R: int):
-    """k-means of X started from the weighted k-means of the centres of R single-start runs."""
-    from sklearn.cluster import KMeans
-    rs = np.random.default_rng(seed)
-    C, W = [], []
-    for _ in range(R):
-        km = KMeans(k, n_init=1, random_state=int(rs.integers(2 ** 31))).fit(X)
-        C.append(km.cluster_centers_)
-        W.append(np.bincount(km.labels_, minlength=k))
-    top = KMeans(k, n_init=10, random_state=int(rs.integers(2 ** 31))).fit(np.concatenate(C),
-                                                                           sample_weight=np.concatenate(W).astype(float))
-    return KMeans(k, init=top.cluster_centers_, n_init=1).fit(X)
+    """The reference's "consensus" k-means of X from R single starts (pipeline.evaluation.pss)."""
+    return pss._fit(X, k, seed, R, "consensus", 300)
 
 
 def why(ref: np.ndarray, pred: np.ndarray, test: np.ndarray, quick: bool, max_poses: int) -> dict:
@@ -161,11 +155,11 @@ def why(ref: np.ndarray, pred: np.ndarray, test: np.ndarray, quick: bool, max_po
         tr, te, what = bvh_poses(quick, every=1)
         lib = np.concatenate([tr, te])
         Xl = pss.normalise(lib[np.random.default_rng(0).permutation(len(lib))[:max_poses]])
-        Ll, _ = _runs(Xl, 50, runs, pss.DEFAULTS["n_init"], lib[:200], lib[:200])
+        Ll, _ = _runs(Xl, 50, runs, KPP, lib[:200], lib[:200])
         lib_iou = _mean_iou(Ll)
         lib_cons = _mean_iou([_consensus(Xl, 50, 100 + i, 20).labels_ for i in range(runs)])
         print(f"why (c): {what}: {len(Xl)} reference poses, IoU@50 {lib_iou:.3f} (n_init "
-              f"{pss.DEFAULTS['n_init']}), {lib_cons:.3f} (consensus of 20 starts) ({runs} runs)")
+              f"{KPP}), {lib_cons:.3f} (consensus of 20 starts) ({runs} runs)")
         res["why_iou_k50_bvh_library"] = round(lib_iou, 4)
         res["why_iou_k50_bvh_library_consensus20"] = round(lib_cons, 4)
     # (d) consensus of R single-start runs
@@ -180,9 +174,9 @@ def why(ref: np.ndarray, pred: np.ndarray, test: np.ndarray, quick: bool, max_po
             inertia.append(km.inertia_)
             mp.append(pss.mpss(pred, test, km.cluster_centers_.reshape(50, J, 3)))
         iou = _mean_iou(L)
-        best = KMeans(50, n_init=pss.DEFAULTS["n_init"], random_state=0).fit(X).inertia_
+        best = KMeans(50, n_init=KPP, random_state=0).fit(X).inertia_
         print(f"why (d): consensus of {R} starts: IoU@50 {iou:.3f}, mPSS spread {100 * np.std(mp):.2f} pp, "
-              f"inertia {np.mean(inertia):.2f} (k-means++ x{pss.DEFAULTS['n_init']}: {best:.2f}; lower is a better "
+              f"inertia {np.mean(inertia):.2f} (k-means++ x{KPP}: {best:.2f}; lower is a better "
               f"clustering) ({runs} runs, {time.perf_counter() - t:.0f} s)")
         res[f"why_iou_k50_consensus{R}"] = round(iou, 4)
         res[f"why_spread_pct_consensus{R}"] = round(100 * float(np.std(mp)), 4)
@@ -194,16 +188,16 @@ def why(ref: np.ndarray, pred: np.ndarray, test: np.ndarray, quick: bool, max_po
         from pipeline.orchestration.stages import pss_reference as stage
         P, what = stage.mocap_reference(dict(stage.DEFAULTS))
         Xm = pss.normalise(P[np.random.default_rng(0).permutation(len(P))[:stage.DEFAULTS["max_poses"]]])
-        Lm, _ = _runs(Xm, 50, runs, pss.DEFAULTS["n_init"], test[:200], test[:200])
+        Lm, _ = _runs(Xm, 50, runs, pss.DEFAULTS["n_init"], test[:200], test[:200], pss.DEFAULTS["init"])
         mocap_iou = _mean_iou(Lm)
         print(f"why (e): the stage's reference, {what}; {len(Xm)} poses clustered: IoU@50 {mocap_iou:.3f} "
-              f"(n_init {pss.DEFAULTS['n_init']}, {runs} runs)")
+              f"({pss.DEFAULTS['init']} x{pss.DEFAULTS['n_init']}, {runs} runs)")
         res["why_iou_k50_stage_mocap"] = round(mocap_iou, 4)
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
     n = [s[0] for s in sweep]
     ax[0].semilogx(n, [s[1] for s in sweep], "o-", label="IoU@50 (studio reference)")
     if lib_iou is not None:
-        ax[0].axhline(lib_iou, color="C2", ls=":", label=f"IoU@50, BVH library (n_init {pss.DEFAULTS['n_init']})")
+        ax[0].axhline(lib_iou, color="C2", ls=":", label=f"IoU@50, BVH library (k-means++ x{KPP})")
         ax[0].axhline(lib_cons, color="C2", ls="--", label="IoU@50, BVH library (consensus of 20)")
     ax[0].semilogx([c[0] for c in cons], [c[1] for c in cons], "^-", color="C3",
                    label="IoU@50, consensus of R single starts (x = R)")
@@ -266,7 +260,7 @@ def main() -> None:
 
     out = {"source": source.split(" ")[0], "n_ref_poses": int(built["attrs"]["n_poses"]), "runs": runs}
     rows = []
-    default = f"kmeans++ x{pss.DEFAULTS['n_init']}"
+    default = f"{pss.DEFAULTS['init']} x{pss.DEFAULTS['n_init']}"
     for label, kw in ((default, {}), ("random x1", {"init": "random", "n_init": 1})):
         for k in (50, 100):
             t = time.perf_counter()
@@ -277,7 +271,7 @@ def main() -> None:
             print(f"{label:12s} k={k:3d}: IoU {s['iou_mean']:.3f} ± {s['iou_std']:.3f} (min {s['iou_min']:.3f}); "
                   f"mPSS {100 * s['mpss_mean']:.2f} %, std {s['mpss_std_pct']:.3f} pp, "
                   f"range {s['mpss_range_pct']:.3f} pp; {s['secs']:.1f} s")
-            suffix = "" if label.startswith("kmeans++") else "_randinit"
+            suffix = "" if label == default else "_randinit"
             out[f"kmeans_iou_k{k}{suffix}"] = round(s["iou_mean"], 4)
             out[f"mpss_k{k}{suffix}"] = round(100 * s["mpss_mean"], 3)
             out[f"mpss_spread_pct_k{k}{suffix}"] = round(s["mpss_std_pct"], 4)

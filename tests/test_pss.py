@@ -16,7 +16,7 @@ def ref_poses():
 
 @pytest.fixture(scope="module")
 def reference(ref_poses):
-    return pss.build_reference(ref_poses, ks=(20, 50), seed=0, n_init=2)
+    return pss.build_reference(ref_poses, ks=(20, 50), seed=0, init="k-means++", n_init=2)
 
 
 def test_normalise_closed_form():
@@ -176,6 +176,27 @@ def test_cluster_iou_closed_form():
     assert pss.cluster_iou(lab, perm[lab], 7) == pytest.approx(1.0)
     # an empty cluster in one run counts as IoU 0
     assert pss.cluster_iou(np.array([0, 0, 1, 1]), np.array([0, 0, 0, 0]), 2) == pytest.approx(0.25)
+
+
+def test_consensus_reference_is_a_kmeans_fixed_point_and_finds_true_clusters():
+    """The default "consensus" build (bagged clustering): its centres are the means of their
+    members (a converged Lloyd step, by definition of k-means), it recovers well separated
+    clusters exactly, a seed fixes it, and an unknown init is refused by name."""
+    rng = np.random.default_rng(3)
+    base = synth.random_poses(6, seed=4)
+    blobs = np.concatenate([b + rng.normal(0, 5, (80, J, 3)) for b in base])
+    ref = pss.build_reference(blobs, ks=(6,), seed=1)
+    assert ref["attrs"]["init"] == "consensus" and ref["attrs"]["n_init"] == pss.DEFAULTS["n_init"]
+    X = pss.normalise(blobs)
+    lab = pss.assign(blobs, ref["centers_k6"])
+    for c in range(6):
+        np.testing.assert_allclose(ref["centers_k6"][c].ravel(), X[lab == c].mean(0), atol=1e-9)
+    truth = np.repeat(np.arange(6), 80)
+    assert pss.cluster_iou(lab, truth, 6) == pytest.approx(1.0)
+    again = pss.build_reference(blobs, ks=(6,), seed=1)
+    np.testing.assert_array_equal(again["centers_k6"], ref["centers_k6"])
+    with pytest.raises(ValueError, match="init must be one of"):
+        pss.build_reference(blobs, ks=(6,), init="kmeans")
 
 
 def test_stability_separated_blobs_vs_uniform():

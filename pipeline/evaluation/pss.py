@@ -12,6 +12,11 @@ Reference (`build_reference`): k-means (scikit-learn `KMeans`) of the normalised
 poses (ground truth of the training subjects, in each camera's frame; the pseudo-labels
 where there is no ground truth), for each k (paper: 50 and 100). A pose's cluster is its
 nearest centre (Euclidean, in normalised space), exactly what `KMeans.predict` does.
+Initialisation (`INITS`): scikit-learn's "k-means++" or "random", the best of n_init starts;
+or "consensus" (the default): bagged clustering (Leisch 1999), the size-weighted k-means of
+the centres of n_init single k-means++ starts, which starts one last k-means of every pose.
+Poses of continuous motion have no clusters k-means would find twice; many starts agree
+where a single start's partition is arbitrary (bench/pss.py measures both).
 
 PSS(p, q) = 1 if p and q fall in the same cluster, else 0; mPSS@k is its mean over a set of
 (prediction, ground-truth) pairs.
@@ -34,7 +39,8 @@ from ..joints import J, ROOT, check_joints
 
 DEFAULT_KS = (50, 100)
 # the pss_reference stage's configuration: the keyword arguments of build_reference
-DEFAULTS = {"ks": [50, 100], "seed": 0, "n_init": 10, "init": "k-means++", "max_iter": 300,
+INITS = ("consensus", "k-means++", "random")
+DEFAULTS = {"ks": [50, 100], "seed": 0, "n_init": 20, "init": "consensus", "max_iter": 300,
             "max_poses": 200_000}
 NORMALISATION = ("root-relative (joint ROOT subtracted), flattened to a 3J vector, "
                  "divided by its Euclidean norm")
@@ -65,10 +71,23 @@ def normalise(poses: np.ndarray) -> np.ndarray:
 
 
 def _fit(X: np.ndarray, k: int, seed: int, n_init: int, init: str, max_iter: int):
+    """A fitted scikit-learn KMeans of X [N,D] (labels_, cluster_centers_, inertia_); init one
+    of INITS, n_init its starts (module docstring)."""
     from sklearn.cluster import KMeans
 
-    return KMeans(n_clusters=k, init=init, n_init=n_init, max_iter=max_iter,
-                  random_state=seed).fit(X)
+    if init not in INITS:
+        raise ValueError(f"PSS reference: init must be one of {INITS}, got {init!r}")
+    if init != "consensus":
+        return KMeans(n_clusters=k, init=init, n_init=n_init, max_iter=max_iter, random_state=seed).fit(X)
+    rs = np.random.default_rng(seed)
+    centres, sizes = [], []
+    for _ in range(int(n_init)):
+        km = KMeans(k, n_init=1, max_iter=max_iter, random_state=int(rs.integers(2 ** 31))).fit(X)
+        centres.append(km.cluster_centers_)
+        sizes.append(np.bincount(km.labels_, minlength=k))
+    top = KMeans(k, n_init=10, random_state=int(rs.integers(2 ** 31))).fit(
+        np.concatenate(centres), sample_weight=np.concatenate(sizes).astype(np.float64))
+    return KMeans(k, init=top.cluster_centers_, n_init=1, max_iter=max_iter).fit(X)
 
 
 def _reference_vectors(poses, max_poses: int | None, seed: int) -> tuple[np.ndarray, int, int]:
@@ -108,8 +127,8 @@ def reference_poses(dataset, frames=None) -> np.ndarray:
     return g["gt"][g["mask"].all(-1)]
 
 
-def build_reference(poses: np.ndarray, ks=DEFAULT_KS, seed: int = 0, n_init: int = 10,
-                    init: str = "k-means++", max_iter: int = 300,
+def build_reference(poses: np.ndarray, ks=DEFAULT_KS, seed: int = 0, n_init: int = DEFAULTS["n_init"],
+                    init: str = DEFAULTS["init"], max_iter: int = 300,
                     max_poses: int | None = 200_000) -> dict:
     """k-means reference for PSS. poses [...,J,3] (any units, root-relative or not; any leading
     dims, e.g. [F,V,J,3]) in the frame of the poses to be scored: each camera's frame
@@ -249,7 +268,7 @@ def cluster_iou(labels_a: np.ndarray, labels_b: np.ndarray, k: int) -> float:
 
 def stability(poses: np.ndarray, k: int, runs: int = 10, seed: int = 0,
               pred: np.ndarray | None = None, gt: np.ndarray | None = None,
-              n_init: int = 10, init: str = "k-means++", max_iter: int = 300,
+              n_init: int = DEFAULTS["n_init"], init: str = DEFAULTS["init"], max_iter: int = 300,
               max_poses: int | None = 200_000, max_pairs: int | None = None,
               progress: bool = True) -> dict:
     """The paper's stability study of the PSS reference for one k.

