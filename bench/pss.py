@@ -209,10 +209,10 @@ def why(ref: np.ndarray, pred: np.ndarray, test: np.ndarray, quick: bool, max_po
     tw = ax[0].twinx()
     tw.semilogx(n, [s[2] for s in sweep], "s--", color="C1", label="mPSS@50 spread (right axis)")
     tw.set_ylabel("mPSS@50 spread (pp)", color="C1")
-    # one legend, drawn on the twin axis so that its line does not cross it
+    # one legend, below the panel: inside it hid the curves
     h0, l0 = ax[0].get_legend_handles_labels()
     h1, l1 = tw.get_legend_handles_labels()
-    tw.legend(h0 + h1, l0 + l1, fontsize=6.5, loc="lower right", framealpha=0.9)
+    tw.legend(h0 + h1, l0 + l1, fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     ax[1].scatter((sa[r] + sb[c]) / 2, iou_m[r, c], s=10)
     ax[1].set_xscale("log")
     ax[1].set_xlabel("cluster size (reference poses)")
@@ -220,7 +220,7 @@ def why(ref: np.ndarray, pred: np.ndarray, test: np.ndarray, quick: bool, max_po
     fig.tight_layout()
     path = Path(__file__).resolve().parent / "results" / f"pss_why{'.quick' if quick else ''}.png"
     path.parent.mkdir(exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")  # the legend sits below the left panel
     plt.close(fig)
     print(f"why: figure {path}")
     return res
