@@ -46,6 +46,9 @@ README_FIGURES = [
      "{:+.1%}"),
     ("train", "study_heldout_ru_gain", "RU trained on one test clip's errors, gain on the other (share)", None),
     ("pss", "kmeans_iou_k50", "PSS reference: k-means IoU between runs at k = 50 (the paper: 0.78)", "{:.2f}"),
+    ("pss", "kmeans_iou_k100", "the same at k = 100", "{:.2f}"),
+    ("pss", "why_iou_k50_bvh_library_consensus20", "the same build at k = 50 on a varied mocap library (Bandai Namco, "
+     "174 clips, 17 actions)", "{:.2f}"),
     ("pss", "mpss_spread_pct", "PSS: spread of mPSS between k-means runs (percentage points; the paper: about 0.1)",
      "{:.2f}"),
     ("people", "rot_err_deg_single", "rig from the people vs Qualisys, the real recording: mean pair rotation error (deg)",
