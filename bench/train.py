@@ -165,18 +165,17 @@ def refine_with(rc: dict, x: np.ndarray, y: np.ndarray, out_dir: Path, pred: np.
     return refiner.apply_refiner(ck, pred.reshape(-1, *pred.shape[2:])).reshape(pred.shape)
 
 
-def ru_validation(ds, trainf: np.ndarray, folds_dir: Path, clean: np.ndarray, cmask: np.ndarray, gt: np.ndarray,
-                  gmask: np.ndarray, ru_over: dict, work: Path) -> dict:
+def ru_validation(ds, trainf: np.ndarray, size: np.ndarray, folds_dir: Path, clean: np.ndarray, cmask: np.ndarray,
+                  gt: np.ndarray, gmask: np.ndarray, ru_over: dict, work: Path) -> dict:
     """The paper's unit judged on training people it never saw (how to choose its settings
     without the test people): each cross-fitted SS network (folds_dir/fold<f>, trained without
     fold f's people) predicts its own training people, whose 3D (clean [f,V,J,3] per-pose mean
-    bones, mask cmask) trains a unit, applied to its predictions of fold f's people; targets per
+    bones, mask cmask; size [f] their person_scale) trains a unit, applied to its predictions of fold f's people; targets per
     pose and with the people's sizes kept. -> {kind: {metric: gain}} (scores' metrics, the mean
     over the folds)."""
     from pipeline.training import refiner_data
     subj = np.asarray(ds["subject"][:])[trainf]
     mb = mean_bone_mm(ds)
-    size = person_scale(ds, trainf)
     out: dict = {"per pose": [], "sizes kept": []}
     for f, hold in enumerate(refiner_data.crossfit_folds(subj, 2)):
         ck = folds_dir / f"fold{f}" / "final.pt"
@@ -272,12 +271,13 @@ def seed_study(a, ds, lab, lmask, test, gt, gmask, mb, o3: dict, tag: str, work:
         ck_ss = pose3d.train(cfg, ds, lab, lmask, work / "nets" / f"ss-{a.detector}{tag}-seed{s}")
         ck_fs = pose3d.train(cfg, ds, None, None, work / "nets" / f"fs{tag}-seed{s}")
         pred_ss = pose3d.predict(ck_ss, ds, test)
-        ss.append(scores(pred_ss * mb, gt[test], gmask[test])["mpjpe"])
+        s0 = scores(pred_ss * mb, gt[test], gmask[test], ru["own"])
+        ss.append(s0["mpjpe"])
         fs.append(scores(pose3d.predict(ck_fs, ds, test), gt[test], gmask[test])["mpjpe"])
         rc = {"training_data": "predictions", "seed": s, **ru["over"]}
         x, y = refiner.make_pairs(rc, pose3d.predict(ck_ss, ds, ru["frames"])[ru["keep"]], ru["clean"], ru["mask"])
         r = refine_with(rc, x, y, work / "nets" / f"ru-mocap-perpose-predictions-{a.detector}{ru['tag']}-seed{s}", pred_ss)
-        s0, s1 = (scores(p * mb, gt[test], gmask[test], ru["own"]) for p in (pred_ss, r))
+        s1 = scores(r * mb, gt[test], gmask[test], ru["own"])
         gains.append(1 - s1["mpjpe"] / s0["mpjpe"])
         gains_own.append(1 - s1["mpjpe_own"] / s0["mpjpe_own"])
         print(f"seed {s}: SS {ss[-1]:.1f} mm, FS {fs[-1]:.1f} mm, SS / FS {ss[-1] / fs[-1]:.3f}, "
@@ -430,7 +430,8 @@ def main(argv=None) -> dict:
     # bone, for everyone), against per-pose mean bones (the SS network's unit, the default)
     t = time.perf_counter()
     rc = {"training_data": "predictions", **ru_over}
-    kept = clean * person_scale(ds, trainf)[:, None, None, None]
+    size_tr = person_scale(ds, trainf)
+    kept = clean * size_tr[:, None, None, None]
     x, y = refiner.make_pairs(rc, pred_tr[someg], kept[someg], cmask[someg])
     r = refine_with(rc, x, y, work / "nets" / f"ru-mocap-sizes-kept-{a.detector}{rtag}", pred_ss)
     res["SS+RU(mocap,sizes kept)"] = scores(r * mb, gt[test], gmask[test], own)
@@ -438,7 +439,7 @@ def main(argv=None) -> dict:
     val = {}
     if held is not None:
         t = time.perf_counter()
-        val = ru_validation(ds, trainf, work / "nets" / f"crossfit-{a.detector}{tag}", clean, cmask, gt, gmask,
+        val = ru_validation(ds, trainf, size_tr, work / "nets" / f"crossfit-{a.detector}{tag}", clean, cmask, gt, gmask,
                             ru_over, work / "nets" / f"ru-val-{a.detector}{rtag}")
         timings["ru_validation_s"] = time.perf_counter() - t
     # mPSS@50 against a reference of the training subjects' 3D (the pss_reference stage's default)
@@ -473,9 +474,8 @@ def main(argv=None) -> dict:
     metric_names = ("mpjpe", "mpjpe_own", "nmpjpe", "pmpjpe")
     test_g = {kind: {m: 1 - res[row][m] / res["SS"][m] for m in metric_names}
               for kind, row in (("per pose", "SS+RU(mocap,predictions)"), ("sizes kept", "SS+RU(mocap,sizes kept)"))}
-    ratios = person_scale(ds, trainf)
     sizes = (f"the test people's mean bone: {own.mean():.3f} of the training people's mean "
-             f"(training people: {ratios.min():.3f} .. {ratios.max():.3f})")
+             f"(training people: {size_tr.min():.3f} .. {size_tr.max():.3f})")
     print(f"{sizes}; RU (motion capture, SS predictions) gains on SS, per metric "
           "(MPJPE, MPJPE at the person's own size, NMPJPE, PMPJPE):")
     for kind, g in test_g.items():

@@ -235,6 +235,12 @@ def quaternion_to_matrix(q: np.ndarray, scalar_first: bool = True) -> np.ndarray
         *q.shape[:-1], 3, 3)
 
 
+def vector_angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle between vectors, radians in [0, pi]. a, b [...,3] (any lengths) -> [...].
+    atan2(|a x b|, a . b): exact near 0, where arccos of the cosine resolves ~1e-8 rad."""
+    return np.arctan2(np.linalg.norm(np.cross(a, b), axis=-1), np.einsum("...a,...a->...", a, b))
+
+
 def rotation_magnitude_deg(R: np.ndarray) -> np.ndarray:
     """Angle of rotations R [...,3,3] about their axes, degrees in [0, 180] -> [...]; NaN where
     R has a NaN."""

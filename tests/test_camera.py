@@ -124,6 +124,10 @@ def test_rotation_magnitude_against_scipy_down_to_tiny_angles():
     # the pairwise form is the magnitude of Raᵀ Rb, and a NaN stays a NaN
     np.testing.assert_allclose(camera.rotation_angle_deg(R[3], R[3] @ R[1]), np.degrees(1e-9), rtol=1e-6)
     assert np.isnan(camera.rotation_magnitude_deg(np.full((3, 3), np.nan)))
+    # vector_angle: the closed form for two vectors 1e-9 rad apart, and at right angles
+    a = np.array([[1.0, 0, 0], [0, 2.0, 0]])
+    b = np.array([[np.cos(1e-9), np.sin(1e-9), 0], [0, 0, 5.0]])
+    np.testing.assert_allclose(camera.vector_angle(a, b), [1e-9, np.pi / 2], rtol=1e-12)
 
 
 def test_cameras_validation():

@@ -56,10 +56,8 @@ __all__ = ["DEFAULTS", "PRESETS", "FAILURES", "LabelWarning", "calibrate", "cano
 
 
 
-def canonical_scale(poses: np.ndarray) -> np.ndarray:
-    """Mean bone length over the 16 bones of joints.BONES (joints.mean_bone_length).
-    poses [...,J,3] -> [...]; bones with a missing (NaN) end are left out, NaN when none is whole."""
-    return mean_bone_length(poses)
+# the canonical scale of a label: its pose's mean bone length (one definition, in joints)
+canonical_scale = mean_bone_length
 
 
 def _limbs() -> list[tuple[list[int], list[int]]]:

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
-from ..camera import rotation_magnitude_deg
+from ..camera import rotation_magnitude_deg, vector_angle
 from ..cores import thread_map
 from . import bundle, epipolar, schur
 from . import triangulate as tri
@@ -116,7 +116,7 @@ def rotation_fit(x1: np.ndarray, x2: np.ndarray, iterations: int = 4) -> tuple[n
     """The rotation that best maps view 1's rays onto view 2's (Kabsch on unit rays, trimmed:
     rays farther than 3x the median angle are dropped and the fit repeated). x1, x2 [N,2]
     normalised points. -> R [3,3] (x2 ~ R x1 for a camera turned about its centre), angles
-    [N] radians between R r1 and r2 (the parallax a rotation cannot explain; by atan2: exact near 0)."""
+    [N] radians between R r1 and r2 (the parallax a rotation cannot explain; camera.vector_angle)."""
     r1 = np.concatenate([x1, np.ones((len(x1), 1))], 1)
     r2 = np.concatenate([x2, np.ones((len(x2), 1))], 1)
     r1 /= np.linalg.norm(r1, axis=1, keepdims=True)
@@ -125,7 +125,7 @@ def rotation_fit(x1: np.ndarray, x2: np.ndarray, iterations: int = 4) -> tuple[n
     for _ in range(iterations):
         U, _, Vt = np.linalg.svd(r2[keep].T @ r1[keep])
         R = U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))]) @ Vt
-        ang = np.arctan2(np.linalg.norm(np.cross(r1 @ R.T, r2), axis=1), np.einsum("na,na->n", r1 @ R.T, r2))
+        ang = vector_angle(r1 @ R.T, r2)
         keep = ang <= 3.0 * np.median(ang) + 1e-15
     return R, ang
 

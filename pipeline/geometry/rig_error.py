@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..camera import camera_center
+from ..camera import camera_center, vector_angle
 from .rig import all_pairs
 
 __all__ = ["pair_direction_errors"]
@@ -29,5 +29,4 @@ def pair_direction_errors(R_est: np.ndarray, t_est: np.ndarray, R_ref: np.ndarra
     vs reference, in rig.all_pairs order. R [V,3,3], t [V,3] -> [P] (NaN where a camera is
     not placed)."""
     a, b = _baselines(R_est, t_est), _baselines(R_ref, t_ref)
-    # atan2 of |a x b| and a . b: exact near 0 where arccos loses half the digits
-    return np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b), axis=-1), np.einsum("pa,pa->p", a, b)))
+    return np.degrees(vector_angle(a, b))
