@@ -77,6 +77,19 @@ def test_neighbour_pairs(world):
     assert labels.select_pairs(ang, "all").all()
 
 
+def test_viewing_angles_closed_form_down_to_tiny_angles():
+    # closed form: optical axes rotated about the world y axis by known angles; atan2 keeps
+    # 1e-10 rad exact where arccos of the dot product returns 0 (1 - cos < eps)
+    from scipy.spatial.transform import Rotation
+
+    a = np.array([0.0, 1e-10, 0.3, np.pi / 2, np.pi - 1e-6])
+    R = Rotation.from_rotvec(a[:, None] * [0.0, 1.0, 0.0]).as_matrix().transpose(0, 2, 1)
+    ang = np.radians(labels.viewing_angles(R))
+    from pipeline.geometry import rig
+    pairs = rig.all_pairs(len(a))
+    np.testing.assert_allclose(ang, np.abs(a[pairs[:, 1]] - a[pairs[:, 0]]), rtol=1e-7, atol=0)
+
+
 def test_per_frame_flags_failures(world):
     # the paper's per-frame mode fails under noise: failed frames carry a reason and no label
     cams, P, gt = world

@@ -230,5 +230,4 @@ def viewing_angles(R: np.ndarray) -> np.ndarray:
     """Angles (deg) between the viewing directions of each pair of rig.all_pairs(V). R [V,3,3] -> [P]."""
     pairs = rigmod.all_pairs(len(R))
     z = R[:, 2, :]  # optical axis in world coordinates
-    c = np.einsum("pa,pa->p", z[pairs[:, 0]], z[pairs[:, 1]])
-    return np.degrees(np.arccos(np.clip(c, -1, 1)))
+    return np.degrees(camera.vector_angle(z[pairs[:, 0]], z[pairs[:, 1]]))

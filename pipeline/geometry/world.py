@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..camera import vector_angle
 from ..joints import INDEX
 
 __all__ = ["ANKLE_HEIGHT", "stature", "up_and_floor", "world_transform", "to_world", "align_similarity",
@@ -85,7 +86,7 @@ def up_and_floor(X: np.ndarray, min_spread: float = 0.3, min_line: float = 0.1, 
         spread = s[:2] / np.sqrt(len(pts))
         spread_h = spread / H
         normal = Vt[2] * np.sign(Vt[2] @ body)
-        tilt = float(np.degrees(np.arccos(np.clip(normal @ body, -1, 1))))
+        tilt = float(np.degrees(vector_angle(normal, body)))
         if spread[1] >= min_spread * H and tilt <= max_tilt_deg:
             up, source = normal, "ankle plane"
         elif spread[0] >= min_line * H:

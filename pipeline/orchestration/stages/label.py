@@ -140,6 +140,6 @@ def _labelled_share(g, rig: np.ndarray, ok: np.ndarray) -> None:
 
 
 STAGE = Stage(
-    name="label", version=14, doc=__doc__.strip(), module=__name__,
+    name="label", version=15, doc=__doc__.strip(), module=__name__,
     outputs=(Output("label", name=lambda s: s["mode"], inputs=("dataset", "detect2d")),),
     build=build, defaults=_defaults, validate=_validate, own_keys=OWN)
