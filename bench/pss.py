@@ -107,21 +107,62 @@ def _consensus(X: np.ndarray, k: int, seed: int, R: int):
     return pss._fit(X, k, seed, R, "consensus", 300)
 
 
-def why(ref: np.ndarray, pred: np.ndarray, test: np.ndarray, quick: bool, max_poses: int) -> dict:
+def library(quick: bool, runs: int, noise_mm: float, max_poses: int, n_studio: int) -> tuple[dict, tuple | None]:
+    """The paper's study with the default build on a reference as varied as the paper's: the
+    BVH library's train clips (every clip of bandai_namco_1, 17 actions x 15 styles, 4 views)
+    as the reference, its test clips with the same noise as the scored set. The spread is
+    measured on every test pose, on a random subset the size of the studio's scored set, and
+    against the number of poses scored (random subsets, 5 draws each: a spread across
+    references shrinks with the set it scores). ({}, None) without the library."""
+    if not (SHARED / "motion" / "bandai_namco_1").is_dir():
+        return {}, None
+    tr, te, what = bvh_poses(quick, every=8 if quick else 1)
+    rng = np.random.default_rng(1)
+    pred = te + rng.normal(0, noise_mm, te.shape)
+    pred[:, 0] = te[:, 0]
+    sub = np.sort(rng.choice(len(te), min(n_studio, len(te)), replace=False))
+    out = {"library_n_scored": len(te), "library_n_scored_subset": len(sub)}
+    for k in (50, 100):
+        t = time.perf_counter()
+        s = pss.stability(tr, k, runs=runs, seed=1, pred=pred, gt=te, max_poses=max_poses, progress=False,
+                          keep_centres=True)
+        centres = s.pop("centres")
+        m_sub = [pss.mpss(pred[sub], te[sub], C) for C in centres]
+        # PSS of every scored pose against every reference; a subset's mPSS is a mean of columns
+        per = np.stack([pss.pss(pred, te, C) for C in centres])  # [runs, N]
+        curve = []
+        for n in sorted({250, 500, len(sub), 2000, 4000, len(te)}):
+            if n <= len(te):
+                draws = [rng.choice(len(te), n, replace=False) for _ in range(1 if n == len(te) else 5)]
+                curve.append([n, round(float(np.mean([100 * per[:, d].mean(1).std() for d in draws])), 4)])
+        out[f"library_spread_curve_k{k}"] = curve
+        out["library_n_ref_poses"] = s["n_poses"]
+        out[f"library_kmeans_iou_k{k}"] = round(s["iou_mean"], 4)
+        out[f"library_mpss_spread_pct_k{k}"] = round(s["mpss_std_pct"], 4)
+        out[f"library_mpss_spread_pct_k{k}_subset"] = round(100 * float(np.std(m_sub)), 4)
+        print(f"library k={k:3d}: {what}, {s['n_poses']} reference poses: IoU {s['iou_mean']:.3f} ± {s['iou_std']:.3f}; "
+              f"mPSS spread {s['mpss_std_pct']:.3f} pp over {len(te)} scored poses, "
+              f"{100 * np.std(m_sub):.3f} pp over {len(sub)} of them ({runs} runs, {time.perf_counter() - t:.0f} s)")
+    return out, (tr, te)
+
+
+def why(ref: np.ndarray, pred: np.ndarray, test: np.ndarray, quick: bool, max_poses: int,
+        lib: tuple | None = None, lib_study: dict | None = None) -> dict:
     """Why the IoU at k = 50 is what it is, with a figure (bench/results/pss_why.png):
     (a) restarts: IoU and mPSS spread against k-means++'s n_init (the best of n_init starts);
     (b) which clusters move: IoU of each matched cluster against its size, and the k-means
         objective's spread across runs (a flat objective: many partitions nearly as good);
-    (c) diversity: the same study on a BVH library of many actions and actors (bandai_namco_1,
-        every clip, when ../shared/data has it) seen by the same 4-camera ring, by k-means++ and
-        by the consensus of 20 starts: is the studio's IoU a matter of its data?;
+    (c) diversity: the same study on a BVH library of many actions and actors (bandai_namco_1's
+        train clips, when ../shared/data has it) seen by the same 4-camera ring, by k-means++
+        here and by the default build in `library`: is the studio's IoU a matter of its data?;
     (d) consensus: each reference started from the k-means of the centres of R single-start
         runs (bagged clustering, Leisch 1999), then Lloyd on every pose: does averaging many
         starts make the reference stable, and at what cost (R fits per reference)? R up to 300
         shows where it levels off;
     (e) the pss_reference stage's motion-capture reference (CMU subject 01 seen by its 24
         virtual cameras), the one footage without 3D ground truth gets: more poses, but
-        orientations on a ring, so no more structure for k-means to find."""
+        orientations on a ring, so no more structure for k-means to find.
+    The spread against the number of poses scored is `spread_figure`'s."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -149,19 +190,17 @@ def why(ref: np.ndarray, pred: np.ndarray, test: np.ndarray, quick: bool, max_po
     print(f"why (b): matched-cluster IoU {iou_m[r, c].mean():.3f}; weighted by cluster size {weighted:.3f} "
           f"(not the paper's definition: a diagnostic); clusters with IoU < 0.5: {int(np.sum(iou_m[r, c] < 0.5))} of 50")
     res["why_iou_k50_size_weighted"] = round(weighted, 4)
-    # (c) a diverse library: every clip (17 actions x 15 styles), and the consensus of 20 starts
+    # (c) a diverse library: every clip (17 actions x 15 styles); its consensus row is `library`'s
     lib_iou = lib_cons = None
-    if (SHARED / "motion" / "bandai_namco_1").is_dir():
-        tr, te, what = bvh_poses(quick, every=1)
-        lib = np.concatenate([tr, te])
-        Xl = pss.normalise(lib[np.random.default_rng(0).permutation(len(lib))[:max_poses]])
-        Ll, _ = _runs(Xl, 50, runs, KPP, lib[:200], lib[:200])
+    if lib is not None:
+        tr = lib[0]
+        Xl = pss.normalise(tr[np.random.default_rng(0).permutation(len(tr))[:max_poses]])
+        Ll, _ = _runs(Xl, 50, runs, KPP, tr[:200], tr[:200])
         lib_iou = _mean_iou(Ll)
-        lib_cons = _mean_iou([_consensus(Xl, 50, 100 + i, 20).labels_ for i in range(runs)])
-        print(f"why (c): {what}: {len(Xl)} reference poses, IoU@50 {lib_iou:.3f} (n_init "
-              f"{KPP}), {lib_cons:.3f} (consensus of 20 starts) ({runs} runs)")
+        lib_cons = lib_study["library_kmeans_iou_k50"]
+        print(f"why (c): the BVH library's train clips: {len(Xl)} reference poses, IoU@50 {lib_iou:.3f} "
+              f"(k-means++ x{KPP}, {runs} runs); the default build on its train clips: {lib_cons:.3f} (library)")
         res["why_iou_k50_bvh_library"] = round(lib_iou, 4)
-        res["why_iou_k50_bvh_library_consensus20"] = round(lib_cons, 4)
     # (d) consensus of R single-start runs
     from sklearn.cluster import KMeans
     cons = []
@@ -198,7 +237,7 @@ def why(ref: np.ndarray, pred: np.ndarray, test: np.ndarray, quick: bool, max_po
     ax[0].semilogx(n, [s[1] for s in sweep], "o-", label="IoU@50 (studio reference)")
     if lib_iou is not None:
         ax[0].axhline(lib_iou, color="C2", ls=":", label=f"IoU@50, BVH library (k-means++ x{KPP})")
-        ax[0].axhline(lib_cons, color="C2", ls="--", label="IoU@50, BVH library (consensus of 20)")
+        ax[0].axhline(lib_cons, color="C2", ls="--", label="IoU@50, BVH library (the default build, train clips)")
     ax[0].semilogx([c[0] for c in cons], [c[1] for c in cons], "^-", color="C3",
                    label="IoU@50, consensus of R single starts (x = R)")
     if mocap_iou is not None:
@@ -224,6 +263,38 @@ def why(ref: np.ndarray, pred: np.ndarray, test: np.ndarray, quick: bool, max_po
     plt.close(fig)
     print(f"why: figure {path}")
     return res
+
+
+def spread_figure(out: dict, n_studio: int, quick: bool) -> None:
+    """bench/results/pss_spread.png from a result's values: the mPSS spread across references
+    against the number of poses scored, `library`'s curve for k = 50 and 100 with 1/sqrt(N)
+    through its last point, and the studio's spreads at its test set's size."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for k, c in ((50, "C0"), (100, "C1")):
+        curve = np.array(out.get(f"library_spread_curve_k{k}", []), dtype=float).reshape(-1, 2)
+        if len(curve):
+            ax.loglog(curve[:, 0], curve[:, 1], "o-", color=c, label=f"library (Bandai Namco), k = {k}")
+            ax.loglog(curve[:, 0], curve[-1, 1] * np.sqrt(curve[-1, 0] / curve[:, 0]), ":", color=c, lw=0.8,
+                      label=f"1/sqrt(N) through its last point, k = {k}")
+        ax.loglog(n_studio, out[f"mpss_spread_pct_k{k}"], "*", ms=13, color=c, label=f"studio, k = {k}")
+    ax.axhline(0.5, color="k", ls="--", lw=0.8, label="goal: 0.5 pp")
+    for axis, ticks in ((ax.xaxis, [250, 500, 1000, 2000, 4000, 8000]), (ax.yaxis, [0.3, 0.5, 0.7, 1, 1.5, 2])):
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(NullFormatter())
+        axis.set_ticks(ticks)
+    ax.set_xlabel("poses scored (N)")
+    ax.set_ylabel("mPSS spread across references (pp)")
+    ax.set_title("PSS: one reference build, many runs", fontsize=9)
+    ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
+    path = Path(__file__).resolve().parent / "results" / f"pss_spread{'.quick' if quick else ''}.png"
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    print(f"spread: figure {path}")
 
 
 def main() -> None:
@@ -281,7 +352,10 @@ def main() -> None:
         print(f"k={k}: IoU ratio default / random-init = {r:.3f}; paper's IoU 0.78 -> ours / paper = "
               f"{d[(default, k)]['iou_mean'] / 0.78:.3f}")
     out["mpss_spread_pct"] = max(out["mpss_spread_pct_k50"], out["mpss_spread_pct_k100"])
-    out.update(why(ref, pred, test, a.quick, max_poses))
+    lib_study, lib = library(a.quick, runs, a.noise_mm, max_poses, len(test))
+    out.update(lib_study)
+    spread_figure(out, len(test), a.quick)
+    out.update(why(ref, pred, test, a.quick, max_poses, lib, lib_study))
     out["build_s"] = round(build_s, 3)
     save("pss", out, a.quick)
 

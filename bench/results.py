@@ -47,10 +47,12 @@ README_FIGURES = [
     ("train", "study_heldout_ru_gain", "RU trained on one test clip's errors, gain on the other (share)", None),
     ("pss", "kmeans_iou_k50", "PSS reference: k-means IoU between runs at k = 50 (the paper: 0.78)", "{:.2f}"),
     ("pss", "kmeans_iou_k100", "the same at k = 100", "{:.2f}"),
-    ("pss", "why_iou_k50_bvh_library_consensus20", "the same build at k = 50 on a varied mocap library (Bandai Namco, "
-     "174 clips, 17 actions)", "{:.2f}"),
+    ("pss", "library_kmeans_iou_k50", "the same build at k = 50 on a varied mocap library (Bandai Namco's train "
+     "clips, 17 actions x 15 styles)", "{:.2f}"),
     ("pss", "mpss_spread_pct", "PSS: spread of mPSS between k-means runs (percentage points; the paper: about 0.1)",
      "{:.2f}"),
+    ("pss", "library_mpss_spread_pct_k50_subset", "the library's mPSS@50 spread, scored on as many poses as the "
+     "studio's test set (pp)", "{:.2f}"),
     ("people", "rot_err_deg_single", "rig from the people vs Qualisys, the real recording: mean pair rotation error (deg)",
      "{:.2f}"),
 ]
@@ -65,7 +67,9 @@ GOALS = {
                ("label_frames_per_s", 20000, ">=")],
     "train": [("ss_over_fs", 1.25, "<="), ("ru_gain_mocap", 0.10, ">=")],
     "train-gt": [("ss_over_fs", 1.25, "<=")],
-    "pss": [("kmeans_iou_k50", 0.78, ">="), ("mpss_spread_pct", 0.5, "<=")],
+    "pss": [("kmeans_iou_k50", 0.78, ">="), ("mpss_spread_pct", 0.5, "<="),
+            # the same goals for the same build on a reference as varied as the paper's
+            ("library_kmeans_iou_k50", 0.78, ">="), ("library_mpss_spread_pct_k50_subset", 0.5, "<=")],
     "real": [],
     "chain": [("demo_s", 300, "<="), ("cpu_utilisation", 0.8, ">=")],
     "render": [],

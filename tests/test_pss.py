@@ -209,7 +209,11 @@ def test_stability_separated_blobs_vs_uniform():
     assert s["pairs"] == 6 and s["iou_mean"] == pytest.approx(1.0)
     assert s["mpss_std_pct"] == 0.0 and s["mpss_mean"] == 1.0
     uni = rng.normal(size=(600, J, 3))
-    u = pss.stability(uni, 30, runs=3, n_init=1, progress=False)
+    u = pss.stability(uni, 30, runs=3, n_init=1, progress=False, pred=uni[:50] + 0.3, gt=uni[:50],
+                      keep_centres=True)
     assert u["iou_mean"] < 0.7
+    # the kept centres are the runs' references: scoring the same set against them gives "mpss"
+    assert len(u["centres"]) == 3 and u["centres"][0].shape == (30, J, 3)
+    assert [pss.mpss(uni[:50] + 0.3, uni[:50], C) for C in u["centres"]] == u["mpss"]
     with pytest.raises(ValueError, match="at least 2 runs"):
         pss.stability(uni, 5, runs=1)

@@ -270,7 +270,7 @@ def stability(poses: np.ndarray, k: int, runs: int = 10, seed: int = 0,
               pred: np.ndarray | None = None, gt: np.ndarray | None = None,
               n_init: int = DEFAULTS["n_init"], init: str = DEFAULTS["init"], max_iter: int = 300,
               max_poses: int | None = 200_000, max_pairs: int | None = None,
-              progress: bool = True) -> dict:
+              keep_centres: bool = False, progress: bool = True) -> dict:
     """The paper's stability study of the PSS reference for one k.
 
     `runs` k-means fits of the same reference poses [...,J,3] (the settings of
@@ -279,7 +279,8 @@ def stability(poses: np.ndarray, k: int, runs: int = 10, seed: int = 0,
     set), mPSS@k is computed against every run's reference.
 
     Returns {"k", "runs", "pairs", "iou_mean", "iou_std", "iou_min",
-             and with pred/gt: "mpss" (list per run), "mpss_mean", "mpss_std_pct", "mpss_range_pct"}
+             and with pred/gt: "mpss" (list per run), "mpss_mean", "mpss_std_pct", "mpss_range_pct";
+             with keep_centres: "centres" (list per run of [k,J,3], to score other sets)}
     (pct = percentage points of mPSS). The paper reports IoU 0.78 and a ±0.1 % mPSS spread.
     """
     from tqdm.auto import tqdm
@@ -292,12 +293,13 @@ def stability(poses: np.ndarray, k: int, runs: int = 10, seed: int = 0,
         pred, gt = _check_pair(pred, gt)
     X, n, _ = _reference_vectors(poses, max_poses, seed)
     k = _check_k(k, n)
-    labels, mp = [], []
+    labels, centres, mp = [], [], []
     for r in tqdm(range(runs), desc=f"k-means k={k}", disable=not progress):
         km = _fit(X, k, seed + 1 + r, n_init, init, max_iter)
         labels.append(km.labels_)
+        centres.append(km.cluster_centers_.reshape(k, J, 3))
         if pred is not None:
-            mp.append(mpss(pred, gt, km.cluster_centers_.reshape(k, J, 3)))
+            mp.append(mpss(pred, gt, centres[-1]))
     pairs = list(combinations(range(runs), 2))
     if max_pairs is not None and len(pairs) > max_pairs:
         rng = np.random.default_rng(seed)
@@ -310,4 +312,6 @@ def stability(poses: np.ndarray, k: int, runs: int = 10, seed: int = 0,
         m = np.array(mp)
         out.update(mpss=m.tolist(), mpss_mean=float(m.mean()), mpss_std_pct=float(100 * m.std()),
                    mpss_range_pct=float(100 * (m.max() - m.min())))
+    if keep_centres:
+        out["centres"] = centres
     return out
