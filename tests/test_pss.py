@@ -213,7 +213,7 @@ def test_stability_separated_blobs_vs_uniform():
                       keep_centres=True)
     assert u["iou_mean"] < 0.7
     # the kept centres are the runs' references: scoring the same set against them gives "mpss"
-    assert len(u["centres"]) == 3 and u["centres"][0].shape == (30, J, 3)
+    assert len(u["centres"]) == 3 and u["centres"][0].shape == (30, J, 3) and u["n_scored"] == 50
     assert [pss.mpss(uni[:50] + 0.3, uni[:50], C) for C in u["centres"]] == u["mpss"]
     with pytest.raises(ValueError, match="at least 2 runs"):
         pss.stability(uni, 5, runs=1)

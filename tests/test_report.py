@@ -65,6 +65,10 @@ def test_full_report(results, tmp_path):
         assert f"{100 * o['mpss_k50']:.1f}" in text
     assert "| 97.0 |" in text  # label coverage
     assert "| sum of build times | 13.8 |" in text  # not called a total: a run's wall clock differs
+    # a spread is quoted with the number of poses it scored
+    stab = results["pss_stability"][0]
+    assert stab["n_scored"] == len(results["samples"]["gt"].reshape(-1, J, 3))
+    assert f"{stab['mpss_range_pct']:.2f} | {stab['n_scored']} |" in text
     # the held-out validation per epoch: last epoch's MPJPE / NMPJPE and the best epoch
     assert ("| SS | the 2D detector | 3 | 0.3 | 0.05 | 105.0 / 97.0 (best 100.0 at epoch 2) mm | 321.0 | smooth L1 |"
             in text)

@@ -279,9 +279,12 @@ def stability(poses: np.ndarray, k: int, runs: int = 10, seed: int = 0,
     set), mPSS@k is computed against every run's reference.
 
     Returns {"k", "runs", "pairs", "iou_mean", "iou_std", "iou_min",
-             and with pred/gt: "mpss" (list per run), "mpss_mean", "mpss_std_pct", "mpss_range_pct";
+             and with pred/gt: "n_scored" (poses in the set), "mpss" (list per run), "mpss_mean",
+             "mpss_std_pct", "mpss_range_pct";
              with keep_centres: "centres" (list per run of [k,J,3], to score other sets)}
-    (pct = percentage points of mPSS). The paper reports IoU 0.78 and a ±0.1 % mPSS spread.
+    (pct = percentage points of mPSS). The paper reports IoU 0.78 and a ±0.1 % mPSS spread. A
+    spread shrinks as the set scored grows (bench/pss.py measures how): compare spreads at one
+    n_scored.
     """
     from tqdm.auto import tqdm
 
@@ -310,8 +313,8 @@ def stability(poses: np.ndarray, k: int, runs: int = 10, seed: int = 0,
            "iou_mean": float(ious.mean()), "iou_std": float(ious.std()), "iou_min": float(ious.min())}
     if pred is not None:
         m = np.array(mp)
-        out.update(mpss=m.tolist(), mpss_mean=float(m.mean()), mpss_std_pct=float(100 * m.std()),
-                   mpss_range_pct=float(100 * (m.max() - m.min())))
+        out.update(n_scored=int(np.prod(pred.shape[:-2])), mpss=m.tolist(), mpss_mean=float(m.mean()),
+                   mpss_std_pct=float(100 * m.std()), mpss_range_pct=float(100 * (m.max() - m.min())))
     if keep_centres:
         out["centres"] = centres
     return out

@@ -266,12 +266,15 @@ def _stability_section(stab) -> list[str]:
                      f"{_num(s['iou_mean']):.3f} ± {_num(s['iou_std']):.3f}", f"{_num(s['iou_min']):.3f}",
                      _fmt(s.get("mpss_mean"), "pct"),
                      f"{_num(s['mpss_std_pct']):.2f}" if "mpss_std_pct" in s else "–",
-                     f"{_num(s['mpss_range_pct']):.2f}" if "mpss_range_pct" in s else "–"])
+                     f"{_num(s['mpss_range_pct']):.2f}" if "mpss_range_pct" in s else "–",
+                     str(s.get("n_scored", "–"))])
     return ["## PSS stability", "",
             "k-means of the reference re-run with different seeds; clusters of every pair of runs "
-            "matched by the Hungarian algorithm on their IoU (paper: mean IoU 0.78, mPSS spread ±0.1 %).",
+            "matched by the Hungarian algorithm on their IoU (paper: mean IoU 0.78, mPSS spread ±0.1 %). "
+            "The spread of mPSS between references shrinks as more poses are scored: compare spreads "
+            "over sets of one size.",
             "", _table(["k", "runs", "pairs", "mean IoU ± std", "min IoU", "mPSS (%)",
-                        "mPSS std (pct. points)", "mPSS range (pct. points)"], rows), ""]
+                        "mPSS std (pct. points)", "mPSS range (pct. points)", "poses scored"], rows), ""]
 
 
 def _centres_figure(reference, out_dir: Path, k: int = 50, limit: int = 50) -> list[str]:

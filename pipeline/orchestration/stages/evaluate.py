@@ -214,7 +214,7 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="evaluate", version=10, doc=__doc__.strip(), module=__name__,
+    name="evaluate", version=11, doc=__doc__.strip(), module=__name__,
     outputs=(Output("evaluate", "metrics",
                     inputs=("dataset", "detect2d", "label", "train3d_ss", "train3d_fs", "refine", "refine_labels",
                             "pss_reference")),),

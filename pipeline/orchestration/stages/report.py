@@ -102,7 +102,7 @@ def build(ctx: Context) -> dict:
 
 
 STAGE = Stage(
-    name="report", version=12, doc=__doc__.strip(), module=__name__,
+    name="report", version=13, doc=__doc__.strip(), module=__name__,
     outputs=(Output("report", "report", inputs=("dataset", "evaluate", "pss_reference", "pretrain2d",
                                                  "train3d_ss", "train3d_fs", "refine", "refine_labels", "label",
                                                  "detect2d")),),
