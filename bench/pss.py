@@ -11,6 +11,9 @@ Side by side in one run: our default reference (pss.DEFAULTS: the consensus of 2
 the paper's literal "random initialisation" (init="random", n_init=1), the same runs and pairs.
 
     .venv/bin/python bench/pss.py [--quick] [--runs 20]
+    .venv/bin/python bench/pss.py --source h36m --root /data/h36m   # the paper's own poses
+With Human3.6M (not on our machines) the study runs on the paper's data and protocol, from
+its pose files alone, and keeps its results apart (bench/results/pss-h36m.json, pss-h36m_*.png).
 Last line: one JSON object.
 """
 from __future__ import annotations
@@ -82,6 +85,39 @@ def bvh_poses(quick: bool, every: int = 2) -> tuple[np.ndarray, np.ndarray, str]
     return np.concatenate(tr), np.concatenate(te), f"BVH mocap bandai_namco_1 ({len(files)} clips, 10 fps, 4 views)"
 
 
+def h36m_poses(root: str | Path, quick: bool = False, subjects: tuple[list, list] | None = None
+               ) -> tuple[np.ndarray, np.ndarray, str]:
+    """(train [N,J,3], test [M,J,3], what) from a Human3.6M folder in its public layout: the
+    paper's own setting. Only metadata.xml and the D3_Positions pose files are read (no video);
+    the h36m adapter's protocol: train subjects every `train_every`-th frame, test subjects
+    every `test_every`-th (64th), each pose in every camera's frame. quick: every 10th sequence.
+    `subjects` (train, test) overrides the protocol's subjects. SystemExit naming what is missing."""
+    from pipeline.camera import world_to_camera
+    from pipeline.data import h36m
+
+    cfg = h36m.DEFAULTS
+    root = Path(root)
+    train, test = subjects or (cfg["train_subjects"], cfg["test_subjects"])
+    if not (root / "metadata.xml").is_file():
+        raise SystemExit(f"{root / 'metadata.xml'}: missing; --root must be a Human3.6M folder in its public layout")
+    cams = h36m.read_metadata(root / "metadata.xml", list(train) + list(test), list(cfg["cameras"]))
+    out = {}
+    for part, subs, every in (("train", train, cfg["train_every"]), ("test", test, cfg["test_every"])):
+        poses = []
+        for subj in subs:
+            files = sorted(f for f in (root / subj / "MyPoseFeatures" / "D3_Positions").glob("*.cdf")
+                           if not f.stem.startswith("_ALL"))
+            for f in files[:: 10 if quick else 1]:
+                P = h36m.read_poses(f)[::every]
+                c = cams[subj]
+                poses.append(world_to_camera(P[:, None], c.R[None], c.t[None]).reshape(-1, J, 3))
+        if not poses:
+            raise SystemExit(f"{root}: no D3_Positions pose files for the {part} subjects {list(subs)}")
+        out[part] = np.concatenate(poses)
+    return out["train"], out["test"], (f"Human3.6M ({'+'.join(train)} every {cfg['train_every']}th frame; "
+                                       f"{'+'.join(test)} every {cfg['test_every']}th; 4 views)")
+
+
 # k-means++ restarts of the why study's comparisons (scikit-learn's long-standing n_init)
 KPP = 10
 
@@ -147,8 +183,8 @@ def library(quick: bool, runs: int, noise_mm: float, max_poses: int, n_studio: i
 
 
 def why(ref: np.ndarray, pred: np.ndarray, test: np.ndarray, quick: bool, max_poses: int,
-        lib: tuple | None = None, lib_study: dict | None = None) -> dict:
-    """Why the IoU at k = 50 is what it is, with a figure (bench/results/pss_why.png):
+        lib: tuple | None = None, lib_study: dict | None = None, name: str = "pss") -> dict:
+    """Why the IoU at k = 50 is what it is, with a figure (bench/results/<name>_why.png):
     (a) restarts: IoU and mPSS spread against k-means++'s n_init (the best of n_init starts);
     (b) which clusters move: IoU of each matched cluster against its size, and the k-means
         objective's spread across runs (a flat objective: many partitions nearly as good);
@@ -257,7 +293,7 @@ def why(ref: np.ndarray, pred: np.ndarray, test: np.ndarray, quick: bool, max_po
     ax[1].set_xlabel("cluster size (reference poses)")
     ax[1].set_ylabel("IoU with its match in another run")
     fig.tight_layout()
-    path = Path(__file__).resolve().parent / "results" / f"pss_why{'.quick' if quick else ''}.png"
+    path = Path(__file__).resolve().parent / "results" / f"{name}_why{'.quick' if quick else ''}.png"
     path.parent.mkdir(exist_ok=True)
     fig.savefig(path, dpi=90, bbox_inches="tight")  # the legend sits below the left panel
     plt.close(fig)
@@ -265,8 +301,8 @@ def why(ref: np.ndarray, pred: np.ndarray, test: np.ndarray, quick: bool, max_po
     return res
 
 
-def spread_figure(out: dict, n_studio: int, quick: bool) -> None:
-    """bench/results/pss_spread.png from a result's values: the mPSS spread across references
+def spread_figure(out: dict, n_studio: int, quick: bool, name: str = "pss", source: str = "studio") -> None:
+    """bench/results/<name>_spread.png from a result's values: the mPSS spread across references
     against the number of poses scored, `library`'s curve for k = 50 and 100 with 1/sqrt(N)
     through its last point, and the studio's spreads at its test set's size."""
     import matplotlib
@@ -281,7 +317,7 @@ def spread_figure(out: dict, n_studio: int, quick: bool) -> None:
             ax.loglog(curve[:, 0], curve[:, 1], "o-", color=c, label=f"library (Bandai Namco), k = {k}")
             ax.loglog(curve[:, 0], curve[-1, 1] * np.sqrt(curve[-1, 0] / curve[:, 0]), ":", color=c, lw=0.8,
                       label=f"1/sqrt(N) through its last point, k = {k}")
-        ax.loglog(n_studio, out[f"mpss_spread_pct_k{k}"], "*", ms=13, color=c, label=f"studio, k = {k}")
+        ax.loglog(n_studio, out[f"mpss_spread_pct_k{k}"], "*", ms=13, color=c, label=f"{source}, k = {k}")
     ax.axhline(0.5, color="k", ls="--", lw=0.8, label="goal: 0.5 pp")
     for axis, ticks in ((ax.xaxis, [250, 500, 1000, 2000, 4000, 8000]), (ax.yaxis, [0.3, 0.5, 0.7, 1, 1.5, 2])):
         axis.set_major_formatter(ScalarFormatter())
@@ -291,7 +327,7 @@ def spread_figure(out: dict, n_studio: int, quick: bool) -> None:
     ax.set_ylabel("mPSS spread across references (pp)")
     ax.set_title("PSS: one reference build, many runs", fontsize=9)
     ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
-    path = Path(__file__).resolve().parent / "results" / f"pss_spread{'.quick' if quick else ''}.png"
+    path = Path(__file__).resolve().parent / "results" / f"{name}_spread{'.quick' if quick else ''}.png"
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     print(f"spread: figure {path}")
@@ -301,13 +337,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, < 1 minute")
     ap.add_argument("--runs", type=int, default=None, help="k-means runs (paper: 100; default 20, quick 3)")
-    ap.add_argument("--source", choices=("auto", "studio", "bvh"), default="auto")
+    ap.add_argument("--source", choices=("auto", "studio", "bvh", "h36m"), default="auto",
+                    help="h36m: the paper's own data, from --root (train S1,5,6,7,8; test S9,11)")
+    ap.add_argument("--root", help="Human3.6M folder in its public layout (metadata.xml, S*/MyPoseFeatures)")
     ap.add_argument("--noise-mm", type=float, default=30.0, help="σ per coordinate of the scored set")
     a = ap.parse_args()
     runs = a.runs or (3 if a.quick else 20)
     max_poses = 2000 if a.quick else 200_000
 
     ref = test = None
+    if a.source == "h36m":
+        if not a.root:
+            ap.error("--source h36m needs --root, the Human3.6M folder")
+        ref, test, source = h36m_poses(a.root, a.quick)
     if a.source in ("auto", "studio"):
         try:
             ref, test, source = studio_poses(a.quick)
@@ -354,10 +396,12 @@ def main() -> None:
     out["mpss_spread_pct"] = max(out["mpss_spread_pct_k50"], out["mpss_spread_pct_k100"])
     lib_study, lib = library(a.quick, runs, a.noise_mm, max_poses, len(test))
     out.update(lib_study)
-    spread_figure(out, len(test), a.quick)
-    out.update(why(ref, pred, test, a.quick, max_poses, lib, lib_study))
+    # Human3.6M's figures beside the studio's, not over them
+    name = "pss-h36m" if a.source == "h36m" else "pss"
+    spread_figure(out, len(test), a.quick, name, out["source"])
+    out.update(why(ref, pred, test, a.quick, max_poses, lib, lib_study, name))
     out["build_s"] = round(build_s, 3)
-    save("pss", out, a.quick)
+    save(name, out, a.quick)
 
 
 if __name__ == "__main__":

@@ -256,3 +256,27 @@ def test_bad_inputs_name_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"none of the 2 sequences could be read.*cannot read"):
         with pytest.warns(UserWarning):
             h36m.build(cfg, zarr.open_group(tmp_path / "o4.zarr", mode="w"), progress=False)
+
+
+def test_pss_bench_reads_the_papers_poses(tmp_path):
+    """bench/pss.py --source h36m: the paper's protocol from the pose files alone (no video):
+    train frames every 5th, test every 64th, each pose in each camera's frame; closed form
+    against the fixture's own cameras (X_cam = R (X - C))."""
+    from bench.pss import h36m_poses
+
+    root = tmp_path / "h36m"
+    poses = make_fixture(root)
+    for d in root.glob("S*/Videos"):
+        shutil.rmtree(d)  # PSS needs no video
+    tr, te, what = h36m_poses(root, subjects=(["S1"], ["S9"]))
+    assert tr.shape == (3 * 4, 17, 3) and te.shape == (2 * 4, 17, 3) and "Human3.6M" in what
+
+    def in_cameras(P, s):
+        return np.stack([(_camera(c, s)[1] @ (P[:, h36m.H36M_17] - _camera(c, s)[2])[..., None])[..., 0]
+                         for c in range(4)], 1).reshape(-1, 17, 3)
+
+    # the pose files hold float32: 1e-3 mm
+    np.testing.assert_allclose(tr, in_cameras(poses["S1"][::5], 1), atol=1e-3)
+    np.testing.assert_allclose(te, in_cameras(poses["S9"][::64], 9), atol=1e-3)
+    with pytest.raises(SystemExit, match="no D3_Positions pose files for the test subjects"):
+        h36m_poses(root, subjects=(["S1"], ["S11"]))
