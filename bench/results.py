@@ -49,7 +49,8 @@ README_FIGURES = [
     ("pss", "kmeans_iou_k100", "the same at k = 100", "{:.2f}"),
     ("pss", "library_kmeans_iou_k50", "the same build at k = 50 on a varied mocap library (Bandai Namco's train "
      "clips, 17 actions x 15 styles)", "{:.2f}"),
-    ("pss", "mpss_spread_pct", "PSS: spread of mPSS between k-means runs (percentage points; the paper: about 0.1)",
+    ("pss", "mpss_spread_pct", "PSS: spread of mPSS between k-means runs, scored on the studio's test set (percentage "
+     "points; the paper: about 0.1)",
      "{:.2f}"),
     ("pss", "library_mpss_spread_pct_k50_subset", "the library's mPSS@50 spread, scored on as many poses as the "
      "studio's test set (pp)", "{:.2f}"),
