@@ -91,7 +91,7 @@ def h36m_poses(root: str | Path, quick: bool = False, subjects: tuple[list, list
     paper's own setting. Only metadata.xml and the D3_Positions pose files are read (no video);
     the h36m adapter's protocol: train subjects every `train_every`-th frame, test subjects
     every `test_every`-th (64th), each pose in every camera's frame. quick: every 10th sequence.
-    `subjects` (train, test) overrides the protocol's subjects. SystemExit naming what is missing."""
+    `subjects` (train, test) overrides the protocol's subjects. ValueError naming what is missing."""
     from pipeline.camera import world_to_camera
     from pipeline.data import h36m
 
@@ -99,7 +99,7 @@ def h36m_poses(root: str | Path, quick: bool = False, subjects: tuple[list, list
     root = Path(root)
     train, test = subjects or (cfg["train_subjects"], cfg["test_subjects"])
     if not (root / "metadata.xml").is_file():
-        raise SystemExit(f"{root / 'metadata.xml'}: missing; --root must be a Human3.6M folder in its public layout")
+        raise ValueError(f"{root / 'metadata.xml'}: missing; --root must be a Human3.6M folder in its public layout")
     cams = h36m.read_metadata(root / "metadata.xml", list(train) + list(test), list(cfg["cameras"]))
     out = {}
     for part, subs, every in (("train", train, cfg["train_every"]), ("test", test, cfg["test_every"])):
@@ -112,7 +112,7 @@ def h36m_poses(root: str | Path, quick: bool = False, subjects: tuple[list, list
                 c = cams[subj]
                 poses.append(world_to_camera(P[:, None], c.R[None], c.t[None]).reshape(-1, J, 3))
         if not poses:
-            raise SystemExit(f"{root}: no D3_Positions pose files for the {part} subjects {list(subs)}")
+            raise ValueError(f"{root}: no D3_Positions pose files for the {part} subjects {list(subs)}")
         out[part] = np.concatenate(poses)
     return out["train"], out["test"], (f"Human3.6M ({'+'.join(train)} every {cfg['train_every']}th frame; "
                                        f"{'+'.join(test)} every {cfg['test_every']}th; 4 views)")
@@ -347,9 +347,13 @@ def main() -> None:
 
     ref = test = None
     if a.source == "h36m":
-        if not a.root:
-            ap.error("--source h36m needs --root, the Human3.6M folder")
-        ref, test, source = h36m_poses(a.root, a.quick)
+        try:
+            if not a.root:
+                raise ValueError("--source h36m needs --root, the Human3.6M folder")
+            ref, test, source = h36m_poses(a.root, a.quick)
+        except ValueError as e:  # a user's mistake: one line, status 2
+            print(f"pss.py: {e}", file=sys.stderr)
+            sys.exit(2)
     if a.source in ("auto", "studio"):
         try:
             ref, test, source = studio_poses(a.quick)

@@ -278,5 +278,5 @@ def test_pss_bench_reads_the_papers_poses(tmp_path):
     # the pose files hold float32: 1e-3 mm
     np.testing.assert_allclose(tr, in_cameras(poses["S1"][::5], 1), atol=1e-3)
     np.testing.assert_allclose(te, in_cameras(poses["S9"][::64], 9), atol=1e-3)
-    with pytest.raises(SystemExit, match="no D3_Positions pose files for the test subjects"):
+    with pytest.raises(ValueError, match="no D3_Positions pose files for the test subjects"):
         h36m_poses(root, subjects=(["S1"], ["S11"]))
