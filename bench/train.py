@@ -111,15 +111,15 @@ KIND_KEY = {"per pose": "", "sizes kept": "_sizes_kept"}
 METRIC_KEY = {"mpjpe": "", "mpjpe_own": "_own", "nmpjpe": "_nmpjpe", "pmpjpe": "_pmpjpe"}
 
 
-def person_scale(ds, frames: np.ndarray) -> np.ndarray:
-    """[f]: each frame's person's mean bone length over the dataset's (mean_bone_mm), the
+def person_scale(ds) -> np.ndarray:
+    """[F]: each frame's person's mean bone length over the dataset's (mean_bone_mm), the
     factor that would turn SS's millimetres (mean bones x the dataset's mean) into that
     person's: an oracle, since no pose in mean bones shows a person's size."""
     from pipeline.joints import mean_bone_length
     subj = np.asarray(ds["subject"][:])
     b = mean_bone_length(np.asarray(ds["poses3d_world"][:]))
     per = {q: float(np.nanmean(b[subj == q])) for q in np.unique(subj)}
-    return np.array([per[q] for q in subj[frames]]) / mean_bone_mm(ds)
+    return np.array([per[q] for q in subj]) / mean_bone_mm(ds)
 
 
 def ru_study(pred: np.ndarray, gt: np.ndarray, lab: np.ndarray, lmask: np.ndarray, clip: np.ndarray,
@@ -386,7 +386,8 @@ def main(argv=None) -> dict:
     mb = mean_bone_mm(ds)
     pred_fs = pose3d.predict(ck_fs, ds, test)
     pred_ss = pose3d.predict(ck_ss, ds, test)
-    own = person_scale(ds, test)
+    scale = person_scale(ds)  # every frame's, computed once
+    own = scale[test]
     res = {"FS": scores(pred_fs, gt[test], gmask[test]), "SS": scores(pred_ss * mb, gt[test], gmask[test], own)}
 
     # 4. the refinement unit, two kinds of training data
@@ -430,7 +431,7 @@ def main(argv=None) -> dict:
     # bone, for everyone), against per-pose mean bones (the SS network's unit, the default)
     t = time.perf_counter()
     rc = {"training_data": "predictions", **ru_over}
-    size_tr = person_scale(ds, trainf)
+    size_tr = scale[trainf]
     kept = clean * size_tr[:, None, None, None]
     x, y = refiner.make_pairs(rc, pred_tr[someg], kept[someg], cmask[someg])
     r = refine_with(rc, x, y, work / "nets" / f"ru-mocap-sizes-kept-{a.detector}{rtag}", pred_ss)
